@@ -1,0 +1,187 @@
+//! The one error type every registry call returns.
+//!
+//! Each variant is a failure a caller may want to match on; each message
+//! names the process it is about. The trait calls it [`PluginError`], which
+//! is an alias of [`RegistryError`].
+
+use thiserror::Error;
+
+/// Every failure a [`ProcessRegistry`](crate::ProcessRegistry) call can report.
+///
+/// Errors are values, not panics: a call that returns one has changed nothing
+/// and leaves the process usable.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// No process with this id is registered.
+    #[error("unknown process `{process_id}`")]
+    UnknownProcess {
+        /// The id that was asked for.
+        process_id: String,
+    },
+    /// The id is registered with a different registration.
+    #[error("process `{process_id}` is already registered with a different registration (hash {existing_hash}, requested {requested_hash})")]
+    RegistrationConflict {
+        /// The id both registrations use.
+        process_id: String,
+        /// Hash of the registration already stored.
+        existing_hash: String,
+        /// Hash of the rejected registration.
+        requested_hash: String,
+    },
+    /// The registration breaks a validation rule.
+    #[error("invalid registration for process `{process_id}`: {reason}")]
+    InvalidRegistration {
+        /// The id of the rejected registration (may be empty when that is the fault).
+        process_id: String,
+        /// Which rule was broken.
+        reason: String,
+    },
+    /// The event type is not declared on the process.
+    #[error("process `{process_id}` does not declare event type `{event_type}`")]
+    UndeclaredEventType {
+        /// The process appended to.
+        process_id: String,
+        /// The undeclared type.
+        event_type: String,
+    },
+    /// The payload does not satisfy the event type's schema, or a selector
+    /// did not find what it points at.
+    #[error("invalid payload for `{event_type}` on process `{process_id}` at `{path}`: {message}")]
+    InvalidPayload {
+        /// The process appended to.
+        process_id: String,
+        /// The event type of the rejected payload.
+        event_type: String,
+        /// JSON pointer of the failing location in the payload (`""` is the root).
+        path: String,
+        /// What was wrong there.
+        message: String,
+    },
+    /// The event type requires a non-empty replay key and none was given.
+    #[error("process `{process_id}` event `{event_type}` requires a non-empty replay key")]
+    MissingReplayKey {
+        /// The process appended to.
+        process_id: String,
+        /// The event type that requires a key.
+        event_type: String,
+    },
+    /// The replay key was already used on this process for another payload.
+    #[error("replay key `{replay_key}` on process `{process_id}` was already used for a different event")]
+    ReplayConflict {
+        /// The process appended to.
+        process_id: String,
+        /// The reused key.
+        replay_key: String,
+    },
+    /// The process already reached a terminal status.
+    #[error("process `{process_id}` is already terminal")]
+    AlreadyTerminal {
+        /// The terminal process.
+        process_id: String,
+    },
+    /// A sequence number names no event of the process.
+    #[error("process `{process_id}` has no event with sequence {sequence} (last is {last_sequence})")]
+    SequenceOutOfRange {
+        /// The process asked about.
+        process_id: String,
+        /// The sequence that was asked for.
+        sequence: u64,
+        /// The last sequence of the log (0 when empty).
+        last_sequence: u64,
+    },
+    /// Another owner holds an unexpired lease.
+    #[error("process `{process_id}` is already leased by {owner_id} until {expires_at_epoch_ms}")]
+    LeaseHeld {
+        /// The leased process.
+        process_id: String,
+        /// The current owner.
+        owner_id: String,
+        /// When the current lease expires (epoch ms).
+        expires_at_epoch_ms: u64,
+    },
+    /// The presented lease is not the current one, or it expired.
+    #[error("lease on process `{process_id}` is missing or expired")]
+    LeaseMissingOrExpired {
+        /// The process the lease was for.
+        process_id: String,
+    },
+    /// The scope holds no grant for the process.
+    #[error("process `{process_id}` is not granted to scope `{scope_id}`")]
+    HandleNotGranted {
+        /// The process that is not granted.
+        process_id: String,
+        /// The scope that lacks the grant.
+        scope_id: String,
+    },
+    /// An input exceeds a configured size limit.
+    #[error("{what} for process `{process_id}` exceeds the limit of {limit}")]
+    LimitExceeded {
+        /// The process the call was about.
+        process_id: String,
+        /// What was too large (payload bytes, id length, nesting depth, ...).
+        what: String,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The registry was shut down; the call did not run (or its answer was lost).
+    #[error("the process registry is stopped (process `{process_id}`)")]
+    Stopped {
+        /// The process the call was about (empty for registry-wide calls).
+        process_id: String,
+    },
+    /// The process actor crashed while this call was in flight; the call's
+    /// change was not committed and may be retried.
+    #[error("process `{process_id}` restarted while the call was in flight; nothing was committed")]
+    ProcessRestarted {
+        /// The restarted process.
+        process_id: String,
+    },
+    /// The store failed to record a change; nothing was committed.
+    #[error("storage failure for process `{process_id}`: {message}")]
+    Storage {
+        /// The process whose change failed (empty for registry-wide changes).
+        process_id: String,
+        /// What the store reported.
+        message: String,
+    },
+}
+
+/// The error type of the [`ProcessRegistry`](crate::ProcessRegistry) trait.
+pub type PluginError = RegistryError;
+
+impl RegistryError {
+    /// The process id the error is about, when it names one.
+    pub fn process_id(&self) -> &str {
+        match self {
+            Self::UnknownProcess { process_id }
+            | Self::RegistrationConflict { process_id, .. }
+            | Self::InvalidRegistration { process_id, .. }
+            | Self::UndeclaredEventType { process_id, .. }
+            | Self::InvalidPayload { process_id, .. }
+            | Self::MissingReplayKey { process_id, .. }
+            | Self::ReplayConflict { process_id, .. }
+            | Self::AlreadyTerminal { process_id }
+            | Self::SequenceOutOfRange { process_id, .. }
+            | Self::LeaseHeld { process_id, .. }
+            | Self::LeaseMissingOrExpired { process_id }
+            | Self::HandleNotGranted { process_id, .. }
+            | Self::LimitExceeded { process_id, .. }
+            | Self::Stopped { process_id }
+            | Self::ProcessRestarted { process_id }
+            | Self::Storage { process_id, .. } => process_id,
+        }
+    }
+
+    pub(crate) fn unknown(process_id: &str) -> Self {
+        Self::UnknownProcess {
+            process_id: process_id.to_owned(),
+        }
+    }
+
+    pub(crate) fn stopped(process_id: &str) -> Self {
+        Self::Stopped {
+            process_id: process_id.to_owned(),
+        }
+    }
+}

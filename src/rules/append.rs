@@ -1,0 +1,334 @@
+//! The append steps of the spec, as one planning function.
+//!
+//! [`plan_append`] runs steps 2-9 of an append against a read-only view of
+//! one process and returns either "replay the original event" or the exact
+//! change to commit. It cannot change anything itself, so an error at any
+//! step leaves the process as it was; the process actor commits a plan with
+//! infallible pushes and inserts only. Step 1 (limits and the payload hash)
+//! runs in the caller's task, before the request reaches the actor:
+//! [`check_and_hash_payload`].
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RegistryError;
+use crate::events::{
+    InvocationScope, InvocationSubject, ProcessEvent, ProcessEventAppendRequest, ProcessEventInvocation,
+    ProcessTerminalState, ProcessWakeDelivery, CANCEL_REQUESTED,
+};
+use crate::model::{CausalRef, ProcessRecord, ProcessStatus, SessionScope};
+use crate::rules::hashing::{canonical_json, sha256_hex, wake_id};
+use crate::rules::limits::{truncated, Limits};
+use crate::rules::schema::{self, CompiledSchema};
+use crate::rules::semantics;
+
+/// What the replay index remembers per replay key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayEntry {
+    /// The sequence of the event the key committed.
+    pub sequence: u64,
+    /// The payload hash of that event's request.
+    pub payload_hash: String,
+}
+
+/// Step 1: bounds the request and returns its payload hash (SHA-256 of the
+/// canonical JSON of `[event_type, payload]`).
+pub fn check_and_hash_payload(
+    limits: &Limits,
+    process_id: &str,
+    request: &ProcessEventAppendRequest,
+) -> Result<String, RegistryError> {
+    limits.check_id(process_id, "process id bytes", process_id)?;
+    limits.check_id(process_id, "event type bytes", &request.event_type)?;
+    if let Some(key) = request.replay_key() {
+        limits.check_id(process_id, "replay key bytes", key)?;
+    }
+    limits.check_depth(process_id, "payload depth", &request.payload)?;
+    let mut canonical = String::from("[");
+    canonical.push_str(&serde_json::Value::String(request.event_type.clone()).to_string());
+    canonical.push(',');
+    let payload = canonical_json(&request.payload);
+    limits.check_payload_bytes(process_id, payload.len())?;
+    canonical.push_str(&payload);
+    canonical.push(']');
+    Ok(sha256_hex(canonical.as_bytes()))
+}
+
+/// The parts of one process an append plan reads.
+#[derive(Clone, Copy, Debug)]
+pub struct AppendView<'a> {
+    /// The current record.
+    pub record: &'a ProcessRecord,
+    /// The last committed sequence (0 for an empty log).
+    pub last_sequence: u64,
+    /// Compiled payload schemas by event type.
+    pub schemas: &'a HashMap<String, CompiledSchema>,
+    /// The replay entry for the request's key, when the key was used before.
+    pub replayed: Option<&'a ReplayEntry>,
+}
+
+/// What an append resolves to.
+#[derive(Clone, Debug)]
+pub enum AppendPlan {
+    /// The replay key was used for an equal payload: return that event.
+    Replay {
+        /// Its sequence.
+        sequence: u64,
+    },
+    /// Commit a new event.
+    Commit(Box<PlannedEvent>),
+}
+
+/// A new event and every change that commits with it.
+#[derive(Clone, Debug)]
+pub struct PlannedEvent {
+    /// The event, sequenced, stamped and materialized.
+    pub event: ProcessEvent,
+    /// The replay index entry to add.
+    pub replay: Option<(String, ReplayEntry)>,
+    /// The record after the event (`updated_at_ms`, terminal status).
+    pub record: ProcessRecord,
+}
+
+/// Steps 2-8 of an append.
+pub fn plan_append(
+    view: AppendView<'_>,
+    request: ProcessEventAppendRequest,
+    payload_hash: String,
+    now_ms: u64,
+) -> Result<AppendPlan, RegistryError> {
+    let record = view.record;
+    let process_id = record.id.as_str();
+    // 2. Replay.
+    if let (Some(key), Some(entry)) = (request.replay_key(), view.replayed) {
+        if entry.payload_hash == payload_hash {
+            return Ok(AppendPlan::Replay { sequence: entry.sequence });
+        }
+        return Err(RegistryError::ReplayConflict {
+            process_id: process_id.to_owned(),
+            replay_key: key.to_owned(),
+        });
+    }
+    // 3. Declared type.
+    let declared = record
+        .event_type(&request.event_type)
+        .ok_or_else(|| RegistryError::UndeclaredEventType {
+            process_id: process_id.to_owned(),
+            event_type: truncated(&request.event_type),
+        })?;
+    // 4. Required replay keys.
+    let needs_key = declared.semantics.terminal.is_some() || request.event_type == CANCEL_REQUESTED;
+    if needs_key && request.replay_key().is_none_or(str::is_empty) {
+        return Err(RegistryError::MissingReplayKey {
+            process_id: process_id.to_owned(),
+            event_type: request.event_type.clone(),
+        });
+    }
+    // 5. Payload schema.
+    let invalid = |path: String, message: String| RegistryError::InvalidPayload {
+        process_id: process_id.to_owned(),
+        event_type: request.event_type.clone(),
+        path,
+        message,
+    };
+    let compiled = view.schemas.get(&request.event_type).ok_or_else(|| {
+        invalid(String::new(), "no compiled schema for the declared type".to_owned())
+    })?;
+    schema::validate(compiled, &request.payload).map_err(|(path, message)| invalid(path, message))?;
+    // 6. Semantics.
+    let sequence = view.last_sequence.saturating_add(1);
+    let materialized = semantics::materialize(&declared.semantics, process_id, sequence, &request.payload)
+        .map_err(|unmatched| invalid(unmatched.pointer, "selector pointer matched nothing".to_owned()))?;
+    // 7. Terminal twice.
+    if materialized.terminal.is_some() && record.is_terminal() {
+        return Err(RegistryError::AlreadyTerminal {
+            process_id: process_id.to_owned(),
+        });
+    }
+    // 8. Sequence, time, invocation; the record after the event.
+    let mut next = record.clone();
+    next.updated_at_ms = now_ms;
+    if let Some(terminal) = &materialized.terminal {
+        let await_output = terminal.await_output.clone();
+        next.status = match terminal.state {
+            ProcessTerminalState::Completed => ProcessStatus::Completed { await_output },
+            ProcessTerminalState::Failed => ProcessStatus::Failed { await_output },
+            ProcessTerminalState::Cancelled => ProcessStatus::Cancelled { await_output },
+        };
+        next.wait = None;
+    }
+    let replay_key = request.replay.filter(|key| !key.is_empty());
+    let event = ProcessEvent {
+        process_id: process_id.to_owned(),
+        sequence,
+        invocation: ProcessEventInvocation {
+            scope: InvocationScope::Runtime,
+            subject: InvocationSubject::ProcessEvent {
+                process_id: process_id.to_owned(),
+                sequence,
+                event_type: request.event_type.clone(),
+            },
+            caused_by: CausalRef::Process {
+                process_id: process_id.to_owned(),
+            },
+            replay_key: replay_key.clone(),
+        },
+        event_type: request.event_type,
+        payload: request.payload,
+        semantics: materialized,
+        occurred_at_ms: now_ms,
+    };
+    let replay = replay_key.map(|key| (key, ReplayEntry { sequence, payload_hash }));
+    Ok(AppendPlan::Commit(Box::new(PlannedEvent { event, replay, record: next })))
+}
+
+/// Step 9: the wake delivery of `event` for the request's target (else the
+/// record's `wake_target`), when the event materialized a wake.
+pub fn wake_delivery(
+    record: &ProcessRecord,
+    event: &ProcessEvent,
+    request_target: Option<&SessionScope>,
+) -> Option<ProcessWakeDelivery> {
+    let wake = event.semantics.wake.as_ref()?;
+    let target = request_target.or(record.wake_target.as_ref())?;
+    let target_scope_id = target.id().0;
+    Some(ProcessWakeDelivery {
+        wake_id: wake_id(&target_scope_id, &wake.dedupe_key),
+        target_session_id: target.session_id.clone(),
+        target_scope_id,
+        process_id: event.process_id.clone(),
+        sequence: event.sequence,
+        event_type: event.event_type.clone(),
+        event_invocation: event.invocation.clone(),
+        process_caused_by: record.provenance.caused_by.clone(),
+        dedupe_key: wake.dedupe_key.clone(),
+        input: wake.input.clone(),
+        created_at_ms: event.occurred_at_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ProcessEventType, ProcessValueSelector, ProcessWakeSpec, COMPLETED};
+    use crate::model::{ProcessInput, ProcessRegistration};
+    use crate::rules::registration::{no_args, prepare_registration, PreparedRegistration};
+    use crate::rules::schema::SchemaCache;
+    use serde_json::json;
+
+    fn prepared() -> PreparedRegistration {
+        let note = ProcessEventType::new(
+            "note",
+            json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+        )
+        .with_wake(ProcessWakeSpec::new(ProcessValueSelector::Pointer("/text".into())));
+        let registration = ProcessRegistration::new("p", ProcessInput::definition("job", no_args()))
+            .with_extra_event_types(vec![note])
+            .with_wake_target(SessionScope::new("s"));
+        prepare_registration(registration, &Limits::default(), &SchemaCache::new()).unwrap()
+    }
+
+    fn plan(
+        prepared: &PreparedRegistration,
+        record: &ProcessRecord,
+        replayed: Option<&ReplayEntry>,
+        request: ProcessEventAppendRequest,
+    ) -> Result<AppendPlan, RegistryError> {
+        let hash = check_and_hash_payload(&Limits::default(), "p", &request)?;
+        let view = AppendView { record, last_sequence: 3, schemas: &prepared.schemas, replayed };
+        plan_append(view, request, hash, 99)
+    }
+
+    fn committed(plan: AppendPlan) -> PlannedEvent {
+        match plan {
+            AppendPlan::Commit(planned) => *planned,
+            AppendPlan::Replay { .. } => panic!("expected a commit"),
+        }
+    }
+
+    #[test]
+    fn a_valid_append_is_sequenced_stamped_and_materialized() {
+        let prepared = prepared();
+        let record = prepared.new_record(1);
+        let planned = committed(plan(&prepared, &record, None, ProcessEventAppendRequest::new("note", json!({"text": "hi"}))).unwrap());
+        assert_eq!(planned.event.sequence, 4);
+        assert_eq!(planned.event.occurred_at_ms, 99);
+        assert_eq!(planned.record.updated_at_ms, 99);
+        assert_eq!(planned.event.semantics.wake.as_ref().unwrap().input, "hi");
+        assert_eq!(planned.event.invocation.caused_by, CausalRef::Process { process_id: "p".into() });
+        let delivery = wake_delivery(&planned.record, &planned.event, None).unwrap();
+        assert_eq!(delivery.target_scope_id, "session:s");
+        assert_eq!(delivery.dedupe_key, "p:4");
+        assert_eq!(delivery.wake_id, wake_id("session:s", "p:4"));
+        let elsewhere = SessionScope::with_frame("t", "f");
+        let redirected = wake_delivery(&planned.record, &planned.event, Some(&elsewhere)).unwrap();
+        assert_eq!(redirected.target_scope_id, "session:t/frame:f");
+    }
+
+    #[test]
+    fn replay_returns_the_original_or_conflicts() {
+        let prepared = prepared();
+        let record = prepared.new_record(1);
+        let request = ProcessEventAppendRequest::new("note", json!({"text": "hi"})).with_replay_key("k");
+        let hash = check_and_hash_payload(&Limits::default(), "p", &request).unwrap();
+        let entry = ReplayEntry { sequence: 2, payload_hash: hash };
+        assert!(matches!(plan(&prepared, &record, Some(&entry), request).unwrap(), AppendPlan::Replay { sequence: 2 }));
+        let other = ProcessEventAppendRequest::new("note", json!({"text": "ho"})).with_replay_key("k");
+        assert!(matches!(plan(&prepared, &record, Some(&entry), other), Err(RegistryError::ReplayConflict { .. })));
+    }
+
+    #[test]
+    fn each_failing_step_has_its_error() {
+        let prepared = prepared();
+        let record = prepared.new_record(1);
+        let undeclared = ProcessEventAppendRequest::new("nope", json!({}));
+        assert!(matches!(plan(&prepared, &record, None, undeclared), Err(RegistryError::UndeclaredEventType { .. })));
+        let unkeyed = ProcessEventAppendRequest::new(COMPLETED, json!({"await_output": 1}));
+        assert!(matches!(plan(&prepared, &record, None, unkeyed), Err(RegistryError::MissingReplayKey { .. })));
+        let empty_key = ProcessEventAppendRequest::new(CANCEL_REQUESTED, json!({})).with_replay_key("");
+        assert!(matches!(plan(&prepared, &record, None, empty_key), Err(RegistryError::MissingReplayKey { .. })));
+        let invalid = ProcessEventAppendRequest::new("note", json!({"text": 5}));
+        match plan(&prepared, &record, None, invalid) {
+            Err(RegistryError::InvalidPayload { path, .. }) => assert_eq!(path, "/text"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let no_output = ProcessEventAppendRequest::new(COMPLETED, json!({})).with_replay_key("t");
+        match plan(&prepared, &record, None, no_output) {
+            Err(RegistryError::InvalidPayload { path, .. }) => assert_eq!(path, "/await_output"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn terminal_events_set_status_clear_wait_and_refuse_a_second_terminal() {
+        let prepared = prepared();
+        let mut record = prepared.new_record(1);
+        record.wait = Some(crate::model::WaitState {
+            kind: crate::model::WaitKind::Signal { name: "n".into(), event_type: "note".into(), key: "k".into(), ordinal: 1 },
+            since_ms: 1,
+        });
+        let done = ProcessEventAppendRequest::new(COMPLETED, json!({"await_output": {"kind": "success", "value": 7}}))
+            .with_replay_key("t");
+        let planned = committed(plan(&prepared, &record, None, done.clone()).unwrap());
+        assert!(planned.record.is_terminal());
+        assert!(planned.record.wait.is_none());
+        let again = done.with_replay_key("t2");
+        assert!(matches!(plan(&prepared, &planned.record, None, again), Err(RegistryError::AlreadyTerminal { .. })));
+        let note = ProcessEventAppendRequest::new("note", json!({"text": "after"}));
+        assert!(plan(&prepared, &planned.record, None, note).is_ok(), "non-terminal events may follow");
+    }
+
+    #[test]
+    fn oversized_and_deep_payloads_are_refused_before_hashing() {
+        let limits = Limits { max_payload_bytes: 16, ..Limits::default() };
+        let big = ProcessEventAppendRequest::new("note", json!({"text": "x".repeat(64)}));
+        assert!(matches!(check_and_hash_payload(&limits, "p", &big), Err(RegistryError::LimitExceeded { .. })));
+        let mut deep = json!(1);
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        let deep = ProcessEventAppendRequest::new("note", deep);
+        assert!(matches!(check_and_hash_payload(&Limits::default(), "p", &deep), Err(RegistryError::LimitExceeded { .. })));
+    }
+}

@@ -1,0 +1,279 @@
+//! The session-grant index: which scopes may address which processes.
+//!
+//! Two indexes kept in step: scope -> (process -> descriptor), ordered so a
+//! scope's grants list in process-id order, and process -> scopes, so the
+//! grants of one process are found without scanning every scope. The
+//! supervisor actor owns the one live index; this module is the data
+//! structure and its rules, with no knowledge of actors.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::model::{ProcessHandleDescriptor, ProcessHandleGrant, SessionScope, SessionScopeId};
+
+/// A grant as stored: the scope it belongs to and its descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StoredGrant {
+    session_id: String,
+    descriptor: ProcessHandleDescriptor,
+}
+
+/// Both grant indexes.
+#[derive(Clone, Debug, Default)]
+pub struct GrantIndex {
+    by_scope: HashMap<SessionScopeId, BTreeMap<String, StoredGrant>>,
+    by_process: HashMap<String, BTreeSet<SessionScopeId>>,
+}
+
+/// Which grants a session deletion removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevokedGrants {
+    /// How many grants were removed.
+    pub revoked: usize,
+    /// Processes that lost at least one grant, sorted and deduplicated.
+    pub affected: Vec<String>,
+}
+
+impl GrantIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Grants (or re-grants, replacing the descriptor) `process_id` to `scope`.
+    pub fn grant(&mut self, scope: &SessionScope, process_id: &str, descriptor: ProcessHandleDescriptor) -> ProcessHandleGrant {
+        let scope_id = scope.id();
+        self.by_scope.entry(scope_id.clone()).or_default().insert(
+            process_id.to_owned(),
+            StoredGrant {
+                session_id: scope.session_id.clone(),
+                descriptor: descriptor.clone(),
+            },
+        );
+        self.by_process.entry(process_id.to_owned()).or_default().insert(scope_id);
+        ProcessHandleGrant {
+            session_id: scope.session_id.clone(),
+            process_id: process_id.to_owned(),
+            descriptor,
+        }
+    }
+
+    /// Removes one grant; returns whether it existed.
+    pub fn revoke(&mut self, scope_id: &SessionScopeId, process_id: &str) -> bool {
+        let Some(grants) = self.by_scope.get_mut(scope_id) else {
+            return false;
+        };
+        if grants.remove(process_id).is_none() {
+            return false;
+        }
+        if grants.is_empty() {
+            self.by_scope.remove(scope_id);
+        }
+        if let Some(scopes) = self.by_process.get_mut(process_id) {
+            scopes.remove(scope_id);
+            if scopes.is_empty() {
+                self.by_process.remove(process_id);
+            }
+        }
+        true
+    }
+
+    /// The ids in `process_ids` that `scope_id` does not hold.
+    pub fn missing(&self, scope_id: &SessionScopeId, process_ids: &[String]) -> Vec<String> {
+        let grants = self.by_scope.get(scope_id);
+        process_ids
+            .iter()
+            .filter(|id| grants.is_none_or(|grants| !grants.contains_key(id.as_str())))
+            .cloned()
+            .collect()
+    }
+
+    /// Moves each grant from `from` to `to`, keeping descriptors. All or
+    /// nothing: returns the ids `from` does not hold, and moves nothing,
+    /// when there are any.
+    pub fn transfer(&mut self, from: &SessionScope, to: &SessionScope, process_ids: &[String]) -> Result<(), Vec<String>> {
+        let from_id = from.id();
+        let missing = self.missing(&from_id, process_ids);
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        for process_id in process_ids {
+            let descriptor = self
+                .by_scope
+                .get(&from_id)
+                .and_then(|grants| grants.get(process_id))
+                .map(|stored| stored.descriptor.clone());
+            if let Some(descriptor) = descriptor {
+                self.revoke(&from_id, process_id);
+                self.grant(to, process_id, descriptor);
+            }
+        }
+        Ok(())
+    }
+
+    /// The grants of one scope, in process-id order.
+    pub fn grants_of_scope(&self, scope_id: &SessionScopeId) -> Vec<ProcessHandleGrant> {
+        self.by_scope
+            .get(scope_id)
+            .map(|grants| {
+                grants
+                    .iter()
+                    .map(|(process_id, stored)| ProcessHandleGrant {
+                        session_id: stored.session_id.clone(),
+                        process_id: process_id.clone(),
+                        descriptor: stored.descriptor.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// True when `scope_id` holds a grant for `process_id`.
+    pub fn has(&self, scope_id: &SessionScopeId, process_id: &str) -> bool {
+        self.by_scope
+            .get(scope_id)
+            .is_some_and(|grants| grants.contains_key(process_id))
+    }
+
+    /// The grants of one process, sorted by session id (then scope id).
+    pub fn grants_of_process(&self, process_id: &str) -> Vec<ProcessHandleGrant> {
+        let Some(scopes) = self.by_process.get(process_id) else {
+            return Vec::new();
+        };
+        let mut grants: Vec<(SessionScopeId, ProcessHandleGrant)> = scopes
+            .iter()
+            .filter_map(|scope_id| {
+                let stored = self.by_scope.get(scope_id)?.get(process_id)?;
+                Some((
+                    scope_id.clone(),
+                    ProcessHandleGrant {
+                        session_id: stored.session_id.clone(),
+                        process_id: process_id.to_owned(),
+                        descriptor: stored.descriptor.clone(),
+                    },
+                ))
+            })
+            .collect();
+        grants.sort_by(|a, b| (&a.1.session_id, &a.0).cmp(&(&b.1.session_id, &b.0)));
+        grants.into_iter().map(|(_, grant)| grant).collect()
+    }
+
+    /// True when any scope holds a grant for `process_id`.
+    pub fn is_granted_anywhere(&self, process_id: &str) -> bool {
+        self.by_process.contains_key(process_id)
+    }
+
+    /// Removes every grant of every scope of `session_id` (all frames).
+    pub fn revoke_session(&mut self, session_id: &str) -> RevokedGrants {
+        let scopes: Vec<SessionScopeId> = self
+            .by_scope
+            .iter()
+            .filter(|(_, grants)| grants.values().next().is_some_and(|grant| grant.session_id == session_id))
+            .map(|(scope_id, _)| scope_id.clone())
+            .collect();
+        let mut revoked = 0;
+        let mut affected = BTreeSet::new();
+        for scope_id in scopes {
+            let process_ids: Vec<String> = self
+                .by_scope
+                .get(&scope_id)
+                .map(|grants| grants.keys().cloned().collect())
+                .unwrap_or_default();
+            for process_id in process_ids {
+                if self.revoke(&scope_id, &process_id) {
+                    revoked += 1;
+                    affected.insert(process_id);
+                }
+            }
+        }
+        RevokedGrants {
+            revoked,
+            affected: affected.into_iter().collect(),
+        }
+    }
+
+    /// Every grant, as `(scope, process_id, descriptor)`, for persistence.
+    pub fn iter(&self) -> impl Iterator<Item = (&SessionScopeId, &str, &str, &ProcessHandleDescriptor)> {
+        self.by_scope.iter().flat_map(|(scope_id, grants)| {
+            grants
+                .iter()
+                .map(move |(process_id, stored)| (scope_id, stored.session_id.as_str(), process_id.as_str(), &stored.descriptor))
+        })
+    }
+
+    /// Number of grants.
+    pub fn len(&self) -> usize {
+        self.by_scope.values().map(BTreeMap::len).sum()
+    }
+
+    /// True when there are no grants.
+    pub fn is_empty(&self) -> bool {
+        self.by_scope.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(text: &str) -> ProcessHandleDescriptor {
+        ProcessHandleDescriptor { kind: None, label: Some(text.into()) }
+    }
+
+    #[test]
+    fn grants_list_in_process_order_and_regrant_replaces() {
+        let mut index = GrantIndex::new();
+        let scope = SessionScope::new("s");
+        index.grant(&scope, "b", label("1"));
+        index.grant(&scope, "a", label("2"));
+        index.grant(&scope, "b", label("3"));
+        let grants = index.grants_of_scope(&scope.id());
+        let ids: Vec<_> = grants.iter().map(|g| g.process_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(grants[1].descriptor, label("3"));
+        assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn transfer_is_all_or_nothing_and_keeps_descriptors() {
+        let mut index = GrantIndex::new();
+        let (from, to) = (SessionScope::new("s"), SessionScope::with_frame("t", "f"));
+        index.grant(&from, "a", label("x"));
+        assert_eq!(index.transfer(&from, &to, &["a".into(), "b".into()]), Err(vec!["b".into()]));
+        assert!(index.has(&from.id(), "a"));
+        index.transfer(&from, &to, &["a".into()]).unwrap();
+        assert!(!index.has(&from.id(), "a"));
+        assert_eq!(index.grants_of_scope(&to.id())[0].descriptor, label("x"));
+        assert_eq!(index.grants_of_scope(&to.id())[0].session_id, "t");
+    }
+
+    #[test]
+    fn grants_of_process_sort_by_session() {
+        let mut index = GrantIndex::new();
+        index.grant(&SessionScope::new("z"), "p", label("z"));
+        index.grant(&SessionScope::new("a"), "p", label("a"));
+        index.grant(&SessionScope::with_frame("m", "f"), "p", label("m"));
+        let sessions: Vec<_> = index.grants_of_process("p").into_iter().map(|g| g.session_id).collect();
+        assert_eq!(sessions, ["a", "m", "z"]);
+    }
+
+    #[test]
+    fn revoking_a_session_covers_every_frame_only_of_that_session() {
+        let mut index = GrantIndex::new();
+        index.grant(&SessionScope::new("s"), "a", label(""));
+        index.grant(&SessionScope::with_frame("s", "f"), "b", label(""));
+        index.grant(&SessionScope::new("s2"), "b", label(""));
+        index.grant(&SessionScope::new("ss"), "c", label(""));
+        let revoked = index.revoke_session("s");
+        assert_eq!(revoked, RevokedGrants { revoked: 2, affected: vec!["a".into(), "b".into()] });
+        assert!(!index.is_granted_anywhere("a"));
+        assert!(index.is_granted_anywhere("b"));
+        assert!(index.is_granted_anywhere("c"));
+    }
+
+    #[test]
+    fn revoke_of_missing_grants_is_a_no_op() {
+        let mut index = GrantIndex::new();
+        assert!(!index.revoke(&SessionScope::new("s").id(), "p"));
+        assert!(index.is_empty());
+    }
+}

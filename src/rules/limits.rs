@@ -1,0 +1,163 @@
+//! Size and depth limits on caller input.
+//!
+//! Every recursive algorithm the registry runs over caller JSON (hashing,
+//! schema validation, serde) is only safe when the nesting depth is bounded,
+//! so depth is measured first, iteratively, and oversized input is refused
+//! with [`RegistryError::LimitExceeded`] before anything recursive sees it.
+//! Refused deep values are also *dropped* iteratively ([`dismantle`]):
+//! serde_json's drop glue recurses, and a 100,000-level value would overflow
+//! a worker's stack while being freed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::RegistryError;
+
+/// Configurable bounds on caller input, with generous defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Longest process id, owner id, replay key or event type name, in bytes.
+    pub max_id_bytes: usize,
+    /// Largest payload (canonical JSON bytes) of one event.
+    pub max_payload_bytes: usize,
+    /// Deepest nesting of any JSON value a caller passes in.
+    pub max_json_depth: usize,
+    /// Most event types one process may declare (core types included).
+    pub max_event_types: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_id_bytes: 1024,
+            max_payload_bytes: 4 * 1024 * 1024,
+            max_json_depth: 128,
+            max_event_types: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuses an id-like string longer than `max_id_bytes`.
+    pub fn check_id(&self, process_id: &str, what: &str, value: &str) -> Result<(), RegistryError> {
+        if value.len() > self.max_id_bytes {
+            return Err(limit_exceeded(process_id, what, self.max_id_bytes));
+        }
+        Ok(())
+    }
+
+    /// Refuses a JSON value nested deeper than `max_json_depth`.
+    pub fn check_depth(&self, process_id: &str, what: &str, value: &Value) -> Result<(), RegistryError> {
+        if exceeds_depth(value, self.max_json_depth) {
+            return Err(limit_exceeded(process_id, what, self.max_json_depth));
+        }
+        Ok(())
+    }
+
+    /// Refuses a payload whose canonical form exceeds `max_payload_bytes`.
+    pub fn check_payload_bytes(&self, process_id: &str, bytes: usize) -> Result<(), RegistryError> {
+        if bytes > self.max_payload_bytes {
+            return Err(limit_exceeded(process_id, "payload bytes", self.max_payload_bytes));
+        }
+        Ok(())
+    }
+}
+
+fn limit_exceeded(process_id: &str, what: &str, limit: usize) -> RegistryError {
+    RegistryError::LimitExceeded {
+        process_id: truncated(process_id),
+        what: what.to_owned(),
+        limit: u64::try_from(limit).unwrap_or(u64::MAX),
+    }
+}
+
+/// Error messages name the process, but a refused megabyte-long id would
+/// make a megabyte-long message: keep its first 128 bytes.
+pub(crate) fn truncated(process_id: &str) -> String {
+    const KEEP: usize = 128;
+    if process_id.len() <= KEEP {
+        return process_id.to_owned();
+    }
+    let mut end = KEEP;
+    while !process_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &process_id[..end])
+}
+
+/// True when `value` nests deeper than `max_depth` (a scalar has depth 1).
+/// Iterative: safe on any input.
+pub fn exceeds_depth(value: &Value, max_depth: usize) -> bool {
+    let mut stack = vec![(value, 1usize)];
+    while let Some((item, depth)) = stack.pop() {
+        if depth > max_depth {
+            return true;
+        }
+        match item {
+            Value::Array(items) => stack.extend(items.iter().map(|child| (child, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|child| (child, depth + 1))),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Drops `value` without recursion, however deep it is.
+pub fn dismantle(value: Value) {
+    let mut stack = vec![value];
+    while let Some(item) = stack.pop() {
+        match item {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, child)| child)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nested(depth: usize) -> Value {
+        let mut value = json!(0);
+        for _ in 1..depth {
+            value = Value::Array(vec![value]);
+        }
+        value
+    }
+
+    #[test]
+    fn depth_counts_scalars_as_one() {
+        assert!(!exceeds_depth(&json!(1), 1));
+        assert!(exceeds_depth(&json!([1]), 1));
+        assert!(!exceeds_depth(&json!({"a": [1]}), 3));
+        assert!(exceeds_depth(&json!({"a": [1]}), 2));
+    }
+
+    #[test]
+    fn a_hundred_thousand_levels_are_measured_and_dropped_without_overflow() {
+        let deep = nested(100_000);
+        assert!(exceeds_depth(&deep, 128));
+        dismantle(deep);
+    }
+
+    #[test]
+    fn limits_produce_typed_errors_naming_the_process() {
+        let limits = Limits {
+            max_id_bytes: 4,
+            ..Limits::default()
+        };
+        let err = limits.check_id("p", "process id", "too long").unwrap_err();
+        assert!(matches!(err, RegistryError::LimitExceeded { limit: 4, .. }));
+        assert!(err.to_string().contains("`p`"));
+    }
+
+    #[test]
+    fn truncated_ids_stay_on_char_boundaries() {
+        let id = "é".repeat(100);
+        let short = truncated(&id);
+        assert!(short.ends_with("..."));
+        assert!(short.len() <= 131);
+    }
+}

@@ -1,0 +1,277 @@
+//! Preparing a registration: core event types, validation, hashing.
+//!
+//! [`prepare_registration`] turns a caller's [`ProcessRegistration`] into the
+//! exact registration that is stored and hashed: core event types appended
+//! when missing, every rule checked, every schema compiled. Two registrations
+//! are "the same" exactly when their prepared forms hash equal.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::error::RegistryError;
+use crate::events::{core_event_types, ProcessEventType, ProcessTerminalState};
+use crate::model::{ProcessInput, ProcessRecord, ProcessRegistration, ProcessStatus};
+use crate::rules::hashing::sha256_hex_of_json;
+use crate::rules::limits::{truncated, Limits};
+use crate::rules::schema::{CompiledSchemas, SchemaCache};
+
+/// A validated registration, its hash and its compiled schemas.
+#[derive(Clone, Debug)]
+pub struct PreparedRegistration {
+    /// The registration as stored (core event types included).
+    pub registration: ProcessRegistration,
+    /// SHA-256 hex of its canonical JSON.
+    pub hash: String,
+    /// Compiled payload schemas by event type name.
+    pub schemas: CompiledSchemas,
+}
+
+impl PreparedRegistration {
+    /// The record of a newly registered process.
+    pub fn new_record(&self, now_ms: u64) -> ProcessRecord {
+        let registration = &self.registration;
+        ProcessRecord {
+            id: registration.id.clone(),
+            registration_hash: self.hash.clone(),
+            input: registration.input.clone(),
+            event_types: Arc::new(registration.event_types.clone()),
+            provenance: registration.provenance.clone(),
+            env_ref: registration.env_ref.clone(),
+            wake_target: registration.wake_target.clone(),
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            external_ref: None,
+            wait: None,
+            status: ProcessStatus::Running,
+        }
+    }
+}
+
+/// Adds every core event type the registration does not declare by name.
+pub fn ensure_core_event_types(event_types: &mut Vec<ProcessEventType>) {
+    let declared: HashSet<String> = event_types.iter().map(|ty| ty.name.clone()).collect();
+    event_types.extend(
+        core_event_types()
+            .into_iter()
+            .filter(|core| !declared.contains(&core.name)),
+    );
+}
+
+/// Validates, completes and hashes a registration.
+///
+/// Errors: [`RegistryError::InvalidRegistration`] for a broken rule (empty
+/// id or host profile, empty or duplicate event type names, a non-`Completed`
+/// terminal type without an await selector, an invalid JSON Schema), and
+/// [`RegistryError::LimitExceeded`] for oversized input.
+pub fn prepare_registration(
+    mut registration: ProcessRegistration,
+    limits: &Limits,
+    schemas: &SchemaCache,
+) -> Result<PreparedRegistration, RegistryError> {
+    let id = registration.id.clone();
+    limits.check_id(&id, "process id bytes", &id)?;
+    let invalid = |reason: String| RegistryError::InvalidRegistration {
+        process_id: truncated(&id),
+        reason,
+    };
+    if id.trim().is_empty() {
+        return Err(invalid("process id must be non-empty".to_owned()));
+    }
+    if registration.provenance.host_profile_id.trim().is_empty() {
+        return Err(invalid("host profile id must be non-empty".to_owned()));
+    }
+    check_values_depth(&registration, limits)?;
+    ensure_core_event_types(&mut registration.event_types);
+    if registration.event_types.len() > limits.max_event_types {
+        return Err(RegistryError::LimitExceeded {
+            process_id: truncated(&id),
+            what: "event types".to_owned(),
+            limit: u64::try_from(limits.max_event_types).unwrap_or(u64::MAX),
+        });
+    }
+    let mut names = HashSet::new();
+    for declared in &registration.event_types {
+        limits.check_id(&id, "event type name bytes", &declared.name)?;
+        if declared.name.trim().is_empty() {
+            return Err(invalid("event type names must be non-empty".to_owned()));
+        }
+        if !names.insert(declared.name.as_str()) {
+            return Err(invalid(format!("event type `{}` is declared twice", declared.name)));
+        }
+        if let Some(terminal) = &declared.semantics.terminal {
+            if terminal.state != ProcessTerminalState::Completed && terminal.await_output.is_none() {
+                return Err(invalid(format!(
+                    "terminal event type `{}` must declare an await output selector",
+                    declared.name
+                )));
+            }
+        }
+    }
+    let compiled = schemas
+        .compile_all(&registration.event_types)
+        .map_err(|(name, reason)| invalid(format!("event type `{name}` has an invalid payload schema: {reason}")))?;
+    let as_json = serde_json::to_value(&registration)
+        .map_err(|err| invalid(format!("registration is not representable as JSON: {err}")))?;
+    let hash = sha256_hex_of_json(&as_json);
+    Ok(PreparedRegistration {
+        registration,
+        hash,
+        schemas: compiled,
+    })
+}
+
+/// Bounds the depth of every caller-supplied JSON value in the registration
+/// before anything recursive (serde, hashing, schema compilation) runs.
+fn check_values_depth(registration: &ProcessRegistration, limits: &Limits) -> Result<(), RegistryError> {
+    let id = &registration.id;
+    match &registration.input {
+        ProcessInput::External { metadata } => limits.check_depth(id, "input metadata depth", metadata)?,
+        ProcessInput::Definition { args, .. } => {
+            for value in args.values() {
+                limits.check_depth(id, "input args depth", value)?;
+            }
+        }
+    }
+    for declared in &registration.event_types {
+        limits.check_depth(id, "payload schema depth", &declared.payload_schema)?;
+        for selector_value in selector_constants(declared) {
+            limits.check_depth(id, "selector constant depth", selector_value)?;
+        }
+    }
+    Ok(())
+}
+
+fn selector_constants(declared: &ProcessEventType) -> Vec<&Value> {
+    use crate::events::{ProcessValueSelector as S, ProcessWakeDedupeKey as D};
+    fn walk<'a>(selector: &'a S, out: &mut Vec<&'a Value>) {
+        match selector {
+            S::Const(value) => out.push(value),
+            S::Template { fields, .. } => fields.values().for_each(|field| walk(field, out)),
+            S::Payload | S::Pointer(_) | S::Present(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(terminal) = &declared.semantics.terminal {
+        if let Some(selector) = &terminal.await_output {
+            walk(selector, &mut out);
+        }
+    }
+    if let Some(wake) = &declared.semantics.wake {
+        if let Some(when) = &wake.when {
+            walk(when, &mut out);
+        }
+        walk(&wake.input, &mut out);
+        if let D::Selector(selector) = &wake.dedupe_key {
+            walk(selector, &mut out);
+        }
+    }
+    out
+}
+
+/// An empty argument map, for [`ProcessInput::Definition`] without arguments.
+pub fn no_args() -> Map<String, Value> {
+    Map::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ProcessTerminalSpec, ProcessValueSelector, COMPLETED};
+    use serde_json::json;
+
+    fn registration(id: &str) -> ProcessRegistration {
+        ProcessRegistration::new(id, ProcessInput::definition("job", no_args()))
+    }
+
+    fn prepare(registration: ProcessRegistration) -> Result<PreparedRegistration, RegistryError> {
+        prepare_registration(registration, &Limits::default(), &SchemaCache::new())
+    }
+
+    #[test]
+    fn core_event_types_are_added_once() {
+        let bare = registration("p").with_event_types(Vec::new());
+        let prepared = prepare(bare).unwrap();
+        let full = prepare(registration("p")).unwrap();
+        assert_eq!(prepared.registration.event_types.len(), 6);
+        assert_eq!(prepared.hash, full.hash, "adding core types is part of preparation");
+    }
+
+    #[test]
+    fn a_declared_core_type_is_kept_as_declared() {
+        let custom = ProcessEventType::new(COMPLETED, json!({}));
+        let prepared = prepare(registration("p").with_event_types(vec![custom.clone()])).unwrap();
+        assert_eq!(prepared.registration.event_types[0], custom);
+        assert_eq!(prepared.registration.event_types.len(), 6);
+    }
+
+    #[test]
+    fn hash_changes_with_any_field() {
+        let base = prepare(registration("p")).unwrap().hash;
+        let other = prepare(registration("p").with_env_ref("env")).unwrap().hash;
+        assert_ne!(base, other);
+        assert_eq!(base.len(), 64);
+    }
+
+    #[test]
+    fn empty_id_and_host_profile_are_refused() {
+        assert!(matches!(prepare(registration("  ")), Err(RegistryError::InvalidRegistration { .. })));
+        let no_profile = registration("p").with_host_profile_id("");
+        assert!(matches!(prepare(no_profile), Err(RegistryError::InvalidRegistration { .. })));
+    }
+
+    #[test]
+    fn empty_and_duplicate_names_are_refused() {
+        let empty = registration("p").with_extra_event_types(vec![ProcessEventType::new("", json!({}))]);
+        assert!(matches!(prepare(empty), Err(RegistryError::InvalidRegistration { .. })));
+        let twice = registration("p").with_extra_event_types(vec![
+            ProcessEventType::new("x", json!({})),
+            ProcessEventType::new("x", json!({})),
+        ]);
+        let err = prepare(twice).unwrap_err();
+        assert!(err.to_string().contains("declared twice"), "{err}");
+    }
+
+    #[test]
+    fn non_completed_terminal_types_need_a_selector() {
+        let failing = ProcessEventType::new("boom", json!({})).with_terminal(ProcessTerminalSpec {
+            state: ProcessTerminalState::Failed,
+            await_output: None,
+        });
+        assert!(prepare(registration("p").with_extra_event_types(vec![failing])).is_err());
+        let done = ProcessEventType::new("done", json!({})).with_terminal(ProcessTerminalSpec {
+            state: ProcessTerminalState::Completed,
+            await_output: None,
+        });
+        assert!(prepare(registration("p").with_extra_event_types(vec![done])).is_ok());
+        let failing_with = ProcessEventType::new("boom", json!({})).with_terminal(ProcessTerminalSpec {
+            state: ProcessTerminalState::Failed,
+            await_output: Some(ProcessValueSelector::Payload),
+        });
+        assert!(prepare(registration("p").with_extra_event_types(vec![failing_with])).is_ok());
+    }
+
+    #[test]
+    fn invalid_schemas_are_refused_at_registration() {
+        let bad = ProcessEventType::new("x", json!({"type": 17}));
+        let err = prepare(registration("p").with_extra_event_types(vec![bad])).unwrap_err();
+        assert!(matches!(err, RegistryError::InvalidRegistration { .. }));
+        assert!(err.to_string().contains("`x`"));
+    }
+
+    #[test]
+    fn too_many_event_types_are_refused() {
+        let many = (0..300).map(|i| ProcessEventType::new(format!("t{i}"), json!({})));
+        let err = prepare(registration("p").with_extra_event_types(many)).unwrap_err();
+        assert!(matches!(err, RegistryError::LimitExceeded { .. }));
+    }
+
+    #[test]
+    fn new_records_are_running_with_both_timestamps() {
+        let record = prepare(registration("p")).unwrap().new_record(42);
+        assert_eq!(record.status, ProcessStatus::Running);
+        assert_eq!((record.created_at_ms, record.updated_at_ms), (42, 42));
+        assert!(!record.is_terminal());
+    }
+}
