@@ -5,6 +5,8 @@ pub mod events;
 pub mod model;
 pub mod registry;
 pub mod rules;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{PluginError, RegistryError};

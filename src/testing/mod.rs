@@ -1,0 +1,4 @@
+//! Test support, behind the `testing` feature.
+//!
+//! - `conformance`: the reusable conformance suite every registry must pass.
+//! - `baseline`: a global-lock reference registry, the oracle and baseline.
