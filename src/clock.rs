@@ -34,16 +34,12 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock reading `now_ms`.
     pub fn new(now_ms: u64) -> Self {
-        Self {
-            now_ms: AtomicU64::new(now_ms),
-        }
+        Self { now_ms: AtomicU64::new(now_ms) }
     }
 
     /// Moves the clock forward by `ms` (saturating).
     pub fn advance(&self, ms: u64) {
-        let _ = self
-            .now_ms
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| Some(now.saturating_add(ms)));
+        let _ = self.now_ms.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| Some(now.saturating_add(ms)));
     }
 
     /// Sets the clock to `now_ms`.

@@ -174,14 +174,10 @@ impl RegistryError {
     }
 
     pub(crate) fn unknown(process_id: &str) -> Self {
-        Self::UnknownProcess {
-            process_id: process_id.to_owned(),
-        }
+        Self::UnknownProcess { process_id: process_id.to_owned() }
     }
 
     pub(crate) fn stopped(process_id: &str) -> Self {
-        Self::Stopped {
-            process_id: process_id.to_owned(),
-        }
+        Self::Stopped { process_id: process_id.to_owned() }
     }
 }

@@ -63,11 +63,7 @@ pub struct ProcessEventType {
 impl ProcessEventType {
     /// A plain event type (no terminal or wake semantics).
     pub fn new(name: impl Into<String>, payload_schema: Value) -> Self {
-        Self {
-            name: name.into(),
-            payload_schema,
-            semantics: ProcessEventSemanticsSpec::default(),
-        }
+        Self { name: name.into(), payload_schema, semantics: ProcessEventSemanticsSpec::default() }
     }
 
     /// Makes events of this type terminal.
@@ -146,11 +142,7 @@ pub struct ProcessWakeSpec {
 impl ProcessWakeSpec {
     /// A wake on every event, with `input` and event-identity dedupe.
     pub fn new(input: ProcessValueSelector) -> Self {
-        Self {
-            when: None,
-            input,
-            dedupe_key: ProcessWakeDedupeKey::EventIdentity,
-        }
+        Self { when: None, input, dedupe_key: ProcessWakeDedupeKey::EventIdentity }
     }
 
     /// Only wake when `when` selects a truthy value.
@@ -239,19 +231,12 @@ impl ProcessAwaitOutput {
 
     /// A failure with `code` and `message`.
     pub fn failure(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Failure {
-            code: code.into(),
-            message: message.into(),
-            raw: None,
-        }
+        Self::Failure { code: code.into(), message: message.into(), raw: None }
     }
 
     /// A cancellation with `message`.
     pub fn cancelled(message: impl Into<String>) -> Self {
-        Self::Cancelled {
-            message: message.into(),
-            raw: None,
-        }
+        Self::Cancelled { message: message.into(), raw: None }
     }
 
     /// The terminal state this output belongs to.
@@ -381,12 +366,7 @@ pub struct ProcessEventAppendRequest {
 impl ProcessEventAppendRequest {
     /// An append of `payload` as `event_type`, with no replay key.
     pub fn new(event_type: impl Into<String>, payload: Value) -> Self {
-        Self {
-            event_type: event_type.into(),
-            payload,
-            replay: None,
-            wake_target_scope: None,
-        }
+        Self { event_type: event_type.into(), payload, replay: None, wake_target_scope: None }
     }
 
     /// Sets the replay key.
@@ -413,8 +393,7 @@ impl ProcessEventAppendRequest {
     pub fn cancel_requested(process_id: &str, reason: impl Into<String>) -> Self {
         let payload = json!({ "reason": reason.into() });
         let digest = sha256_hex_of_json(&payload);
-        Self::new(CANCEL_REQUESTED, payload)
-            .with_replay_key(format!("process:{process_id}:cancel_requested:{digest}"))
+        Self::new(CANCEL_REQUESTED, payload).with_replay_key(format!("process:{process_id}:cancel_requested:{digest}"))
     }
 }
 

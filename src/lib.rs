@@ -5,6 +5,8 @@ pub mod events;
 pub mod model;
 pub mod registry;
 pub mod rules;
+pub mod runtime;
+pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -13,3 +15,6 @@ pub use error::{PluginError, RegistryError};
 pub use events::*;
 pub use model::*;
 pub use registry::ProcessRegistry;
+pub use rules::limits::Limits;
+pub use runtime::{ActorProcessRegistry, RegistryConfig, RegistryStats};
+pub use store::{MemoryStore, ProcessStore};

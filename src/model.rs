@@ -36,27 +36,19 @@ pub struct SessionScope {
 impl SessionScope {
     /// The whole session.
     pub fn new(session_id: impl Into<String>) -> Self {
-        Self {
-            session_id: session_id.into(),
-            agent_frame_id: None,
-        }
+        Self { session_id: session_id.into(), agent_frame_id: None }
     }
 
     /// One agent frame of the session.
     pub fn with_frame(session_id: impl Into<String>, agent_frame_id: impl Into<String>) -> Self {
-        Self {
-            session_id: session_id.into(),
-            agent_frame_id: Some(agent_frame_id.into()),
-        }
+        Self { session_id: session_id.into(), agent_frame_id: Some(agent_frame_id.into()) }
     }
 
     /// The key grants are stored under: `session:{session_id}`, or
     /// `session:{session_id}/frame:{frame}` for a non-empty frame.
     pub fn id(&self) -> SessionScopeId {
         match self.agent_frame_id.as_deref() {
-            Some(frame) if !frame.is_empty() => {
-                SessionScopeId(format!("session:{}/frame:{frame}", self.session_id))
-            }
+            Some(frame) if !frame.is_empty() => SessionScopeId(format!("session:{}/frame:{frame}", self.session_id)),
             _ => SessionScopeId(format!("session:{}", self.session_id)),
         }
     }
@@ -140,11 +132,7 @@ pub struct ProcessProvenance {
 impl ProcessProvenance {
     /// Started by the host under `host_profile_id`, with no recorded cause.
     pub fn host(host_profile_id: impl Into<String>) -> Self {
-        Self {
-            originator: ProcessOriginator::Host,
-            host_profile_id: host_profile_id.into(),
-            caused_by: None,
-        }
+        Self { originator: ProcessOriginator::Host, host_profile_id: host_profile_id.into(), caused_by: None }
     }
 
     /// Started by a session scope under `host_profile_id`.
@@ -191,10 +179,7 @@ pub enum ProcessInput {
 impl ProcessInput {
     /// A named definition with arguments.
     pub fn definition(name: impl Into<String>, args: Map<String, Value>) -> Self {
-        Self::Definition {
-            name: name.into(),
-            args,
-        }
+        Self::Definition { name: name.into(), args }
     }
 
     /// External work described by `metadata`.
@@ -247,10 +232,7 @@ impl ProcessRegistration {
 
     /// Adds event types to the declared ones.
     #[must_use]
-    pub fn with_extra_event_types(
-        mut self,
-        event_types: impl IntoIterator<Item = ProcessEventType>,
-    ) -> Self {
+    pub fn with_extra_event_types(mut self, event_types: impl IntoIterator<Item = ProcessEventType>) -> Self {
         self.event_types.extend(event_types);
         self
     }
@@ -373,9 +355,9 @@ impl ProcessStatus {
     pub fn await_output(&self) -> Option<&ProcessAwaitOutput> {
         match self {
             Self::Running => None,
-            Self::Completed { await_output }
-            | Self::Failed { await_output }
-            | Self::Cancelled { await_output } => Some(await_output),
+            Self::Completed { await_output } | Self::Failed { await_output } | Self::Cancelled { await_output } => {
+                Some(await_output)
+            }
         }
     }
 }
@@ -460,29 +442,21 @@ pub struct ProcessListFilter {
 impl ProcessListFilter {
     /// Every process, whatever its status.
     pub fn any() -> Self {
-        Self {
-            status: ProcessStatusFilter::Any,
-            ..Self::default()
-        }
+        Self { status: ProcessStatusFilter::Any, ..Self::default() }
     }
 
     /// True when `record` passes every part of the filter.
     pub fn matches(&self, record: &ProcessRecord) -> bool {
-        let status = match (&self.status, &record.status) {
+        let status = matches!(
+            (&self.status, &record.status),
             (ProcessStatusFilter::Any, _)
-            | (ProcessStatusFilter::Running, ProcessStatus::Running)
-            | (ProcessStatusFilter::Completed, ProcessStatus::Completed { .. })
-            | (ProcessStatusFilter::Failed, ProcessStatus::Failed { .. })
-            | (ProcessStatusFilter::Cancelled, ProcessStatus::Cancelled { .. }) => true,
-            _ => false,
-        };
-        let definition = self
-            .definition
-            .as_deref()
-            .is_none_or(|name| record.input.definition_name() == Some(name));
-        let waiting = self
-            .waiting
-            .is_none_or(|waiting| record.wait.is_some() == waiting);
+                | (ProcessStatusFilter::Running, ProcessStatus::Running)
+                | (ProcessStatusFilter::Completed, ProcessStatus::Completed { .. })
+                | (ProcessStatusFilter::Failed, ProcessStatus::Failed { .. })
+                | (ProcessStatusFilter::Cancelled, ProcessStatus::Cancelled { .. })
+        );
+        let definition = self.definition.as_deref().is_none_or(|name| record.input.definition_name() == Some(name));
+        let waiting = self.waiting.is_none_or(|waiting| record.wait.is_some() == waiting);
         status && definition && waiting
     }
 }
@@ -554,9 +528,6 @@ pub struct ProcessLeaseCompletion {
 impl ProcessLeaseCompletion {
     /// The completion that releases `lease`.
     pub fn from_lease(lease: &ProcessLease) -> Self {
-        Self {
-            process_id: lease.process_id.clone(),
-            lease_token: lease.lease_token.clone(),
-        }
+        Self { process_id: lease.process_id.clone(), lease_token: lease.lease_token.clone() }
     }
 }

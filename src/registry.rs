@@ -60,7 +60,10 @@ pub trait ProcessRegistry: Send + Sync {
     ) -> Result<(), PluginError>;
 
     /// A scope's grants with current records, by process id. O(grants).
-    async fn list_handle_grants(&self, session_scope: &SessionScope) -> Result<Vec<ProcessHandleGrantEntry>, PluginError>;
+    async fn list_handle_grants(
+        &self,
+        session_scope: &SessionScope,
+    ) -> Result<Vec<ProcessHandleGrantEntry>, PluginError>;
 
     /// The non-terminal part of [`Self::list_handle_grants`].
     async fn list_live_handle_grants(
@@ -77,11 +80,7 @@ pub trait ProcessRegistry: Send + Sync {
 
     /// True only for a granted, existing process.
     async fn has_handle_grant(&self, session_scope: &SessionScope, process_id: &str) -> Result<bool, PluginError> {
-        Ok(self
-            .list_handle_grants(session_scope)
-            .await?
-            .into_iter()
-            .any(|(grant, _)| grant.process_id == process_id))
+        Ok(self.list_handle_grants(session_scope).await?.into_iter().any(|(grant, _)| grant.process_id == process_id))
     }
 
     /// A process's grants, sorted by session id.

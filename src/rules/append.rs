@@ -105,18 +105,13 @@ pub fn plan_append(
         if entry.payload_hash == payload_hash {
             return Ok(AppendPlan::Replay { sequence: entry.sequence });
         }
-        return Err(RegistryError::ReplayConflict {
-            process_id: process_id.to_owned(),
-            replay_key: key.to_owned(),
-        });
+        return Err(RegistryError::ReplayConflict { process_id: process_id.to_owned(), replay_key: key.to_owned() });
     }
     // 3. Declared type.
-    let declared = record
-        .event_type(&request.event_type)
-        .ok_or_else(|| RegistryError::UndeclaredEventType {
-            process_id: process_id.to_owned(),
-            event_type: truncated(&request.event_type),
-        })?;
+    let declared = record.event_type(&request.event_type).ok_or_else(|| RegistryError::UndeclaredEventType {
+        process_id: process_id.to_owned(),
+        event_type: truncated(&request.event_type),
+    })?;
     // 4. Required replay keys.
     let needs_key = declared.semantics.terminal.is_some() || request.event_type == CANCEL_REQUESTED;
     if needs_key && request.replay_key().is_none_or(str::is_empty) {
@@ -132,9 +127,10 @@ pub fn plan_append(
         path,
         message,
     };
-    let compiled = view.schemas.get(&request.event_type).ok_or_else(|| {
-        invalid(String::new(), "no compiled schema for the declared type".to_owned())
-    })?;
+    let compiled = view
+        .schemas
+        .get(&request.event_type)
+        .ok_or_else(|| invalid(String::new(), "no compiled schema for the declared type".to_owned()))?;
     schema::validate(compiled, &request.payload).map_err(|(path, message)| invalid(path, message))?;
     // 6. Semantics.
     let sequence = view.last_sequence.saturating_add(1);
@@ -142,9 +138,7 @@ pub fn plan_append(
         .map_err(|unmatched| invalid(unmatched.pointer, "selector pointer matched nothing".to_owned()))?;
     // 7. Terminal twice.
     if materialized.terminal.is_some() && record.is_terminal() {
-        return Err(RegistryError::AlreadyTerminal {
-            process_id: process_id.to_owned(),
-        });
+        return Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() });
     }
     // 8. Sequence, time, invocation; the record after the event.
     let mut next = record.clone();
@@ -169,9 +163,7 @@ pub fn plan_append(
                 sequence,
                 event_type: request.event_type.clone(),
             },
-            caused_by: CausalRef::Process {
-                process_id: process_id.to_owned(),
-            },
+            caused_by: CausalRef::Process { process_id: process_id.to_owned() },
             replay_key: replay_key.clone(),
         },
         event_type: request.event_type,
@@ -251,7 +243,9 @@ mod tests {
     fn a_valid_append_is_sequenced_stamped_and_materialized() {
         let prepared = prepared();
         let record = prepared.new_record(1);
-        let planned = committed(plan(&prepared, &record, None, ProcessEventAppendRequest::new("note", json!({"text": "hi"}))).unwrap());
+        let planned = committed(
+            plan(&prepared, &record, None, ProcessEventAppendRequest::new("note", json!({"text": "hi"}))).unwrap(),
+        );
         assert_eq!(planned.event.sequence, 4);
         assert_eq!(planned.event.occurred_at_ms, 99);
         assert_eq!(planned.record.updated_at_ms, 99);
@@ -305,7 +299,12 @@ mod tests {
         let prepared = prepared();
         let mut record = prepared.new_record(1);
         record.wait = Some(crate::model::WaitState {
-            kind: crate::model::WaitKind::Signal { name: "n".into(), event_type: "note".into(), key: "k".into(), ordinal: 1 },
+            kind: crate::model::WaitKind::Signal {
+                name: "n".into(),
+                event_type: "note".into(),
+                key: "k".into(),
+                ordinal: 1,
+            },
             since_ms: 1,
         });
         let done = ProcessEventAppendRequest::new(COMPLETED, json!({"await_output": {"kind": "success", "value": 7}}))
@@ -329,6 +328,9 @@ mod tests {
             deep = json!([deep]);
         }
         let deep = ProcessEventAppendRequest::new("note", deep);
-        assert!(matches!(check_and_hash_payload(&Limits::default(), "p", &deep), Err(RegistryError::LimitExceeded { .. })));
+        assert!(matches!(
+            check_and_hash_payload(&Limits::default(), "p", &deep),
+            Err(RegistryError::LimitExceeded { .. })
+        ));
     }
 }

@@ -40,21 +40,19 @@ impl GrantIndex {
     }
 
     /// Grants (or re-grants, replacing the descriptor) `process_id` to `scope`.
-    pub fn grant(&mut self, scope: &SessionScope, process_id: &str, descriptor: ProcessHandleDescriptor) -> ProcessHandleGrant {
+    pub fn grant(
+        &mut self,
+        scope: &SessionScope,
+        process_id: &str,
+        descriptor: ProcessHandleDescriptor,
+    ) -> ProcessHandleGrant {
         let scope_id = scope.id();
         self.by_scope.entry(scope_id.clone()).or_default().insert(
             process_id.to_owned(),
-            StoredGrant {
-                session_id: scope.session_id.clone(),
-                descriptor: descriptor.clone(),
-            },
+            StoredGrant { session_id: scope.session_id.clone(), descriptor: descriptor.clone() },
         );
         self.by_process.entry(process_id.to_owned()).or_default().insert(scope_id);
-        ProcessHandleGrant {
-            session_id: scope.session_id.clone(),
-            process_id: process_id.to_owned(),
-            descriptor,
-        }
+        ProcessHandleGrant { session_id: scope.session_id.clone(), process_id: process_id.to_owned(), descriptor }
     }
 
     /// Removes one grant; returns whether it existed.
@@ -80,17 +78,18 @@ impl GrantIndex {
     /// The ids in `process_ids` that `scope_id` does not hold.
     pub fn missing(&self, scope_id: &SessionScopeId, process_ids: &[String]) -> Vec<String> {
         let grants = self.by_scope.get(scope_id);
-        process_ids
-            .iter()
-            .filter(|id| grants.is_none_or(|grants| !grants.contains_key(id.as_str())))
-            .cloned()
-            .collect()
+        process_ids.iter().filter(|id| grants.is_none_or(|grants| !grants.contains_key(id.as_str()))).cloned().collect()
     }
 
     /// Moves each grant from `from` to `to`, keeping descriptors. All or
     /// nothing: returns the ids `from` does not hold, and moves nothing,
     /// when there are any.
-    pub fn transfer(&mut self, from: &SessionScope, to: &SessionScope, process_ids: &[String]) -> Result<(), Vec<String>> {
+    pub fn transfer(
+        &mut self,
+        from: &SessionScope,
+        to: &SessionScope,
+        process_ids: &[String],
+    ) -> Result<(), Vec<String>> {
         let from_id = from.id();
         let missing = self.missing(&from_id, process_ids);
         if !missing.is_empty() {
@@ -129,9 +128,7 @@ impl GrantIndex {
 
     /// True when `scope_id` holds a grant for `process_id`.
     pub fn has(&self, scope_id: &SessionScopeId, process_id: &str) -> bool {
-        self.by_scope
-            .get(scope_id)
-            .is_some_and(|grants| grants.contains_key(process_id))
+        self.by_scope.get(scope_id).is_some_and(|grants| grants.contains_key(process_id))
     }
 
     /// The grants of one process, sorted by session id (then scope id).
@@ -173,11 +170,8 @@ impl GrantIndex {
         let mut revoked = 0;
         let mut affected = BTreeSet::new();
         for scope_id in scopes {
-            let process_ids: Vec<String> = self
-                .by_scope
-                .get(&scope_id)
-                .map(|grants| grants.keys().cloned().collect())
-                .unwrap_or_default();
+            let process_ids: Vec<String> =
+                self.by_scope.get(&scope_id).map(|grants| grants.keys().cloned().collect()).unwrap_or_default();
             for process_id in process_ids {
                 if self.revoke(&scope_id, &process_id) {
                     revoked += 1;
@@ -185,18 +179,15 @@ impl GrantIndex {
                 }
             }
         }
-        RevokedGrants {
-            revoked,
-            affected: affected.into_iter().collect(),
-        }
+        RevokedGrants { revoked, affected: affected.into_iter().collect() }
     }
 
     /// Every grant, as `(scope, process_id, descriptor)`, for persistence.
     pub fn iter(&self) -> impl Iterator<Item = (&SessionScopeId, &str, &str, &ProcessHandleDescriptor)> {
         self.by_scope.iter().flat_map(|(scope_id, grants)| {
-            grants
-                .iter()
-                .map(move |(process_id, stored)| (scope_id, stored.session_id.as_str(), process_id.as_str(), &stored.descriptor))
+            grants.iter().map(move |(process_id, stored)| {
+                (scope_id, stored.session_id.as_str(), process_id.as_str(), &stored.descriptor)
+            })
         })
     }
 

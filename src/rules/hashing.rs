@@ -75,9 +75,7 @@ pub fn sha256_hex_of_json(value: &Value) -> String {
 /// Returns `None` only when `value` cannot be represented as JSON (a map
 /// with non-string keys), which no type of this crate has.
 pub fn sha256_hex_of<T: Serialize>(value: &T) -> Option<String> {
-    serde_json::to_value(value)
-        .ok()
-        .map(|json| sha256_hex_of_json(&json))
+    serde_json::to_value(value).ok().map(|json| sha256_hex_of_json(&json))
 }
 
 /// The payload hash of an append: SHA-256 of canonical `[event_type, payload]`.
@@ -125,18 +123,12 @@ mod tests {
         let mut second = serde_json::Map::new();
         second.insert("y".into(), json!(2));
         second.insert("x".into(), json!(1));
-        assert_eq!(
-            sha256_hex_of_json(&Value::Object(first)),
-            sha256_hex_of_json(&Value::Object(second))
-        );
+        assert_eq!(sha256_hex_of_json(&Value::Object(first)), sha256_hex_of_json(&Value::Object(second)));
     }
 
     #[test]
     fn sha256_hex_matches_known_vector() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]
@@ -144,10 +136,7 @@ mod tests {
         let payload = json!({"a": 1});
         assert_ne!(payload_hash("x", &payload), payload_hash("y", &payload));
         assert_ne!(payload_hash("x", &payload), payload_hash("x", &json!({"a": 2})));
-        assert_eq!(
-            payload_hash("x", &payload),
-            sha256_hex_of_json(&json!(["x", {"a": 1}]))
-        );
+        assert_eq!(payload_hash("x", &payload), sha256_hex_of_json(&json!(["x", {"a": 1}])));
     }
 
     #[test]

@@ -75,9 +75,7 @@ pub fn renew(
             renewed.expires_at_epoch_ms = now_ms.saturating_add(ttl_ms);
             Ok(renewed)
         }
-        _ => Err(RegistryError::LeaseMissingOrExpired {
-            process_id: presented.process_id.clone(),
-        }),
+        _ => Err(RegistryError::LeaseMissingOrExpired { process_id: presented.process_id.clone() }),
     }
 }
 
@@ -85,18 +83,13 @@ pub fn renew(
 /// completion is stale (its token is not the current lease's): a no-op.
 pub fn release(state: &LeaseState, completion: &ProcessLeaseCompletion) -> Option<LeaseState> {
     let current = state.current.as_ref()?;
-    (current.lease_token == completion.lease_token).then(|| LeaseState {
-        current: None,
-        last_fencing_token: state.last_fencing_token,
-    })
+    (current.lease_token == completion.lease_token)
+        .then_some(LeaseState { current: None, last_fencing_token: state.last_fencing_token })
 }
 
 /// The state after granting `lease`.
 pub fn granted(state: &LeaseState, lease: ProcessLease) -> LeaseState {
-    LeaseState {
-        last_fencing_token: state.last_fencing_token.max(lease.fencing_token),
-        current: Some(lease),
-    }
+    LeaseState { last_fencing_token: state.last_fencing_token.max(lease.fencing_token), current: Some(lease) }
 }
 
 #[cfg(test)]

@@ -28,12 +28,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_id_bytes: 1024,
-            max_payload_bytes: 4 * 1024 * 1024,
-            max_json_depth: 128,
-            max_event_types: 256,
-        }
+        Self { max_id_bytes: 1024, max_payload_bytes: 4 * 1024 * 1024, max_json_depth: 128, max_event_types: 256 }
     }
 }
 
@@ -144,10 +139,7 @@ mod tests {
 
     #[test]
     fn limits_produce_typed_errors_naming_the_process() {
-        let limits = Limits {
-            max_id_bytes: 4,
-            ..Limits::default()
-        };
+        let limits = Limits { max_id_bytes: 4, ..Limits::default() };
         let err = limits.check_id("p", "process id", "too long").unwrap_err();
         assert!(matches!(err, RegistryError::LimitExceeded { limit: 4, .. }));
         assert!(err.to_string().contains("`p`"));

@@ -14,7 +14,7 @@ use crate::error::RegistryError;
 use crate::events::{core_event_types, ProcessEventType, ProcessTerminalState};
 use crate::model::{ProcessInput, ProcessRecord, ProcessRegistration, ProcessStatus};
 use crate::rules::hashing::sha256_hex_of_json;
-use crate::rules::limits::{truncated, Limits};
+use crate::rules::limits::{dismantle, truncated, Limits};
 use crate::rules::schema::{CompiledSchemas, SchemaCache};
 
 /// A validated registration, its hash and its compiled schemas.
@@ -52,11 +52,7 @@ impl PreparedRegistration {
 /// Adds every core event type the registration does not declare by name.
 pub fn ensure_core_event_types(event_types: &mut Vec<ProcessEventType>) {
     let declared: HashSet<String> = event_types.iter().map(|ty| ty.name.clone()).collect();
-    event_types.extend(
-        core_event_types()
-            .into_iter()
-            .filter(|core| !declared.contains(&core.name)),
-    );
+    event_types.extend(core_event_types().into_iter().filter(|core| !declared.contains(&core.name)));
 }
 
 /// Validates, completes and hashes a registration.
@@ -72,17 +68,17 @@ pub fn prepare_registration(
 ) -> Result<PreparedRegistration, RegistryError> {
     let id = registration.id.clone();
     limits.check_id(&id, "process id bytes", &id)?;
-    let invalid = |reason: String| RegistryError::InvalidRegistration {
-        process_id: truncated(&id),
-        reason,
-    };
+    let invalid = |reason: String| RegistryError::InvalidRegistration { process_id: truncated(&id), reason };
     if id.trim().is_empty() {
         return Err(invalid("process id must be non-empty".to_owned()));
     }
     if registration.provenance.host_profile_id.trim().is_empty() {
         return Err(invalid("host profile id must be non-empty".to_owned()));
     }
-    check_values_depth(&registration, limits)?;
+    if let Err(err) = check_values_depth(&registration, limits) {
+        dismantle_registration(registration);
+        return Err(err);
+    }
     ensure_core_event_types(&mut registration.event_types);
     if registration.event_types.len() > limits.max_event_types {
         return Err(RegistryError::LimitExceeded {
@@ -115,11 +111,7 @@ pub fn prepare_registration(
     let as_json = serde_json::to_value(&registration)
         .map_err(|err| invalid(format!("registration is not representable as JSON: {err}")))?;
     let hash = sha256_hex_of_json(&as_json);
-    Ok(PreparedRegistration {
-        registration,
-        hash,
-        schemas: compiled,
-    })
+    Ok(PreparedRegistration { registration, hash, schemas: compiled })
 }
 
 /// Bounds the depth of every caller-supplied JSON value in the registration
@@ -136,11 +128,86 @@ fn check_values_depth(registration: &ProcessRegistration, limits: &Limits) -> Re
     }
     for declared in &registration.event_types {
         limits.check_depth(id, "payload schema depth", &declared.payload_schema)?;
+        let semantics = &declared.semantics;
+        let selectors = semantics.terminal.iter().filter_map(|terminal| terminal.await_output.as_ref()).chain(
+            semantics.wake.iter().flat_map(|wake| {
+                let dedupe = match &wake.dedupe_key {
+                    crate::events::ProcessWakeDedupeKey::Selector(selector) => Some(selector),
+                    _ => None,
+                };
+                wake.when.iter().chain(std::iter::once(&wake.input)).chain(dedupe)
+            }),
+        );
+        for selector in selectors {
+            if selector_exceeds_depth(selector, limits.max_json_depth) {
+                return Err(RegistryError::LimitExceeded {
+                    process_id: truncated(id),
+                    what: "selector template depth".to_owned(),
+                    limit: u64::try_from(limits.max_json_depth).unwrap_or(u64::MAX),
+                });
+            }
+        }
         for selector_value in selector_constants(declared) {
             limits.check_depth(id, "selector constant depth", selector_value)?;
         }
     }
     Ok(())
+}
+
+/// Drops a refused registration without recursing into its JSON values.
+fn dismantle_registration(registration: ProcessRegistration) {
+    match registration.input {
+        ProcessInput::External { metadata } => dismantle(metadata),
+        ProcessInput::Definition { args, .. } => dismantle(Value::Object(args)),
+    }
+    for declared in registration.event_types {
+        dismantle(declared.payload_schema);
+        for selector in selectors_of(declared.semantics) {
+            dismantle_selector(selector);
+        }
+    }
+}
+
+fn selectors_of(semantics: crate::events::ProcessEventSemanticsSpec) -> Vec<crate::events::ProcessValueSelector> {
+    let mut selectors = Vec::new();
+    if let Some(terminal) = semantics.terminal {
+        selectors.extend(terminal.await_output);
+    }
+    if let Some(wake) = semantics.wake {
+        selectors.extend(wake.when);
+        selectors.push(wake.input);
+        if let crate::events::ProcessWakeDedupeKey::Selector(selector) = wake.dedupe_key {
+            selectors.push(selector);
+        }
+    }
+    selectors
+}
+
+fn dismantle_selector(selector: crate::events::ProcessValueSelector) {
+    use crate::events::ProcessValueSelector as S;
+    let mut stack = vec![selector];
+    while let Some(selector) = stack.pop() {
+        match selector {
+            S::Const(value) => dismantle(value),
+            S::Template { fields, .. } => stack.extend(fields.into_values()),
+            S::Payload | S::Pointer(_) | S::Present(_) => {}
+        }
+    }
+}
+
+/// True when templates nest deeper than `max_depth`. Iterative.
+fn selector_exceeds_depth(selector: &crate::events::ProcessValueSelector, max_depth: usize) -> bool {
+    use crate::events::ProcessValueSelector as S;
+    let mut stack = vec![(selector, 1usize)];
+    while let Some((selector, depth)) = stack.pop() {
+        if depth > max_depth {
+            return true;
+        }
+        if let S::Template { fields, .. } = selector {
+            stack.extend(fields.values().map(|field| (field, depth + 1)));
+        }
+    }
+    false
 }
 
 fn selector_constants(declared: &ProcessEventType) -> Vec<&Value> {
@@ -225,25 +292,19 @@ mod tests {
     fn empty_and_duplicate_names_are_refused() {
         let empty = registration("p").with_extra_event_types(vec![ProcessEventType::new("", json!({}))]);
         assert!(matches!(prepare(empty), Err(RegistryError::InvalidRegistration { .. })));
-        let twice = registration("p").with_extra_event_types(vec![
-            ProcessEventType::new("x", json!({})),
-            ProcessEventType::new("x", json!({})),
-        ]);
+        let twice = registration("p")
+            .with_extra_event_types(vec![ProcessEventType::new("x", json!({})), ProcessEventType::new("x", json!({}))]);
         let err = prepare(twice).unwrap_err();
         assert!(err.to_string().contains("declared twice"), "{err}");
     }
 
     #[test]
     fn non_completed_terminal_types_need_a_selector() {
-        let failing = ProcessEventType::new("boom", json!({})).with_terminal(ProcessTerminalSpec {
-            state: ProcessTerminalState::Failed,
-            await_output: None,
-        });
+        let failing = ProcessEventType::new("boom", json!({}))
+            .with_terminal(ProcessTerminalSpec { state: ProcessTerminalState::Failed, await_output: None });
         assert!(prepare(registration("p").with_extra_event_types(vec![failing])).is_err());
-        let done = ProcessEventType::new("done", json!({})).with_terminal(ProcessTerminalSpec {
-            state: ProcessTerminalState::Completed,
-            await_output: None,
-        });
+        let done = ProcessEventType::new("done", json!({}))
+            .with_terminal(ProcessTerminalSpec { state: ProcessTerminalState::Completed, await_output: None });
         assert!(prepare(registration("p").with_extra_event_types(vec![done])).is_ok());
         let failing_with = ProcessEventType::new("boom", json!({})).with_terminal(ProcessTerminalSpec {
             state: ProcessTerminalState::Failed,
@@ -265,6 +326,26 @@ mod tests {
         let many = (0..300).map(|i| ProcessEventType::new(format!("t{i}"), json!({})));
         let err = prepare(registration("p").with_extra_event_types(many)).unwrap_err();
         assert!(matches!(err, RegistryError::LimitExceeded { .. }));
+    }
+
+    #[test]
+    fn deep_values_and_deep_templates_are_refused_and_dropped_safely() {
+        let mut deep = json!(0);
+        for _ in 0..100_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        let external = ProcessRegistration::new("p", ProcessInput::external(deep));
+        assert!(matches!(prepare(external), Err(RegistryError::LimitExceeded { .. })));
+        let mut selector = ProcessValueSelector::Payload;
+        for _ in 0..10_000 {
+            selector = ProcessValueSelector::Template {
+                template: "{x}".into(),
+                fields: std::collections::BTreeMap::from([("x".to_owned(), selector)]),
+            };
+        }
+        let wake = ProcessEventType::new("w", json!({})).with_wake(crate::events::ProcessWakeSpec::new(selector));
+        let err = prepare(registration("p").with_extra_event_types(vec![wake])).unwrap_err();
+        assert!(matches!(err, RegistryError::LimitExceeded { .. }), "{err}");
     }
 
     #[test]

@@ -29,9 +29,7 @@ pub struct SchemaCache {
 
 impl std::fmt::Debug for SchemaCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SchemaCache")
-            .field("schemas", &self.compiled.len())
-            .finish()
+        f.debug_struct("SchemaCache").field("schemas", &self.compiled.len()).finish()
     }
 }
 
@@ -49,18 +47,14 @@ impl SchemaCache {
             return Ok(Arc::clone(found.value()));
         }
         let validator = Arc::new(jsonschema::validator_for(schema).map_err(|err| err.to_string())?);
-        Ok(Arc::clone(
-            self.compiled.entry(key).or_insert(validator).value(),
-        ))
+        Ok(Arc::clone(self.compiled.entry(key).or_insert(validator).value()))
     }
 
     /// Compiles every declared schema; the error names the failing type.
     pub fn compile_all(&self, event_types: &[ProcessEventType]) -> Result<CompiledSchemas, (String, String)> {
         let mut schemas = HashMap::with_capacity(event_types.len());
         for declared in event_types {
-            let validator = self
-                .compile(&declared.payload_schema)
-                .map_err(|reason| (declared.name.clone(), reason))?;
+            let validator = self.compile(&declared.payload_schema).map_err(|reason| (declared.name.clone(), reason))?;
             schemas.insert(declared.name.clone(), validator);
         }
         Ok(Arc::new(schemas))
@@ -80,9 +74,7 @@ impl SchemaCache {
 /// Validates `payload`; on failure returns `(json_pointer, message)` of the
 /// first violation.
 pub fn validate(schema: &Validator, payload: &Value) -> Result<(), (String, String)> {
-    schema
-        .validate(payload)
-        .map_err(|err| (err.instance_path().to_string(), err.to_string()))
+    schema.validate(payload).map_err(|err| (err.instance_path().to_string(), err.to_string()))
 }
 
 #[cfg(test)]

@@ -23,9 +23,9 @@ pub struct UnmatchedPointer {
 pub fn select(selector: &ProcessValueSelector, payload: &Value) -> Result<Value, UnmatchedPointer> {
     match selector {
         ProcessValueSelector::Payload => Ok(payload.clone()),
-        ProcessValueSelector::Pointer(pointer) => payload.pointer(pointer).cloned().ok_or_else(|| UnmatchedPointer {
-            pointer: pointer.clone(),
-        }),
+        ProcessValueSelector::Pointer(pointer) => {
+            payload.pointer(pointer).cloned().ok_or_else(|| UnmatchedPointer { pointer: pointer.clone() })
+        }
         ProcessValueSelector::Const(value) => Ok(value.clone()),
         ProcessValueSelector::Present(pointer) => Ok(Value::Bool(payload.pointer(pointer).is_some())),
         ProcessValueSelector::Template { template, fields } => {
@@ -83,15 +83,10 @@ pub fn await_output_from(state: ProcessTerminalState, value: Value) -> ProcessAw
     }
     match state {
         ProcessTerminalState::Completed => ProcessAwaitOutput::Success { value },
-        ProcessTerminalState::Failed => ProcessAwaitOutput::Failure {
-            code: "process_failed".to_owned(),
-            message: render(&value),
-            raw: Some(value),
-        },
-        ProcessTerminalState::Cancelled => ProcessAwaitOutput::Cancelled {
-            message: render(&value),
-            raw: Some(value),
-        },
+        ProcessTerminalState::Failed => {
+            ProcessAwaitOutput::Failure { code: "process_failed".to_owned(), message: render(&value), raw: Some(value) }
+        }
+        ProcessTerminalState::Cancelled => ProcessAwaitOutput::Cancelled { message: render(&value), raw: Some(value) },
     }
 }
 
@@ -192,10 +187,7 @@ mod tests {
     fn terminal_values_parse_as_await_outputs_or_are_wrapped() {
         let parsed = await_output_from(ProcessTerminalState::Completed, json!({"kind": "success", "value": 1}));
         assert_eq!(parsed, ProcessAwaitOutput::success(json!(1)));
-        assert_eq!(
-            await_output_from(ProcessTerminalState::Completed, json!(3)),
-            ProcessAwaitOutput::success(json!(3))
-        );
+        assert_eq!(await_output_from(ProcessTerminalState::Completed, json!(3)), ProcessAwaitOutput::success(json!(3)));
         assert_eq!(
             await_output_from(ProcessTerminalState::Failed, json!("disk full")),
             ProcessAwaitOutput::Failure {
@@ -206,27 +198,18 @@ mod tests {
         );
         assert_eq!(
             await_output_from(ProcessTerminalState::Cancelled, json!({"why": 1})),
-            ProcessAwaitOutput::Cancelled {
-                message: r#"{"why":1}"#.into(),
-                raw: Some(json!({"why": 1}))
-            }
+            ProcessAwaitOutput::Cancelled { message: r#"{"why":1}"#.into(), raw: Some(json!({"why": 1})) }
         );
     }
 
     #[test]
     fn completed_without_selector_uses_the_whole_payload() {
         let spec = ProcessEventSemanticsSpec {
-            terminal: Some(ProcessTerminalSpec {
-                state: ProcessTerminalState::Completed,
-                await_output: None,
-            }),
+            terminal: Some(ProcessTerminalSpec { state: ProcessTerminalState::Completed, await_output: None }),
             wake: None,
         };
         let semantics = materialize(&spec, "p", 1, &json!({"r": 1})).unwrap();
-        assert_eq!(
-            semantics.terminal.unwrap().await_output,
-            ProcessAwaitOutput::success(json!({"r": 1}))
-        );
+        assert_eq!(semantics.terminal.unwrap().await_output, ProcessAwaitOutput::success(json!({"r": 1})));
     }
 
     #[test]
@@ -251,10 +234,7 @@ mod tests {
 
     #[test]
     fn an_unmatched_pointer_in_any_selector_is_an_error() {
-        let spec = ProcessEventSemanticsSpec {
-            terminal: None,
-            wake: Some(ProcessWakeSpec::new(pointer("/absent"))),
-        };
+        let spec = ProcessEventSemanticsSpec { terminal: None, wake: Some(ProcessWakeSpec::new(pointer("/absent"))) };
         assert!(materialize(&spec, "p", 1, &json!({})).is_err());
     }
 }

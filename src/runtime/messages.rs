@@ -1,0 +1,210 @@
+//! The messages of the two actor kinds.
+//!
+//! Every request carries its reply port; replies are `Result`s with the
+//! crate's typed error, so a failed call is an answer, not a crash.
+//! Events travel as `Arc<ProcessEvent>`: the actor never deep-copies its
+//! log to answer a read, the facade clones only what it returns.
+
+use std::sync::Arc;
+
+use ractor::RpcReplyPort;
+
+use crate::error::RegistryError;
+use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
+use crate::model::{
+    ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessLease, ProcessLeaseCompletion,
+    ProcessRecord, ProcessSessionDeleteReport, SessionScope, WaitState,
+};
+use crate::rules::registration::PreparedRegistration;
+
+/// A reply carrying a result.
+pub(crate) type Reply<T> = RpcReplyPort<Result<T, RegistryError>>;
+
+/// Messages a process actor handles.
+#[derive(Debug)]
+pub enum ProcessMsg {
+    /// Append one event (steps 2-10 of the spec).
+    Append {
+        /// The request.
+        request: ProcessEventAppendRequest,
+        /// Its payload hash, computed by the caller.
+        payload_hash: String,
+        /// Where the answer goes.
+        reply: Reply<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>)>,
+    },
+    /// Events after a sequence.
+    EventsAfter {
+        /// The exclusive lower bound.
+        after: u64,
+        /// Where the answer goes.
+        reply: Reply<Vec<Arc<ProcessEvent>>>,
+    },
+    /// Count of events of a type up to a sequence.
+    CountThrough {
+        /// The event type.
+        event_type: String,
+        /// The inclusive upper bound.
+        up_to: u64,
+        /// Where the answer goes.
+        reply: Reply<u64>,
+    },
+    /// The last events.
+    Recent {
+        /// How many.
+        limit: usize,
+        /// Where the answer goes.
+        reply: Reply<Vec<Arc<ProcessEvent>>>,
+    },
+    /// Unacked wake events after a sequence.
+    WakeEventsAfter {
+        /// The exclusive lower bound.
+        after: u64,
+        /// Where the answer goes.
+        reply: Reply<Vec<Arc<ProcessEvent>>>,
+    },
+    /// Acknowledge one wake.
+    AckWake {
+        /// The acked sequence.
+        sequence: u64,
+        /// Where the answer goes.
+        reply: Reply<()>,
+    },
+    /// The first event of a type after a sequence; parks until it exists.
+    WaitEvent {
+        /// The event type.
+        event_type: String,
+        /// The exclusive lower bound.
+        after: u64,
+        /// The caller's waiter id (for cancellation).
+        waiter_id: u64,
+        /// Where the answer goes.
+        reply: Reply<Arc<ProcessEvent>>,
+    },
+    /// The await output; parks until the process is terminal.
+    AwaitOutput {
+        /// The caller's waiter id (for cancellation).
+        waiter_id: u64,
+        /// Where the answer goes.
+        reply: Reply<ProcessAwaitOutput>,
+    },
+    /// The caller of a parked wait gave up.
+    CancelWaiter {
+        /// Its waiter id.
+        waiter_id: u64,
+    },
+    /// Set (`Some`) or clear (`None`) the wait state.
+    SetWait {
+        /// The new wait state.
+        wait: Option<WaitState>,
+        /// Where the answer goes.
+        reply: Reply<ProcessRecord>,
+    },
+    /// Set the external reference.
+    SetExternalRef {
+        /// The reference.
+        external_ref: ProcessExternalRef,
+        /// Where the answer goes.
+        reply: Reply<ProcessRecord>,
+    },
+    /// Claim the lease.
+    ClaimLease {
+        /// The claiming worker.
+        owner_id: String,
+        /// Lease lifetime.
+        ttl_ms: u64,
+        /// Where the answer goes.
+        reply: Reply<ProcessLease>,
+    },
+    /// Renew the lease.
+    RenewLease {
+        /// The presented lease.
+        lease: ProcessLease,
+        /// New lifetime from now.
+        ttl_ms: u64,
+        /// Where the answer goes.
+        reply: Reply<ProcessLease>,
+    },
+    /// Release the lease.
+    CompleteLease {
+        /// The presented completion.
+        completion: ProcessLeaseCompletion,
+        /// Where the answer goes.
+        reply: Reply<()>,
+    },
+    /// Panic inside the handler (tests of supervision only).
+    #[cfg(feature = "fault-injection")]
+    InjectPanic,
+}
+
+/// Messages the supervisor handles.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Create the process unless its id exists (then compare hashes).
+    Register {
+        /// The prepared registration.
+        prepared: Box<PreparedRegistration>,
+        /// Where the answer goes.
+        reply: Reply<ProcessRecord>,
+    },
+    /// Grant a handle.
+    Grant {
+        /// The scope.
+        scope: SessionScope,
+        /// The process.
+        process_id: String,
+        /// The descriptor.
+        descriptor: ProcessHandleDescriptor,
+        /// Where the answer goes.
+        reply: Reply<ProcessHandleGrant>,
+    },
+    /// Revoke a handle.
+    Revoke {
+        /// The scope.
+        scope: SessionScope,
+        /// The process.
+        process_id: String,
+        /// Where the answer goes.
+        reply: Reply<()>,
+    },
+    /// Move grants between scopes, all or nothing.
+    Transfer {
+        /// From this scope.
+        from: SessionScope,
+        /// To this scope.
+        to: SessionScope,
+        /// These processes.
+        process_ids: Vec<String>,
+        /// Where the answer goes.
+        reply: Reply<()>,
+    },
+    /// A scope's grants.
+    ListGrants {
+        /// The scope.
+        scope: SessionScope,
+        /// Where the answer goes.
+        reply: Reply<Vec<ProcessHandleGrant>>,
+    },
+    /// Whether a scope holds a grant.
+    HasGrant {
+        /// The scope.
+        scope: SessionScope,
+        /// The process.
+        process_id: String,
+        /// Where the answer goes.
+        reply: Reply<bool>,
+    },
+    /// A process's grants.
+    GrantsOfProcess {
+        /// The process.
+        process_id: String,
+        /// Where the answer goes.
+        reply: Reply<Vec<ProcessHandleGrant>>,
+    },
+    /// Remove every grant of a session.
+    DeleteSession {
+        /// The session.
+        session_id: String,
+        /// Where the answer goes.
+        reply: Reply<ProcessSessionDeleteReport>,
+    },
+}

@@ -1,0 +1,369 @@
+//! The process actor: the single owner of one process's state.
+//!
+//! Every call on a process is a message to its actor, handled one at a time,
+//! so the actor needs no lock. A mutating handler first *plans* with the pure
+//! rules (which may refuse and change nothing), then *commits*: the store
+//! records the [`ProcessChange`], the actor applies it to its
+//! [`ProcessState`] with infallible pushes and inserts, and publishes the new
+//! record snapshot before replying. Nothing that can panic runs between the
+//! store accepting a change and the actor applying it, so a panic anywhere
+//! in a handler leaves the committed state whole for the restarted actor.
+//!
+//! Parked callers (`wait_event_after`, `await_process`) are reply ports kept
+//! in [`Waiters`]; the commit that satisfies them answers them. There is no
+//! polling and no timer. A caller that gives up sends
+//! [`ProcessMsg::CancelWaiter`] from its drop guard, so nothing stays behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::messages::{ProcessMsg, Reply};
+use super::Shared;
+use crate::error::RegistryError;
+use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
+use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
+use crate::rules::append::{plan_append, wake_delivery, AppendPlan, AppendView};
+use crate::rules::lease;
+use crate::rules::schema::CompiledSchemas;
+use crate::store::{ProcessChange, ProcessState};
+
+/// The process actor (stateless; its state is [`ProcessActorState`]).
+#[derive(Debug)]
+pub struct ProcessActor {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What a process actor starts from.
+#[derive(Debug)]
+pub struct ProcessActorArgs {
+    pub(crate) state: ProcessState,
+    pub(crate) schemas: CompiledSchemas,
+    pub(crate) snapshot: Arc<ArcSwap<ProcessRecord>>,
+}
+
+/// Callers parked on one process.
+#[derive(Debug)]
+pub struct Waiters {
+    shared: Arc<Shared>,
+    by_type: HashMap<String, HashMap<u64, Reply<Arc<ProcessEvent>>>>,
+    type_of: HashMap<u64, String>,
+    outputs: HashMap<u64, Reply<ProcessAwaitOutput>>,
+}
+
+impl Waiters {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self { shared, by_type: HashMap::new(), type_of: HashMap::new(), outputs: HashMap::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.type_of.len() + self.outputs.len()
+    }
+
+    fn park_event(&mut self, event_type: String, waiter_id: u64, reply: Reply<Arc<ProcessEvent>>) {
+        self.type_of.insert(waiter_id, event_type.clone());
+        self.by_type.entry(event_type).or_default().insert(waiter_id, reply);
+        self.shared.counters.parked(1);
+    }
+
+    fn park_output(&mut self, waiter_id: u64, reply: Reply<ProcessAwaitOutput>) {
+        self.outputs.insert(waiter_id, reply);
+        self.shared.counters.parked(1);
+    }
+
+    fn cancel(&mut self, waiter_id: u64) {
+        let removed = match self.type_of.remove(&waiter_id) {
+            Some(event_type) => {
+                let removed = self.by_type.get_mut(&event_type).and_then(|ports| ports.remove(&waiter_id));
+                if self.by_type.get(&event_type).is_some_and(HashMap::is_empty) {
+                    self.by_type.remove(&event_type);
+                }
+                removed.is_some()
+            }
+            None => self.outputs.remove(&waiter_id).is_some(),
+        };
+        if removed {
+            self.shared.counters.parked(-1);
+        }
+    }
+
+    /// Answers every caller waiting for an event of `event.event_type`:
+    /// the new event is later than anything they waited after.
+    fn event_committed(&mut self, event: &Arc<ProcessEvent>) {
+        let Some(ports) = self.by_type.remove(&event.event_type) else {
+            return;
+        };
+        self.shared.counters.parked(-(ports.len() as i64));
+        for (waiter_id, port) in ports {
+            self.type_of.remove(&waiter_id);
+            // A caller that went away no longer needs the answer.
+            let _ = port.send(Ok(Arc::clone(event)));
+        }
+    }
+
+    fn terminal_committed(&mut self, output: &ProcessAwaitOutput) {
+        self.shared.counters.parked(-(self.outputs.len() as i64));
+        for (_, port) in self.outputs.drain() {
+            let _ = port.send(Ok(output.clone()));
+        }
+    }
+}
+
+impl Drop for Waiters {
+    fn drop(&mut self) {
+        // Dropping the ports tells each caller its actor is gone; the facade
+        // turns that into `Stopped` (shutdown) or a transparent retry (restart).
+        self.shared.counters.parked(-(self.len() as i64));
+    }
+}
+
+/// A process actor's state.
+#[derive(Debug)]
+pub struct ProcessActorState {
+    process_id: String,
+    state: ProcessState,
+    schemas: CompiledSchemas,
+    snapshot: Arc<ArcSwap<ProcessRecord>>,
+    waiters: Waiters,
+}
+
+impl Actor for ProcessActor {
+    type Msg = ProcessMsg;
+    type State = ProcessActorState;
+    type Arguments = ProcessActorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        self.shared.counters.actor_started();
+        args.snapshot.store(Arc::clone(args.state.record()));
+        Ok(ProcessActorState {
+            process_id: args.state.record().id.clone(),
+            state: args.state,
+            schemas: args.schemas,
+            snapshot: args.snapshot,
+            waiters: Waiters::new(Arc::clone(&self.shared)),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        self.shared.counters.actor_stopped();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        actor: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let shared = &self.shared;
+        match message {
+            ProcessMsg::Append { request, payload_hash, reply } => {
+                let result = actor.append(shared, request, payload_hash).await;
+                let _ = reply.send(result);
+            }
+            ProcessMsg::EventsAfter { after, reply } => {
+                let _ = reply.send(Ok(actor.state.events_after(after).to_vec()));
+            }
+            ProcessMsg::CountThrough { event_type, up_to, reply } => {
+                let _ = reply.send(Ok(actor.state.count_through(&event_type, up_to)));
+            }
+            ProcessMsg::Recent { limit, reply } => {
+                let _ = reply.send(Ok(actor.state.recent(limit).to_vec()));
+            }
+            ProcessMsg::WakeEventsAfter { after, reply } => {
+                let _ = reply.send(Ok(actor.state.wake_events_after(after)));
+            }
+            ProcessMsg::AckWake { sequence, reply } => {
+                let result = actor.ack_wake(shared, sequence).await;
+                let _ = reply.send(result);
+            }
+            ProcessMsg::WaitEvent { event_type, after, waiter_id, reply } => {
+                match actor.state.first_of_type_after(&event_type, after) {
+                    Some(event) => {
+                        let _ = reply.send(Ok(Arc::clone(event)));
+                    }
+                    None if !reply.is_closed() => actor.waiters.park_event(event_type, waiter_id, reply),
+                    None => {}
+                }
+            }
+            ProcessMsg::AwaitOutput { waiter_id, reply } => match actor.state.record().status.await_output() {
+                Some(output) => {
+                    let _ = reply.send(Ok(output.clone()));
+                }
+                None if !reply.is_closed() => actor.waiters.park_output(waiter_id, reply),
+                None => {}
+            },
+            ProcessMsg::CancelWaiter { waiter_id } => actor.waiters.cancel(waiter_id),
+            ProcessMsg::SetWait { wait, reply } => {
+                let result = actor.set_wait(shared, wait).await;
+                let _ = reply.send(result);
+            }
+            ProcessMsg::SetExternalRef { external_ref, reply } => {
+                let result = actor.set_external_ref(shared, external_ref).await;
+                let _ = reply.send(result);
+            }
+            ProcessMsg::ClaimLease { owner_id, ttl_ms, reply } => {
+                let result = actor.claim_lease(shared, &owner_id, ttl_ms).await;
+                let _ = reply.send(result);
+            }
+            ProcessMsg::RenewLease { lease, ttl_ms, reply } => {
+                let result = actor.renew_lease(shared, &lease, ttl_ms).await;
+                let _ = reply.send(result);
+            }
+            ProcessMsg::CompleteLease { completion, reply } => {
+                let result = actor.complete_lease(shared, &completion).await;
+                let _ = reply.send(result);
+            }
+            #[cfg(feature = "fault-injection")]
+            ProcessMsg::InjectPanic => panic!("fault injected into process `{}`", actor.process_id),
+        }
+        Ok(())
+    }
+}
+
+impl ProcessActorState {
+    /// Records `change` in the store, then applies and publishes it.
+    async fn commit(&mut self, shared: &Shared, change: ProcessChange) -> Result<(), RegistryError> {
+        shared.store.commit_process(&self.process_id, &change).await?;
+        self.state.apply(&change);
+        if matches!(
+            change,
+            ProcessChange::Appended { .. } | ProcessChange::RecordUpdated { .. } | ProcessChange::Registered { .. }
+        ) {
+            self.snapshot.store(Arc::clone(self.state.record()));
+        }
+        Ok(())
+    }
+
+    async fn append(
+        &mut self,
+        shared: &Shared,
+        request: ProcessEventAppendRequest,
+        payload_hash: String,
+    ) -> Result<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>), RegistryError> {
+        let target = request.wake_target_scope.clone();
+        let view = AppendView {
+            record: self.state.record(),
+            last_sequence: self.state.last_sequence(),
+            schemas: &self.schemas,
+            replayed: request.replay_key().and_then(|key| self.state.replay_entry(key)),
+        };
+        match plan_append(view, request, payload_hash, shared.now_ms())? {
+            AppendPlan::Replay { sequence } => {
+                let event = self.state.event(sequence).cloned().ok_or_else(|| RegistryError::Storage {
+                    process_id: self.process_id.clone(),
+                    message: format!("replay index names missing event {sequence}"),
+                })?;
+                let delivery = wake_delivery(self.state.record(), &event, target.as_ref());
+                Ok((event, delivery))
+            }
+            AppendPlan::Commit(planned) => {
+                let planned = *planned;
+                let event = Arc::new(planned.event);
+                let terminal = event.semantics.terminal.clone();
+                let record = Arc::new(planned.record);
+                let change = ProcessChange::Appended { event: Arc::clone(&event), replay: planned.replay, record };
+                self.commit(shared, change).await?;
+                let delivery = wake_delivery(self.state.record(), &event, target.as_ref());
+                self.waiters.event_committed(&event);
+                if let Some(terminal) = terminal {
+                    shared.counters.count_terminal(terminal.state);
+                    self.waiters.terminal_committed(&terminal.await_output);
+                }
+                Ok((event, delivery))
+            }
+        }
+    }
+
+    async fn ack_wake(&mut self, shared: &Shared, sequence: u64) -> Result<(), RegistryError> {
+        let last_sequence = self.state.last_sequence();
+        if sequence == 0 || sequence > last_sequence {
+            return Err(RegistryError::SequenceOutOfRange {
+                process_id: self.process_id.clone(),
+                sequence,
+                last_sequence,
+            });
+        }
+        if self.state.is_acked(sequence) {
+            return Ok(());
+        }
+        self.commit(shared, ProcessChange::WakeAcked { sequence }).await
+    }
+
+    async fn update_record(
+        &mut self,
+        shared: &Shared,
+        update: impl FnOnce(&mut ProcessRecord),
+    ) -> Result<ProcessRecord, RegistryError> {
+        let mut record = ProcessRecord::clone(self.state.record());
+        update(&mut record);
+        record.updated_at_ms = shared.now_ms();
+        let record = Arc::new(record);
+        self.commit(shared, ProcessChange::RecordUpdated { record: Arc::clone(&record) }).await?;
+        Ok(ProcessRecord::clone(&record))
+    }
+
+    async fn set_wait(&mut self, shared: &Shared, wait: Option<WaitState>) -> Result<ProcessRecord, RegistryError> {
+        if wait.is_some() && self.state.record().is_terminal() {
+            return Err(RegistryError::AlreadyTerminal { process_id: self.process_id.clone() });
+        }
+        self.update_record(shared, |record| record.wait = wait).await
+    }
+
+    async fn set_external_ref(
+        &mut self,
+        shared: &Shared,
+        external_ref: ProcessExternalRef,
+    ) -> Result<ProcessRecord, RegistryError> {
+        self.update_record(shared, |record| record.external_ref = Some(external_ref)).await
+    }
+
+    async fn claim_lease(
+        &mut self,
+        shared: &Shared,
+        owner_id: &str,
+        ttl_ms: u64,
+    ) -> Result<ProcessLease, RegistryError> {
+        if self.state.record().is_terminal() {
+            return Err(RegistryError::AlreadyTerminal { process_id: self.process_id.clone() });
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let claimed = lease::claim(self.state.lease(), &self.process_id, owner_id, ttl_ms, shared.now_ms(), token)?;
+        let next = lease::granted(self.state.lease(), claimed.clone());
+        self.commit(shared, ProcessChange::LeaseUpdated { lease: next }).await?;
+        Ok(claimed)
+    }
+
+    async fn renew_lease(
+        &mut self,
+        shared: &Shared,
+        presented: &ProcessLease,
+        ttl_ms: u64,
+    ) -> Result<ProcessLease, RegistryError> {
+        let renewed = lease::renew(self.state.lease(), presented, ttl_ms, shared.now_ms())?;
+        let next = lease::granted(self.state.lease(), renewed.clone());
+        self.commit(shared, ProcessChange::LeaseUpdated { lease: next }).await?;
+        Ok(renewed)
+    }
+
+    async fn complete_lease(
+        &mut self,
+        shared: &Shared,
+        completion: &ProcessLeaseCompletion,
+    ) -> Result<(), RegistryError> {
+        match lease::release(self.state.lease(), completion) {
+            Some(next) => self.commit(shared, ProcessChange::LeaseUpdated { lease: next }).await,
+            None => Ok(()),
+        }
+    }
+}
