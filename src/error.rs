@@ -137,6 +137,22 @@ pub enum RegistryError {
         /// The restarted process.
         process_id: String,
     },
+    /// The process actor crashed more often than the restart intensity
+    /// allows; the process is quarantined and refuses every call.
+    #[error("process `{process_id}` is quarantined after repeated crashes")]
+    Quarantined {
+        /// The quarantined process.
+        process_id: String,
+    },
+    /// The process has as many calls in flight as its mailbox bound allows
+    /// and the registry is configured to refuse, not wait.
+    #[error("process `{process_id}` is overloaded ({capacity} calls in flight)")]
+    Overloaded {
+        /// The overloaded process.
+        process_id: String,
+        /// The configured bound.
+        capacity: usize,
+    },
     /// The store failed to record a change; nothing was committed.
     #[error("storage failure for process `{process_id}`: {message}")]
     Storage {
@@ -169,6 +185,8 @@ impl RegistryError {
             | Self::LimitExceeded { process_id, .. }
             | Self::Stopped { process_id }
             | Self::ProcessRestarted { process_id }
+            | Self::Quarantined { process_id }
+            | Self::Overloaded { process_id, .. }
             | Self::Storage { process_id, .. } => process_id,
         }
     }

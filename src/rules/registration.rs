@@ -24,6 +24,9 @@ pub struct PreparedRegistration {
     pub registration: ProcessRegistration,
     /// SHA-256 hex of its canonical JSON.
     pub hash: String,
+    /// The declared event types, interned: shared by every record that
+    /// declares the same ones.
+    pub event_types: Arc<Vec<ProcessEventType>>,
     /// Compiled payload schemas by event type name.
     pub schemas: CompiledSchemas,
 }
@@ -36,7 +39,7 @@ impl PreparedRegistration {
             id: registration.id.clone(),
             registration_hash: self.hash.clone(),
             input: registration.input.clone(),
-            event_types: Arc::new(registration.event_types.clone()),
+            event_types: Arc::clone(&self.event_types),
             provenance: registration.provenance.clone(),
             env_ref: registration.env_ref.clone(),
             wake_target: registration.wake_target.clone(),
@@ -105,13 +108,19 @@ pub fn prepare_registration(
             }
         }
     }
-    let compiled = schemas
-        .compile_all(&registration.event_types)
-        .map_err(|(name, reason)| invalid(format!("event type `{name}` has an invalid payload schema: {reason}")))?;
     let as_json = serde_json::to_value(&registration)
         .map_err(|err| invalid(format!("registration is not representable as JSON: {err}")))?;
     let hash = sha256_hex_of_json(&as_json);
-    Ok(PreparedRegistration { registration, hash, schemas: compiled })
+    let declarations_hash = as_json.get("event_types").map(sha256_hex_of_json).unwrap_or_default();
+    let declarations = schemas
+        .declare(registration.event_types.clone(), declarations_hash)
+        .map_err(|(name, reason)| invalid(format!("event type `{name}` has an invalid payload schema: {reason}")))?;
+    Ok(PreparedRegistration {
+        registration,
+        hash,
+        event_types: declarations.event_types,
+        schemas: declarations.schemas,
+    })
 }
 
 /// Bounds the depth of every caller-supplied JSON value in the registration

@@ -4,6 +4,12 @@
 //! distinct schema is compiled once and shared ([`SchemaCache`]): a second
 //! registration with the same declarations costs a hash lookup, not a
 //! compile, and every process shares one validator in memory.
+//!
+//! Whole declaration lists are interned too ([`SchemaCache::declare`]): the
+//! records of processes that declare the same event types share one
+//! `Arc<Vec<ProcessEventType>>`, which is most of a record's size, and an
+//! actor activated for such a process finds its compiled schemas by that
+//! `Arc` without hashing anything.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,10 +27,26 @@ pub type CompiledSchema = Arc<Validator>;
 /// Compiled schemas of one process, by event type name.
 pub type CompiledSchemas = Arc<HashMap<String, CompiledSchema>>;
 
-/// Interns compiled schemas by the hash of their canonical JSON.
+/// One interned declaration list and its compiled schemas.
+#[derive(Clone, Debug)]
+pub struct Declarations {
+    /// The shared event types.
+    pub event_types: Arc<Vec<ProcessEventType>>,
+    /// Their compiled schemas.
+    pub schemas: CompiledSchemas,
+}
+
+/// Interns compiled schemas by the hash of their canonical JSON, and whole
+/// declaration lists by theirs.
+///
+/// Entries are never evicted: a runtime declares a bounded set of event
+/// types, and a held entry keeps every interned `Arc` (and so its address,
+/// the key of `by_address`) alive and unique.
 #[derive(Default)]
 pub struct SchemaCache {
     compiled: DashMap<String, CompiledSchema>,
+    declarations: DashMap<String, Declarations>,
+    by_address: DashMap<usize, CompiledSchemas>,
 }
 
 impl std::fmt::Debug for SchemaCache {
@@ -60,6 +82,28 @@ impl SchemaCache {
         Ok(Arc::new(schemas))
     }
 
+    /// The interned declarations for `event_types`, whose canonical JSON
+    /// hashes to `hash`; compiled on first sight.
+    pub fn declare(&self, event_types: Vec<ProcessEventType>, hash: String) -> Result<Declarations, (String, String)> {
+        if let Some(found) = self.declarations.get(&hash) {
+            return Ok(found.value().clone());
+        }
+        let schemas = self.compile_all(&event_types)?;
+        let declarations = Declarations { event_types: Arc::new(event_types), schemas };
+        let interned = self.declarations.entry(hash).or_insert(declarations).value().clone();
+        self.by_address.insert(Arc::as_ptr(&interned.event_types) as usize, Arc::clone(&interned.schemas));
+        Ok(interned)
+    }
+
+    /// The compiled schemas of a record's event types: found by address
+    /// when they were interned here, else compiled.
+    pub fn schemas_for(&self, event_types: &Arc<Vec<ProcessEventType>>) -> Result<CompiledSchemas, (String, String)> {
+        if let Some(found) = self.by_address.get(&(Arc::as_ptr(event_types) as usize)) {
+            return Ok(Arc::clone(found.value()));
+        }
+        self.compile_all(event_types)
+    }
+
     /// Number of distinct schemas compiled so far.
     pub fn len(&self) -> usize {
         self.compiled.len()
@@ -89,6 +133,18 @@ mod tests {
         let second = cache.compile(&json!({"required": ["a"], "type": "object"})).unwrap();
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn equal_declarations_share_one_list_and_find_their_schemas_by_address() {
+        let cache = SchemaCache::new();
+        let types = vec![ProcessEventType::new("a", json!({"type": "object"}))];
+        let first = cache.declare(types.clone(), "h".into()).unwrap();
+        let second = cache.declare(types.clone(), "h".into()).unwrap();
+        assert!(Arc::ptr_eq(&first.event_types, &second.event_types));
+        assert!(Arc::ptr_eq(&cache.schemas_for(&first.event_types).unwrap(), &first.schemas));
+        let foreign = Arc::new(types);
+        assert!(!Arc::ptr_eq(&cache.schemas_for(&foreign).unwrap(), &first.schemas));
     }
 
     #[test]

@@ -20,11 +20,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use serde_json::json;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit};
 
 use super::messages::{ProcessMsg, Reply, SupervisorMsg};
+use super::routes::{ActiveProcess, Slot};
 use super::supervisor::{same_registration, RegistrySupervisor};
-use super::{RegistryConfig, RegistryStats, Shared};
+use super::{OverloadPolicy, RegistryConfig, RegistryStats, Shared};
 use crate::error::{PluginError, RegistryError};
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
 use crate::model::{
@@ -54,6 +55,20 @@ struct Inner {
     shared: Arc<Shared>,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Ticks the passivation sweep; aborted at shutdown.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// A registry dropped without `shutdown()` still stops its actors.
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some(sweeper) = &self.sweeper {
+            sweeper.abort();
+        }
+        self.supervisor.stop_children(None);
+        self.supervisor.stop(None);
+    }
 }
 
 /// Whether a call may be sent again to a restarted actor.
@@ -91,7 +106,21 @@ impl ActorProcessRegistry {
             process_id: String::new(),
             message: format!("could not start the registry supervisor: {err}"),
         })?;
-        Ok(Self { inner: Arc::new(Inner { shared, supervisor, supervisor_task: Mutex::new(Some(task)) }) })
+        let sweeper = shared.passivate_after.map(|idle| {
+            let supervisor = supervisor.clone();
+            let period = (idle / 2).max(Duration::from_millis(50));
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if supervisor.send_message(SupervisorMsg::Sweep).is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        Ok(Self { inner: Arc::new(Inner { shared, supervisor, supervisor_task: Mutex::new(Some(task)), sweeper }) })
     }
 
     /// Stops every actor. Parked callers and calls in flight get
@@ -99,9 +128,12 @@ impl ActorProcessRegistry {
     pub async fn shutdown(&self) {
         let shared = &self.inner.shared;
         shared.stopping.store(true, Ordering::Release);
+        if let Some(sweeper) = &self.inner.sweeper {
+            sweeper.abort();
+        }
         let supervisor = &self.inner.supervisor;
         supervisor.stop_children_and_wait(None, Some(SHUTDOWN_GRACE)).await;
-        for actor in shared.routes.actors() {
+        for actor in shared.routes.active_actors() {
             actor.stop(None);
         }
         let _ = supervisor.stop_and_wait(None, Some(SHUTDOWN_GRACE)).await;
@@ -117,17 +149,48 @@ impl ActorProcessRegistry {
 
     /// Makes the process's actor panic, to exercise supervision.
     #[cfg(feature = "fault-injection")]
-    pub fn inject_panic(&self, process_id: &str) -> Result<(), RegistryError> {
-        let actor = self.actor(process_id)?;
-        actor.send_message(ProcessMsg::InjectPanic).map_err(|_| RegistryError::stopped(process_id))
+    pub async fn inject_panic(&self, process_id: &str) -> Result<(), RegistryError> {
+        let active = self.active(process_id).await?;
+        active.actor.send_message(ProcessMsg::InjectPanic).map_err(|_| RegistryError::stopped(process_id))
+    }
+
+    /// Asks every actor idle for the configured time (by the registry clock)
+    /// to passivate now, instead of at the next periodic sweep.
+    pub fn passivate_idle(&self) {
+        let _ = self.inner.supervisor.send_message(SupervisorMsg::Sweep);
     }
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
     }
 
-    fn actor(&self, process_id: &str) -> Result<ActorRef<ProcessMsg>, RegistryError> {
-        self.shared().routes.actor(process_id).ok_or_else(|| RegistryError::unknown(&truncated(process_id)))
+    /// The running actor of a process, activating one when it is passive.
+    async fn active(&self, process_id: &str) -> Result<ActiveProcess, RegistryError> {
+        match self.shared().routes.slot(process_id) {
+            None => Err(RegistryError::unknown(&truncated(process_id))),
+            Some(Slot::Active(active)) => Ok(active),
+            Some(Slot::Quarantined) => Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
+            Some(Slot::Passive) => {
+                self.ask_supervisor(process_id, |reply| SupervisorMsg::Activate {
+                    process_id: process_id.to_owned(),
+                    reply,
+                })
+                .await
+            }
+        }
+    }
+
+    /// A mailbox slot on `active`, per the overload policy.
+    async fn permit(&self, process_id: &str, active: &ActiveProcess) -> Result<OwnedSemaphorePermit, RegistryError> {
+        let permits = Arc::clone(&active.permits);
+        let overloaded = || RegistryError::Overloaded {
+            process_id: process_id.to_owned(),
+            capacity: self.shared().mailbox.capacity,
+        };
+        match self.shared().mailbox.policy {
+            OverloadPolicy::Wait => permits.acquire_owned().await.map_err(|_| overloaded()),
+            OverloadPolicy::Reject => permits.try_acquire_owned().map_err(|_| overloaded()),
+        }
     }
 
     fn lost(&self, process_id: &str) -> RegistryError {
@@ -151,12 +214,13 @@ impl ActorProcessRegistry {
     ) -> Result<T, RegistryError> {
         let mut attempts = 0;
         loop {
-            let actor = self.actor(process_id)?;
+            let active = self.active(process_id).await?;
+            let _permit = self.permit(process_id, &active).await?;
             let (tx, rx) = ractor::concurrency::oneshot();
             let Some(message) = build(RpcReplyPort::from(tx)) else {
                 return Err(self.lost(process_id));
             };
-            let sent = actor.send_message(message).is_ok();
+            let sent = active.actor.send_message(message).is_ok();
             if sent {
                 if let Ok(answer) = rx.await {
                     return answer;
@@ -183,7 +247,7 @@ impl ActorProcessRegistry {
     ) -> Result<T, RegistryError> {
         let mut attempts = 0;
         loop {
-            let actor = self.actor(process_id)?;
+            let actor = self.active(process_id).await?.actor;
             let waiter_id = self.shared().next_waiter_id();
             let (tx, rx) = ractor::concurrency::oneshot();
             if actor.send_message(build(waiter_id, RpcReplyPort::from(tx))).is_ok() {

@@ -15,6 +15,7 @@ use crate::model::{
     ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessLease, ProcessLeaseCompletion,
     ProcessRecord, ProcessSessionDeleteReport, SessionScope, WaitState,
 };
+use super::routes::ActiveProcess;
 use crate::rules::registration::PreparedRegistration;
 
 /// A reply carrying a result.
@@ -131,6 +132,11 @@ pub enum ProcessMsg {
         /// Where the answer goes.
         reply: Reply<()>,
     },
+    /// Stop if idle for `idle_ms` with nothing parked (state stays in the store).
+    Passivate {
+        /// How long the actor must have been idle.
+        idle_ms: u64,
+    },
     /// Panic inside the handler (tests of supervision only).
     #[cfg(feature = "fault-injection")]
     InjectPanic,
@@ -146,6 +152,15 @@ pub enum SupervisorMsg {
         /// Where the answer goes.
         reply: Reply<ProcessRecord>,
     },
+    /// Start an actor for a passive process (no-op when one runs).
+    Activate {
+        /// The process.
+        process_id: String,
+        /// Where the answer goes.
+        reply: Reply<ActiveProcess>,
+    },
+    /// Ask every active actor idle for the configured time to passivate.
+    Sweep,
     /// Grant a handle.
     Grant {
         /// The scope.

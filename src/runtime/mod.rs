@@ -17,13 +17,15 @@
 //!   supervisor; reads of a record use the snapshot its actor publishes.
 
 pub mod facade;
-pub mod messages;
-pub mod process;
-pub mod routes;
-pub mod supervisor;
+pub(crate) mod messages;
+pub(crate) mod process;
+pub(crate) mod routes;
+pub(crate) mod supervisor;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,20 +38,82 @@ use crate::store::{MemoryStore, ProcessStore};
 
 pub use facade::ActorProcessRegistry;
 
+/// What callers do when a process has `capacity` calls in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverloadPolicy {
+    /// Wait for a slot (async backpressure).
+    #[default]
+    Wait,
+    /// Fail at once with [`RegistryError::Overloaded`](crate::RegistryError::Overloaded).
+    Reject,
+}
+
+/// The bound on one process's mailbox.
+///
+/// ractor mailboxes are unbounded; the facade bounds them instead, with one
+/// semaphore per active process, so a flood of calls on one process cannot
+/// grow memory without limit. Parked waiters do not count against it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxConfig {
+    /// Calls in flight per process.
+    pub capacity: usize,
+    /// What a caller beyond the bound does.
+    pub policy: OverloadPolicy,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        Self { capacity: 1024, policy: OverloadPolicy::Wait }
+    }
+}
+
+/// How often a process actor may crash before it is quarantined, as OTP's
+/// restart intensity: more than `max_restarts` within `within_ms` (by the
+/// registry clock) quarantines the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartIntensity {
+    /// Restarts allowed inside the window.
+    pub max_restarts: usize,
+    /// The window, in milliseconds.
+    pub within_ms: u64,
+}
+
+impl Default for RestartIntensity {
+    fn default() -> Self {
+        Self { max_restarts: 5, within_ms: 5_000 }
+    }
+}
+
 /// How to start an [`ActorProcessRegistry`].
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
-    /// Where time comes from (leases, timestamps).
+    /// Where time comes from (leases, timestamps, restart windows, idleness).
     pub clock: Arc<dyn Clock>,
     /// Bounds on caller input.
     pub limits: Limits,
     /// Where committed state is kept.
     pub store: Arc<dyn ProcessStore>,
+    /// The bound on each process's calls in flight.
+    pub mailbox: MailboxConfig,
+    /// When a crashing process is quarantined.
+    pub restart_intensity: RestartIntensity,
+    /// Stop the actor of a process idle (no call, nothing parked) this long;
+    /// its state stays in the store and the next call re-activates it.
+    /// `None` keeps actors until shutdown.
+    pub passivate_after: Option<Duration>,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), limits: Limits::default(), store: Arc::new(MemoryStore::new()) }
+        Self {
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+            store: Arc::new(MemoryStore::new()),
+            mailbox: MailboxConfig::default(),
+            restart_intensity: RestartIntensity::default(),
+            passivate_after: Some(Duration::from_secs(30)),
+        }
     }
 }
 
@@ -74,11 +138,32 @@ impl RegistryConfig {
         self.store = store;
         self
     }
+
+    /// Bounds each process's calls in flight.
+    #[must_use]
+    pub fn with_mailbox(mut self, mailbox: MailboxConfig) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// Sets the restart intensity.
+    #[must_use]
+    pub fn with_restart_intensity(mut self, restart_intensity: RestartIntensity) -> Self {
+        self.restart_intensity = restart_intensity;
+        self
+    }
+
+    /// Passivates actors idle for `idle` (`None`: never).
+    #[must_use]
+    pub fn with_passivation(mut self, idle: Option<Duration>) -> Self {
+        self.passivate_after = idle;
+        self
+    }
 }
 
-/// A cheap snapshot of the registry, for dashboards. Each field is read
+/// A cheap snapshot of the registry, for dashboards. Each count is read
 /// from an atomic counter: O(1), no message.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryStats {
     /// Non-terminal processes.
     pub running: u64,
@@ -94,6 +179,12 @@ pub struct RegistryStats {
     pub parked_waiters: u64,
     /// Process actor restarts after a panic.
     pub restarts: u64,
+    /// Actors started for passive processes (first use or after passivation).
+    pub activations: u64,
+    /// Actors stopped because their process was idle.
+    pub passivations: u64,
+    /// Processes quarantined after repeated crashes, by id.
+    pub quarantined: Vec<String>,
 }
 
 /// Counters behind [`RegistryStats`].
@@ -106,6 +197,9 @@ pub(crate) struct Counters {
     live_actors: AtomicI64,
     parked_waiters: AtomicI64,
     restarts: AtomicU64,
+    activations: AtomicU64,
+    passivations: AtomicU64,
+    quarantined: Mutex<BTreeSet<String>>,
 }
 
 impl Counters {
@@ -145,6 +239,20 @@ impl Counters {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn activated(&self) {
+        self.activations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn passivated(&self) {
+        self.passivations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn quarantine(&self, process_id: &str) {
+        if let Ok(mut quarantined) = self.quarantined.lock() {
+            quarantined.insert(process_id.to_owned());
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> RegistryStats {
         let non_negative = |value: i64| u64::try_from(value).unwrap_or(0);
         RegistryStats {
@@ -155,6 +263,9 @@ impl Counters {
             live_actors: non_negative(self.live_actors.load(Ordering::Relaxed)),
             parked_waiters: non_negative(self.parked_waiters.load(Ordering::Relaxed)),
             restarts: self.restarts.load(Ordering::Relaxed),
+            activations: self.activations.load(Ordering::Relaxed),
+            passivations: self.passivations.load(Ordering::Relaxed),
+            quarantined: self.quarantined.lock().map(|ids| ids.iter().cloned().collect()).unwrap_or_default(),
         }
     }
 }
@@ -167,6 +278,9 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) schemas: SchemaCache,
     pub(crate) store: Arc<dyn ProcessStore>,
+    pub(crate) mailbox: MailboxConfig,
+    pub(crate) restart_intensity: RestartIntensity,
+    pub(crate) passivate_after: Option<Duration>,
     pub(crate) counters: Counters,
     pub(crate) stopping: AtomicBool,
     next_waiter: AtomicU64,
@@ -180,6 +294,9 @@ impl Shared {
             limits: config.limits,
             schemas: SchemaCache::new(),
             store: config.store,
+            mailbox: config.mailbox,
+            restart_intensity: config.restart_intensity,
+            passivate_after: config.passivate_after,
             counters: Counters::default(),
             stopping: AtomicBool::new(false),
             next_waiter: AtomicU64::new(1),

@@ -127,6 +127,8 @@ pub struct ProcessActorState {
     schemas: CompiledSchemas,
     snapshot: Arc<ArcSwap<ProcessRecord>>,
     waiters: Waiters,
+    /// When the last call arrived, by the registry clock.
+    last_active_ms: u64,
 }
 
 impl Actor for ProcessActor {
@@ -147,6 +149,7 @@ impl Actor for ProcessActor {
             schemas: args.schemas,
             snapshot: args.snapshot,
             waiters: Waiters::new(Arc::clone(&self.shared)),
+            last_active_ms: self.shared.now_ms(),
         })
     }
 
@@ -161,12 +164,21 @@ impl Actor for ProcessActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         actor: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let shared = &self.shared;
+        if let ProcessMsg::Passivate { idle_ms } = message {
+            let idle_for = shared.now_ms().saturating_sub(actor.last_active_ms);
+            if actor.waiters.len() == 0 && idle_for >= idle_ms && myself.drain().is_ok() {
+                shared.counters.passivated();
+            }
+            return Ok(());
+        }
+        actor.last_active_ms = shared.now_ms();
         match message {
+            ProcessMsg::Passivate { .. } => {}
             ProcessMsg::Append { request, payload_hash, reply } => {
                 let result = actor.append(shared, request, payload_hash).await;
                 let _ = reply.send(result);

@@ -1,25 +1,45 @@
-//! The routing table: process id -> actor and published record.
+//! The routing table: process id -> actor slot and published record.
 //!
-//! The supervisor is the only writer (it creates and restarts actors); the
-//! facade reads it to send per-process calls straight to their actor, and
-//! reads the published record snapshot for `get_process` and listings
-//! without sending any message. Each process actor swaps its snapshot
-//! before it replies, so a call that returned is visible to every later read.
+//! The supervisor is the only writer of slots (it activates, passivates,
+//! restarts and quarantines actors); the facade reads them to send
+//! per-process calls straight to their actor, and reads the published record
+//! snapshot for `get_process` and listings without sending any message.
+//! Each process actor swaps its snapshot before it replies, so a call that
+//! returned is visible to every later read.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use ractor::ActorRef;
+use ractor::{ActorId, ActorRef};
+use tokio::sync::Semaphore;
 
 use super::messages::ProcessMsg;
 use crate::model::ProcessRecord;
 
-/// One routed process.
+/// A running process actor and the permits that bound its mailbox.
 #[derive(Clone, Debug)]
-pub(crate) struct ProcessEntry {
-    /// Its current actor (replaced on restart).
+pub(crate) struct ActiveProcess {
     pub(crate) actor: ActorRef<ProcessMsg>,
+    /// One permit per call in flight (parked waiters hold none).
+    pub(crate) permits: Arc<Semaphore>,
+}
+
+/// Where a process's calls go.
+#[derive(Clone, Debug)]
+pub(crate) enum Slot {
+    /// An actor is running.
+    Active(ActiveProcess),
+    /// No actor: the state is in the store; the next call activates one.
+    Passive,
+    /// Restarted too often; every call is refused.
+    Quarantined,
+}
+
+/// One routed process.
+#[derive(Debug)]
+pub(crate) struct ProcessEntry {
+    pub(crate) slot: Slot,
     /// The record its actor publishes.
     pub(crate) record: Arc<ArcSwap<ProcessRecord>>,
 }
@@ -31,8 +51,8 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
-    pub(crate) fn actor(&self, process_id: &str) -> Option<ActorRef<ProcessMsg>> {
-        self.entries.get(process_id).map(|entry| entry.actor.clone())
+    pub(crate) fn slot(&self, process_id: &str) -> Option<Slot> {
+        self.entries.get(process_id).map(|entry| entry.slot.clone())
     }
 
     pub(crate) fn record(&self, process_id: &str) -> Option<Arc<ProcessRecord>> {
@@ -51,9 +71,19 @@ impl Routes {
         self.entries.insert(process_id, entry);
     }
 
-    pub(crate) fn set_actor(&self, process_id: &str, actor: ActorRef<ProcessMsg>) {
+    pub(crate) fn set_slot(&self, process_id: &str, slot: Slot) {
         if let Some(mut entry) = self.entries.get_mut(process_id) {
-            entry.actor = actor;
+            entry.slot = slot;
+        }
+    }
+
+    /// Marks the process passive if `actor` is still its active actor
+    /// (a newer actor may have replaced it already).
+    pub(crate) fn passivate_if_current(&self, process_id: &str, actor: ActorId) {
+        if let Some(mut entry) = self.entries.get_mut(process_id) {
+            if matches!(&entry.slot, Slot::Active(active) if active.actor.get_id() == actor) {
+                entry.slot = Slot::Passive;
+            }
         }
     }
 
@@ -65,7 +95,13 @@ impl Routes {
         records
     }
 
-    pub(crate) fn actors(&self) -> Vec<ActorRef<ProcessMsg>> {
-        self.entries.iter().map(|entry| entry.actor.clone()).collect()
+    pub(crate) fn active_actors(&self) -> Vec<ActorRef<ProcessMsg>> {
+        self.entries
+            .iter()
+            .filter_map(|entry| match &entry.slot {
+                Slot::Active(active) => Some(active.actor.clone()),
+                Slot::Passive | Slot::Quarantined => None,
+            })
+            .collect()
     }
 }

@@ -1,18 +1,28 @@
 //! The registry supervisor: creation, grants, and restarts.
 //!
-//! Supervision here is ownership of each process actor's lifecycle. The
-//! supervisor spawns every process actor linked to itself, so it alone
-//! learns when one fails; it then restarts the actor from the state the
-//! store committed and points the routing table at the new actor. Parked
-//! callers of the failed actor see their reply port close and are re-parked
-//! by the facade on the new actor; no other process is touched.
+//! Supervision here is ownership of each process actor's lifecycle: the
+//! supervisor alone starts, restarts, passivates and quarantines them.
+//!
+//! - **Activation.** A registered process has no actor until a call needs
+//!   one; the supervisor then starts it from the store ([`SupervisorMsg::Activate`]).
+//! - **Passivation.** An actor idle for the configured time with nothing
+//!   parked drains its mailbox and stops ([`SupervisorMsg::Sweep`]); its
+//!   state stays in the store, so memory per idle process is its record.
+//! - **Restart.** Every process actor is linked to the supervisor, so it
+//!   alone learns when one fails. The slot goes back to passive and the
+//!   next call (the retried reads and re-parked waits of the facade first)
+//!   starts a fresh actor from the committed state. No other process is
+//!   touched.
+//! - **Quarantine.** More than `max_restarts` failures within `within_ms`
+//!   (OTP's restart intensity) leave the process quarantined: every call on
+//!   it is refused with a typed error, and it is listed in `stats()`.
 //!
 //! Creation is serialized here so that two racing registrations of one id
 //! end in one actor and one record. The supervisor also owns the session
 //! grant index ([`GrantIndex`]), since grants relate sessions to many
 //! processes and belong to no single process actor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,13 +30,13 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::messages::{ProcessMsg, SupervisorMsg};
 use super::process::{ProcessActor, ProcessActorArgs};
-use super::routes::ProcessEntry;
+use super::routes::{ActiveProcess, ProcessEntry, Slot};
 use super::Shared;
 use crate::error::RegistryError;
 use crate::model::{ProcessHandleGrant, ProcessRecord, ProcessSessionDeleteReport, SessionScope};
 use crate::rules::grants::GrantIndex;
 use crate::rules::registration::PreparedRegistration;
-use crate::store::{GrantChange, ProcessChange, ProcessState, StoredProcess};
+use crate::store::{GrantChange, ProcessChange, ProcessState};
 
 /// The supervisor actor.
 #[derive(Debug)]
@@ -39,6 +49,8 @@ pub struct RegistrySupervisor {
 pub struct SupervisorState {
     grants: GrantIndex,
     children: HashMap<ActorId, String>,
+    /// Recent failure times per process, for the restart intensity.
+    failures: HashMap<String, VecDeque<u64>>,
 }
 
 impl Actor for RegistrySupervisor {
@@ -46,16 +58,13 @@ impl Actor for RegistrySupervisor {
     type State = SupervisorState;
     type Arguments = ();
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, (): ()) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, (): ()) -> Result<Self::State, ActorProcessingErr> {
         let mut state = SupervisorState::default();
         let recovered = self.shared.store.recover().await?;
         for stored in recovered.processes {
             self.shared.counters.count_status(&stored.record.status);
-            let process_id = stored.record.id.clone();
             let snapshot = Arc::new(ArcSwap::new(Arc::clone(&stored.record)));
-            let actor = self.spawn_process(&myself, stored, Arc::clone(&snapshot)).await?;
-            state.children.insert(actor.get_id(), process_id.clone());
-            self.shared.routes.insert(process_id, ProcessEntry { actor, record: snapshot });
+            self.shared.routes.insert(stored.record.id.clone(), ProcessEntry { slot: Slot::Passive, record: snapshot });
         }
         for change in recovered.grants {
             match change {
@@ -78,7 +87,18 @@ impl Actor for RegistrySupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Register { prepared, reply } => {
-                let _ = reply.send(self.register(&myself, state, *prepared).await);
+                let _ = reply.send(self.register(*prepared).await);
+            }
+            SupervisorMsg::Activate { process_id, reply } => {
+                let _ = reply.send(self.activate(&myself, state, &process_id).await);
+            }
+            SupervisorMsg::Sweep => {
+                if let Some(idle) = self.shared.passivate_after {
+                    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+                    for actor in self.shared.routes.active_actors() {
+                        let _ = actor.send_message(ProcessMsg::Passivate { idle_ms });
+                    }
+                }
             }
             SupervisorMsg::Grant { scope, process_id, descriptor, reply } => {
                 let result = if self.shared.routes.contains(&process_id) {
@@ -140,11 +160,21 @@ impl Actor for RegistrySupervisor {
                 if self.shared.is_stopping() {
                     return Ok(());
                 }
-                tracing::warn!(process_id = %process_id, %reason, "process actor failed; restarting from committed state");
-                self.restart(&myself, state, &process_id).await?;
+                if self.exceeds_restart_intensity(state, &process_id) {
+                    tracing::error!(process_id = %process_id, %reason, "process actor keeps failing; quarantined");
+                    self.shared.routes.set_slot(&process_id, Slot::Quarantined);
+                    self.shared.counters.quarantine(&process_id);
+                } else {
+                    tracing::warn!(process_id = %process_id, %reason, "process actor failed; restarting from committed state");
+                    self.shared.routes.passivate_if_current(&process_id, cell.get_id());
+                    self.shared.counters.restarted();
+                    self.activate(&myself, state, &process_id).await.map_err(Box::new)?;
+                }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.children.remove(&cell.get_id());
+                if let Some(process_id) = state.children.remove(&cell.get_id()) {
+                    self.shared.routes.passivate_if_current(&process_id, cell.get_id());
+                }
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
         }
@@ -153,73 +183,74 @@ impl Actor for RegistrySupervisor {
 }
 
 impl RegistrySupervisor {
-    async fn spawn_process(
-        &self,
-        myself: &ActorRef<SupervisorMsg>,
-        stored: StoredProcess,
-        snapshot: Arc<ArcSwap<ProcessRecord>>,
-    ) -> Result<ActorRef<ProcessMsg>, ActorProcessingErr> {
-        let schemas = self
-            .shared
-            .schemas
-            .compile_all(&stored.record.event_types)
-            .map_err(|(name, reason)| format!("stored schema of `{name}` no longer compiles: {reason}"))?;
-        let args = ProcessActorArgs { state: ProcessState::from_stored(stored), schemas, snapshot };
-        let actor = ProcessActor { shared: Arc::clone(&self.shared) };
-        let (actor_ref, _join) = Actor::spawn_linked(None, actor, args, myself.get_cell()).await?;
-        Ok(actor_ref)
-    }
-
-    async fn register(
+    /// Starts an actor for a passive process; returns the running one when
+    /// there is one already.
+    async fn activate(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
-        prepared: PreparedRegistration,
-    ) -> Result<ProcessRecord, RegistryError> {
+        process_id: &str,
+    ) -> Result<ActiveProcess, RegistryError> {
+        match self.shared.routes.slot(process_id) {
+            None => return Err(RegistryError::unknown(process_id)),
+            Some(Slot::Active(active)) => return Ok(active),
+            Some(Slot::Quarantined) => return Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
+            Some(Slot::Passive) => {}
+        }
+        let storage = |message: String| RegistryError::Storage { process_id: process_id.to_owned(), message };
+        let stored = self
+            .shared
+            .store
+            .load_process(process_id)
+            .await?
+            .ok_or_else(|| storage("the store does not hold this process".to_owned()))?;
+        let snapshot =
+            self.shared.routes.snapshot_handle(process_id).ok_or_else(|| RegistryError::unknown(process_id))?;
+        let schemas = self
+            .shared
+            .schemas
+            .schemas_for(&stored.record.event_types)
+            .map_err(|(name, reason)| storage(format!("stored schema of `{name}` does not compile: {reason}")))?;
+        let args = ProcessActorArgs { state: ProcessState::from_stored(stored), schemas, snapshot };
+        let actor = ProcessActor { shared: Arc::clone(&self.shared) };
+        let (actor, _join) = Actor::spawn_linked(None, actor, args, myself.get_cell())
+            .await
+            .map_err(|err| storage(format!("could not start the process actor: {err}")))?;
+        state.children.insert(actor.get_id(), process_id.to_owned());
+        let active = ActiveProcess {
+            actor,
+            permits: Arc::new(tokio::sync::Semaphore::new(self.shared.mailbox.capacity.max(1))),
+        };
+        self.shared.routes.set_slot(process_id, Slot::Active(active.clone()));
+        self.shared.counters.activated();
+        Ok(active)
+    }
+
+    /// Records a failure; true when it exceeds the restart intensity.
+    fn exceeds_restart_intensity(&self, state: &mut SupervisorState, process_id: &str) -> bool {
+        let intensity = self.shared.restart_intensity;
+        let now = self.shared.now_ms();
+        let failures = state.failures.entry(process_id.to_owned()).or_default();
+        failures.push_back(now);
+        while failures.front().is_some_and(|&at| now.saturating_sub(at) > intensity.within_ms) {
+            failures.pop_front();
+        }
+        failures.len() > intensity.max_restarts
+    }
+
+    /// Commits a new process (passive: its actor starts on first use), or
+    /// answers for the existing one.
+    async fn register(&self, prepared: PreparedRegistration) -> Result<ProcessRecord, RegistryError> {
         let process_id = prepared.registration.id.clone();
         if let Some(existing) = self.shared.routes.record(&process_id) {
             return same_registration(&existing, &prepared.hash);
         }
         let record = Arc::new(prepared.new_record(self.shared.now_ms()));
-        self.shared
-            .store
-            .commit_process(&process_id, &ProcessChange::Registered { record: Arc::clone(&record) })
-            .await?;
-        let snapshot = Arc::new(ArcSwap::new(Arc::clone(&record)));
-        let args = ProcessActorArgs {
-            state: ProcessState::from_stored(StoredProcess::new(Arc::clone(&record))),
-            schemas: prepared.schemas,
-            snapshot: Arc::clone(&snapshot),
-        };
-        let actor = ProcessActor { shared: Arc::clone(&self.shared) };
-        let (actor_ref, _join) =
-            Actor::spawn_linked(None, actor, args, myself.get_cell()).await.map_err(|err| RegistryError::Storage {
-                process_id: process_id.clone(),
-                message: format!("could not start the process actor: {err}"),
-            })?;
-        state.children.insert(actor_ref.get_id(), process_id.clone());
+        self.shared.store.commit_process(&process_id, &ProcessChange::Registered { record: Arc::clone(&record) }).await?;
         self.shared.counters.count_status(&record.status);
-        self.shared.routes.insert(process_id, ProcessEntry { actor: actor_ref, record: snapshot });
+        let snapshot = Arc::new(ArcSwap::new(Arc::clone(&record)));
+        self.shared.routes.insert(process_id, ProcessEntry { slot: Slot::Passive, record: snapshot });
         Ok(ProcessRecord::clone(&record))
-    }
-
-    async fn restart(
-        &self,
-        myself: &ActorRef<SupervisorMsg>,
-        state: &mut SupervisorState,
-        process_id: &str,
-    ) -> Result<(), ActorProcessingErr> {
-        let Some(stored) = self.shared.store.load_process(process_id).await? else {
-            return Err(format!("process `{process_id}` vanished from the store").into());
-        };
-        let Some(snapshot) = self.shared.routes.snapshot_handle(process_id) else {
-            return Err(format!("process `{process_id}` has no route").into());
-        };
-        let actor = self.spawn_process(myself, stored, snapshot).await?;
-        state.children.insert(actor.get_id(), process_id.to_owned());
-        self.shared.routes.set_actor(process_id, actor);
-        self.shared.counters.restarted();
-        Ok(())
     }
 
     async fn revoke(
