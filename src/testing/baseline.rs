@@ -41,18 +41,16 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{PluginError, RegistryError};
 use crate::events::{
-    ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult,
-    ProcessValueSelector, ProcessWakeDedupeKey,
+    ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult, ProcessValueSelector,
+    ProcessWakeDedupeKey,
 };
 use crate::model::{
-    DurabilityTier, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant,
-    ProcessHandleGrantEntry, ProcessInput, ProcessLease, ProcessLeaseCompletion, ProcessListFilter,
-    ProcessRecord, ProcessRegistration, ProcessSessionDeleteReport, SessionScope, WaitState,
+    DurabilityTier, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessHandleGrantEntry,
+    ProcessInput, ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord, ProcessRegistration,
+    ProcessSessionDeleteReport, SessionScope, WaitState,
 };
 use crate::registry::ProcessRegistry;
-use crate::rules::append::{
-    check_and_hash_payload, plan_append, wake_delivery, AppendPlan, AppendView, ReplayEntry,
-};
+use crate::rules::append::{check_and_hash_payload, plan_append, wake_delivery, AppendPlan, AppendView, ReplayEntry};
 use crate::rules::grants::GrantIndex;
 use crate::rules::lease::{self, LeaseState};
 use crate::rules::limits::{dismantle, exceeds_depth, Limits};
@@ -101,9 +99,7 @@ impl ProcessState {
 
     /// The events with sequence greater than `after_sequence`, without copying.
     fn events_after(&self, after_sequence: u64) -> &[ProcessEvent] {
-        let start = usize::try_from(after_sequence)
-            .unwrap_or(usize::MAX)
-            .min(self.events.len());
+        let start = usize::try_from(after_sequence).unwrap_or(usize::MAX).min(self.events.len());
         self.events.get(start..).unwrap_or_default()
     }
 
@@ -116,15 +112,11 @@ impl ProcessState {
 
 impl State {
     fn process(&self, process_id: &str) -> Result<&ProcessState, RegistryError> {
-        self.processes
-            .get(process_id)
-            .ok_or_else(|| RegistryError::unknown(process_id))
+        self.processes.get(process_id).ok_or_else(|| RegistryError::unknown(process_id))
     }
 
     fn process_mut(&mut self, process_id: &str) -> Result<&mut ProcessState, RegistryError> {
-        self.processes
-            .get_mut(process_id)
-            .ok_or_else(|| RegistryError::unknown(process_id))
+        self.processes.get_mut(process_id).ok_or_else(|| RegistryError::unknown(process_id))
     }
 }
 
@@ -138,12 +130,7 @@ impl GlobalLockRegistry {
     /// An empty registry reading time (timestamps, lease expiry) from `clock`.
     #[must_use]
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self {
-            state: Mutex::new(State::default()),
-            clock,
-            limits: Limits::default(),
-            schemas: SchemaCache::new(),
-        }
+        Self { state: Mutex::new(State::default()), clock, limits: Limits::default(), schemas: SchemaCache::new() }
     }
 
     /// Replaces the input [`Limits`].
@@ -224,13 +211,7 @@ impl GlobalLockRegistry {
                     message: format!("the replay index names sequence {sequence}, which the log does not hold"),
                 })?;
                 let wake_delivery = wake_delivery(&process.record, &event, target.as_ref());
-                Ok((
-                    ProcessEventAppendResult {
-                        event,
-                        wake_delivery,
-                    },
-                    process.record.clone(),
-                ))
+                Ok((ProcessEventAppendResult { event, wake_delivery }, process.record.clone()))
             }
             AppendPlan::Commit(planned) => {
                 let planned = *planned;
@@ -241,13 +222,7 @@ impl GlobalLockRegistry {
                 }
                 process.record = planned.record;
                 process.committed.notify_waiters();
-                Ok((
-                    ProcessEventAppendResult {
-                        event: planned.event,
-                        wake_delivery,
-                    },
-                    process.record.clone(),
-                ))
+                Ok((ProcessEventAppendResult { event: planned.event, wake_delivery }, process.record.clone()))
             }
         }
     }
@@ -274,10 +249,7 @@ impl GlobalLockRegistry {
         let max_depth = self.limits.max_json_depth;
         let mut defuse = |value: &mut Value| {
             if exceeds_depth(value, max_depth) {
-                dismantle(std::mem::replace(
-                    value,
-                    nested_arrays(max_depth.saturating_add(1)),
-                ));
+                dismantle(std::mem::replace(value, nested_arrays(max_depth.saturating_add(1))));
             }
         };
         match &mut registration.input {
@@ -287,11 +259,7 @@ impl GlobalLockRegistry {
         for declared in &mut registration.event_types {
             defuse(&mut declared.payload_schema);
             let semantics = &mut declared.semantics;
-            if let Some(selector) = semantics
-                .terminal
-                .as_mut()
-                .and_then(|t| t.await_output.as_mut())
-            {
+            if let Some(selector) = semantics.terminal.as_mut().and_then(|t| t.await_output.as_mut()) {
                 defuse_selector(selector, &mut defuse);
             }
             if let Some(wake) = semantics.wake.as_mut() {
@@ -314,9 +282,7 @@ fn defuse_selector(selector: &mut ProcessValueSelector, defuse: &mut impl FnMut(
         match selector {
             ProcessValueSelector::Const(value) => defuse(value),
             ProcessValueSelector::Template { fields, .. } => stack.extend(fields.values_mut()),
-            ProcessValueSelector::Payload
-            | ProcessValueSelector::Pointer(_)
-            | ProcessValueSelector::Present(_) => {}
+            ProcessValueSelector::Payload | ProcessValueSelector::Pointer(_) | ProcessValueSelector::Present(_) => {}
         }
     }
 }
@@ -334,9 +300,7 @@ fn nested_arrays(depth: usize) -> Value {
 fn await_output_value(output: &ProcessAwaitOutput) -> Option<&Value> {
     match output {
         ProcessAwaitOutput::Success { value } => Some(value),
-        ProcessAwaitOutput::Failure { raw, .. } | ProcessAwaitOutput::Cancelled { raw, .. } => {
-            raw.as_ref()
-        }
+        ProcessAwaitOutput::Failure { raw, .. } | ProcessAwaitOutput::Cancelled { raw, .. } => raw.as_ref(),
     }
 }
 
@@ -372,10 +336,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         DurabilityTier::Inline
     }
 
-    async fn register_process(
-        &self,
-        mut registration: ProcessRegistration,
-    ) -> Result<ProcessRecord, PluginError> {
+    async fn register_process(&self, mut registration: ProcessRegistration) -> Result<ProcessRecord, PluginError> {
         self.defuse_deep_values(&mut registration);
         let prepared = prepare_registration(registration, &self.limits, &self.schemas)?;
         let mut state = self.lock().await;
@@ -412,10 +373,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         external_ref: ProcessExternalRef,
     ) -> Result<ProcessRecord, PluginError> {
         if let Some(metadata) = &external_ref.metadata {
-            if let Err(err) =
-                self.limits
-                    .check_depth(process_id, "external ref metadata depth", metadata)
-            {
+            if let Err(err) = self.limits.check_depth(process_id, "external ref metadata depth", metadata) {
                 external_ref.metadata.into_iter().for_each(dismantle);
                 return Err(err);
             }
@@ -438,15 +396,8 @@ impl ProcessRegistry for GlobalLockRegistry {
         Ok(state.grants.grant(session_scope, process_id, descriptor))
     }
 
-    async fn revoke_handle(
-        &self,
-        session_scope: &SessionScope,
-        process_id: &str,
-    ) -> Result<(), PluginError> {
-        self.lock()
-            .await
-            .grants
-            .revoke(&session_scope.id(), process_id);
+    async fn revoke_handle(&self, session_scope: &SessionScope, process_id: &str) -> Result<(), PluginError> {
+        self.lock().await.grants.revoke(&session_scope.id(), process_id);
         Ok(())
     }
 
@@ -457,13 +408,10 @@ impl ProcessRegistry for GlobalLockRegistry {
         process_ids: &[String],
     ) -> Result<(), PluginError> {
         let mut state = self.lock().await;
-        state
-            .grants
-            .transfer(from_scope, to_scope, process_ids)
-            .map_err(|missing| RegistryError::HandleNotGranted {
-                process_id: missing.into_iter().next().unwrap_or_default(),
-                scope_id: from_scope.id().0,
-            })
+        state.grants.transfer(from_scope, to_scope, process_ids).map_err(|missing| RegistryError::HandleNotGranted {
+            process_id: missing.into_iter().next().unwrap_or_default(),
+            scope_id: from_scope.id().0,
+        })
     }
 
     async fn list_handle_grants(
@@ -482,29 +430,18 @@ impl ProcessRegistry for GlobalLockRegistry {
             .collect())
     }
 
-    async fn has_handle_grant(
-        &self,
-        session_scope: &SessionScope,
-        process_id: &str,
-    ) -> Result<bool, PluginError> {
+    async fn has_handle_grant(&self, session_scope: &SessionScope, process_id: &str) -> Result<bool, PluginError> {
         let state = self.lock().await;
-        Ok(state.grants.has(&session_scope.id(), process_id)
-            && state.processes.contains_key(process_id))
+        Ok(state.grants.has(&session_scope.id(), process_id) && state.processes.contains_key(process_id))
     }
 
-    async fn handle_grants_for_process(
-        &self,
-        process_id: &str,
-    ) -> Result<Vec<ProcessHandleGrant>, PluginError> {
+    async fn handle_grants_for_process(&self, process_id: &str) -> Result<Vec<ProcessHandleGrant>, PluginError> {
         let state = self.lock().await;
         state.process(process_id)?;
         Ok(state.grants.grants_of_process(process_id))
     }
 
-    async fn delete_session_process_state(
-        &self,
-        session_id: &str,
-    ) -> Result<ProcessSessionDeleteReport, PluginError> {
+    async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {
         let mut state = self.lock().await;
         let revoked = state.grants.revoke_session(session_id);
         let mut report = ProcessSessionDeleteReport {
@@ -516,10 +453,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         };
         // `affected` is sorted and deduplicated, so both lists are too.
         for process_id in revoked.affected {
-            let live = state
-                .processes
-                .get(&process_id)
-                .is_some_and(|process| !process.record.is_terminal());
+            let live = state.processes.get(&process_id).is_some_and(|process| !process.record.is_terminal());
             if !live {
                 continue;
             }
@@ -543,16 +477,9 @@ impl ProcessRegistry for GlobalLockRegistry {
         Ok(result)
     }
 
-    async fn events_after(
-        &self,
-        process_id: &str,
-        after_sequence: u64,
-    ) -> Result<Vec<ProcessEvent>, PluginError> {
+    async fn events_after(&self, process_id: &str, after_sequence: u64) -> Result<Vec<ProcessEvent>, PluginError> {
         let state = self.lock().await;
-        Ok(state
-            .process(process_id)?
-            .events_after(after_sequence)
-            .to_vec())
+        Ok(state.process(process_id)?.events_after(after_sequence).to_vec())
     }
 
     async fn count_events_through(
@@ -563,34 +490,20 @@ impl ProcessRegistry for GlobalLockRegistry {
     ) -> Result<u64, PluginError> {
         let state = self.lock().await;
         let events = &state.process(process_id)?.events;
-        let end = usize::try_from(up_to_sequence)
-            .unwrap_or(usize::MAX)
-            .min(events.len());
-        let counted = events
-            .get(..end)
-            .unwrap_or_default()
-            .iter()
-            .filter(|event| event.event_type == event_type)
-            .count();
+        let end = usize::try_from(up_to_sequence).unwrap_or(usize::MAX).min(events.len());
+        let counted =
+            events.get(..end).unwrap_or_default().iter().filter(|event| event.event_type == event_type).count();
         Ok(u64::try_from(counted).unwrap_or(u64::MAX))
     }
 
-    async fn recent_events(
-        &self,
-        process_id: &str,
-        limit: usize,
-    ) -> Result<Vec<ProcessEvent>, PluginError> {
+    async fn recent_events(&self, process_id: &str, limit: usize) -> Result<Vec<ProcessEvent>, PluginError> {
         let state = self.lock().await;
         let events = &state.process(process_id)?.events;
         let start = events.len().saturating_sub(limit);
         Ok(events.get(start..).unwrap_or_default().to_vec())
     }
 
-    async fn wake_events_after(
-        &self,
-        process_id: &str,
-        after_sequence: u64,
-    ) -> Result<Vec<ProcessEvent>, PluginError> {
+    async fn wake_events_after(&self, process_id: &str, after_sequence: u64) -> Result<Vec<ProcessEvent>, PluginError> {
         let state = self.lock().await;
         let process = state.process(process_id)?;
         Ok(process
@@ -609,11 +522,8 @@ impl ProcessRegistry for GlobalLockRegistry {
     ) -> Result<ProcessEvent, PluginError> {
         let mut scanned_through = after_sequence;
         self.park_until(process_id, |process| {
-            let found = process
-                .events_after(scanned_through)
-                .iter()
-                .find(|event| event.event_type == event_type)
-                .cloned();
+            let found =
+                process.events_after(scanned_through).iter().find(|event| event.event_type == event_type).cloned();
             // Nothing up to the end of the log matched, and the log only grows.
             scanned_through = scanned_through.max(process.last_sequence());
             found
@@ -622,10 +532,7 @@ impl ProcessRegistry for GlobalLockRegistry {
     }
 
     async fn await_process(&self, process_id: &str) -> Result<ProcessAwaitOutput, PluginError> {
-        self.park_until(process_id, |process| {
-            process.record.status.await_output().cloned()
-        })
-        .await
+        self.park_until(process_id, |process| process.record.status.await_output().cloned()).await
     }
 
     async fn complete_process(
@@ -642,13 +549,12 @@ impl ProcessRegistry for GlobalLockRegistry {
             }
         }
         let event_type = await_output.terminal_state().event_type();
-        let output =
-            serde_json::to_value(&await_output).map_err(|err| RegistryError::InvalidPayload {
-                process_id: process_id.to_owned(),
-                event_type: event_type.to_owned(),
-                path: "/await_output".to_owned(),
-                message: err.to_string(),
-            })?;
+        let output = serde_json::to_value(&await_output).map_err(|err| RegistryError::InvalidPayload {
+            process_id: process_id.to_owned(),
+            event_type: event_type.to_owned(),
+            path: "/await_output".to_owned(),
+            message: err.to_string(),
+        })?;
         let payload = Value::Object(Map::from_iter([("await_output".to_owned(), output)]));
         let request = ProcessEventAppendRequest::new(event_type, payload)
             .with_replay_key(format!("process:{process_id}:terminal:{event_type}"));
@@ -658,16 +564,10 @@ impl ProcessRegistry for GlobalLockRegistry {
         Ok(record)
     }
 
-    async fn set_process_wait(
-        &self,
-        process_id: &str,
-        wait: WaitState,
-    ) -> Result<ProcessRecord, PluginError> {
+    async fn set_process_wait(&self, process_id: &str, wait: WaitState) -> Result<ProcessRecord, PluginError> {
         self.update_record(process_id, |record| {
             if record.is_terminal() {
-                return Err(RegistryError::AlreadyTerminal {
-                    process_id: process_id.to_owned(),
-                });
+                return Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() });
             }
             record.wait = Some(wait);
             Ok(())
@@ -685,16 +585,10 @@ impl ProcessRegistry for GlobalLockRegistry {
 
     async fn get_process(&self, process_id: &str) -> Option<ProcessRecord> {
         let state = self.lock().await;
-        state
-            .processes
-            .get(process_id)
-            .map(|process| process.record.clone())
+        state.processes.get(process_id).map(|process| process.record.clone())
     }
 
-    async fn list_processes(
-        &self,
-        filter: &ProcessListFilter,
-    ) -> Result<Vec<ProcessRecord>, PluginError> {
+    async fn list_processes(&self, filter: &ProcessListFilter) -> Result<Vec<ProcessRecord>, PluginError> {
         let state = self.lock().await;
         let mut records: Vec<ProcessRecord> = state
             .processes
@@ -741,34 +635,20 @@ impl ProcessRegistry for GlobalLockRegistry {
         owner_id: &str,
         lease_ttl_ms: u64,
     ) -> Result<ProcessLease, PluginError> {
-        self.limits
-            .check_id(process_id, "owner id bytes", owner_id)?;
+        self.limits.check_id(process_id, "owner id bytes", owner_id)?;
         let mut state = self.lock().await;
         let process = state.process_mut(process_id)?;
         if process.record.is_terminal() {
-            return Err(RegistryError::AlreadyTerminal {
-                process_id: process_id.to_owned(),
-            });
+            return Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() });
         }
         let now_ms = self.clock.now_ms();
         let token = uuid::Uuid::new_v4().to_string();
-        let claimed = lease::claim(
-            &process.lease,
-            process_id,
-            owner_id,
-            lease_ttl_ms,
-            now_ms,
-            token,
-        )?;
+        let claimed = lease::claim(&process.lease, process_id, owner_id, lease_ttl_ms, now_ms, token)?;
         process.lease = lease::granted(&process.lease, claimed.clone());
         Ok(claimed)
     }
 
-    async fn renew_process_lease(
-        &self,
-        lease: &ProcessLease,
-        lease_ttl_ms: u64,
-    ) -> Result<ProcessLease, PluginError> {
+    async fn renew_process_lease(&self, lease: &ProcessLease, lease_ttl_ms: u64) -> Result<ProcessLease, PluginError> {
         let mut state = self.lock().await;
         let process = state.process_mut(&lease.process_id)?;
         let renewed = lease::renew(&process.lease, lease, lease_ttl_ms, self.clock.now_ms())?;
@@ -776,10 +656,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         Ok(renewed)
     }
 
-    async fn complete_process_lease(
-        &self,
-        completion: &ProcessLeaseCompletion,
-    ) -> Result<(), PluginError> {
+    async fn complete_process_lease(&self, completion: &ProcessLeaseCompletion) -> Result<(), PluginError> {
         let mut state = self.lock().await;
         let process = state.process_mut(&completion.process_id)?;
         if let Some(released) = lease::release(&process.lease, completion) {
@@ -844,22 +721,11 @@ mod tests {
         clock.advance(5);
         registry.append_event("p", note("hi")).await.unwrap();
         let again = registry.register_process(registration("p")).await.unwrap();
-        assert_eq!(
-            again.updated_at_ms, 1_005,
-            "the existing record as it is now, not reset"
-        );
+        assert_eq!(again.updated_at_ms, 1_005, "the existing record as it is now, not reset");
         assert_eq!(again.created_at_ms, 1_000);
-        let err = registry
-            .register_process(registration("p").with_env_ref("elsewhere"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, RegistryError::RegistrationConflict { ref process_id, .. } if process_id == "p")
-        );
-        let invalid = registry
-            .register_process(registration(""))
-            .await
-            .unwrap_err();
+        let err = registry.register_process(registration("p").with_env_ref("elsewhere")).await.unwrap_err();
+        assert!(matches!(err, RegistryError::RegistrationConflict { ref process_id, .. } if process_id == "p"));
+        let invalid = registry.register_process(registration("")).await.unwrap_err();
         assert!(matches!(invalid, RegistryError::InvalidRegistration { .. }));
         assert_eq!(registry.durability_tier(), DurabilityTier::Inline);
     }
@@ -867,54 +733,27 @@ mod tests {
     #[tokio::test]
     async fn replayed_appends_return_the_original_event_and_conflicting_ones_fail() {
         let (_, registry) = registered(&["p"]).await;
-        let first = registry
-            .append_event("p", note("hi").with_replay_key("k"))
-            .await
-            .unwrap();
+        let first = registry.append_event("p", note("hi").with_replay_key("k")).await.unwrap();
         assert_eq!(first.event.sequence, 1);
         let delivery = first.wake_delivery.as_ref().unwrap();
         assert_eq!(delivery.target_scope_id, "session:home");
         let elsewhere = SessionScope::with_frame("other", "f");
         let replay = registry
-            .append_event(
-                "p",
-                note("hi")
-                    .with_replay_key("k")
-                    .with_wake_target_scope(elsewhere),
-            )
+            .append_event("p", note("hi").with_replay_key("k").with_wake_target_scope(elsewhere))
             .await
             .unwrap();
         assert_eq!(replay.event, first.event);
-        assert_eq!(
-            replay.wake_delivery.unwrap().target_scope_id,
-            "session:other/frame:f"
-        );
-        assert_eq!(
-            registry.events_after("p", 0).await.unwrap().len(),
-            1,
-            "nothing appended"
-        );
-        let conflict = registry
-            .append_event("p", note("ho").with_replay_key("k"))
-            .await
-            .unwrap_err();
+        assert_eq!(replay.wake_delivery.unwrap().target_scope_id, "session:other/frame:f");
+        assert_eq!(registry.events_after("p", 0).await.unwrap().len(), 1, "nothing appended");
+        let conflict = registry.append_event("p", note("ho").with_replay_key("k")).await.unwrap_err();
         assert!(matches!(conflict, RegistryError::ReplayConflict { .. }));
         let second = registry.append_event("p", note("ho")).await.unwrap();
         assert_eq!(second.event.sequence, 2);
-        let invalid = registry.append_event(
-            "p",
-            ProcessEventAppendRequest::new("note", json!({"text": 1})),
-        );
-        assert!(
-            matches!(invalid.await, Err(RegistryError::InvalidPayload { ref path, .. }) if path == "/text")
-        );
+        let invalid = registry.append_event("p", ProcessEventAppendRequest::new("note", json!({"text": 1})));
+        assert!(matches!(invalid.await, Err(RegistryError::InvalidPayload { ref path, .. }) if path == "/text"));
         let unknown = registry.append_event("nope", note("x")).await.unwrap_err();
         assert!(matches!(unknown, RegistryError::UnknownProcess { .. }));
-        assert_eq!(
-            registry.events_after("p", 0).await.unwrap().len(),
-            2,
-            "failed appends change nothing"
-        );
+        assert_eq!(registry.events_after("p", 0).await.unwrap().len(), 2, "failed appends change nothing");
     }
 
     #[tokio::test]
@@ -922,37 +761,14 @@ mod tests {
         let (_, registry) = registered(&["p"]).await;
         for text in ["a", "b", "c"] {
             registry.append_event("p", note(text)).await.unwrap();
-            registry
-                .append_event("p", ProcessEventAppendRequest::new("tick", json!({})))
-                .await
-                .unwrap();
+            registry.append_event("p", ProcessEventAppendRequest::new("tick", json!({}))).await.unwrap();
         }
-        let sequences =
-            |events: Vec<ProcessEvent>| events.into_iter().map(|e| e.sequence).collect::<Vec<_>>();
-        assert_eq!(
-            sequences(registry.events_after("p", 4).await.unwrap()),
-            [5, 6]
-        );
-        assert!(registry
-            .events_after("p", u64::MAX)
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            registry.count_events_through("p", "note", 4).await.unwrap(),
-            2
-        );
-        assert_eq!(
-            registry
-                .count_events_through("p", "note", u64::MAX)
-                .await
-                .unwrap(),
-            3
-        );
-        assert_eq!(
-            sequences(registry.recent_events("p", 2).await.unwrap()),
-            [5, 6]
-        );
+        let sequences = |events: Vec<ProcessEvent>| events.into_iter().map(|e| e.sequence).collect::<Vec<_>>();
+        assert_eq!(sequences(registry.events_after("p", 4).await.unwrap()), [5, 6]);
+        assert!(registry.events_after("p", u64::MAX).await.unwrap().is_empty());
+        assert_eq!(registry.count_events_through("p", "note", 4).await.unwrap(), 2);
+        assert_eq!(registry.count_events_through("p", "note", u64::MAX).await.unwrap(), 3);
+        assert_eq!(sequences(registry.recent_events("p", 2).await.unwrap()), [5, 6]);
         assert_eq!(registry.recent_events("p", 100).await.unwrap().len(), 6);
         assert!(registry.recent_events("p", 0).await.unwrap().is_empty());
         assert!(registry.recent_events("nope", 1).await.is_err());
@@ -964,29 +780,13 @@ mod tests {
         for text in ["a", "b", "c"] {
             registry.append_event("p", note(text)).await.unwrap();
         }
-        registry
-            .append_event("p", ProcessEventAppendRequest::new("tick", json!({})))
-            .await
-            .unwrap();
+        registry.append_event("p", ProcessEventAppendRequest::new("tick", json!({}))).await.unwrap();
         registry.ack_wake("p", 2).await.unwrap();
         registry.ack_wake("p", 2).await.unwrap();
-        let wakes: Vec<u64> = registry
-            .wake_events_after("p", 0)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.sequence)
-            .collect();
+        let wakes: Vec<u64> = registry.wake_events_after("p", 0).await.unwrap().iter().map(|e| e.sequence).collect();
         assert_eq!(wakes, [1, 3]);
         let err = registry.ack_wake("p", 5).await.unwrap_err();
-        assert!(matches!(
-            err,
-            RegistryError::SequenceOutOfRange {
-                sequence: 5,
-                last_sequence: 4,
-                ..
-            }
-        ));
+        assert!(matches!(err, RegistryError::SequenceOutOfRange { sequence: 5, last_sequence: 4, .. }));
         assert!(registry.ack_wake("nope", 1).await.is_err());
     }
 
@@ -1006,31 +806,18 @@ mod tests {
                 for i in 0..16 {
                     // Appends to another process and of other types must not satisfy anyone.
                     registry.append_event("q", note("noise")).await?;
-                    registry
-                        .append_event("p", ProcessEventAppendRequest::new("tick", json!({})))
-                        .await?;
+                    registry.append_event("p", ProcessEventAppendRequest::new("tick", json!({}))).await?;
                     registry.append_event("p", note(&format!("n{i}"))).await?;
                 }
                 Ok::<_, RegistryError>(())
             })
         };
-        tokio::time::timeout(GUARD, appender)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(GUARD, appender).await.unwrap().unwrap().unwrap();
         for (after, waiter) in (0..16u64).zip(waiters) {
-            let event = tokio::time::timeout(GUARD, waiter)
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
+            let event = tokio::time::timeout(GUARD, waiter).await.unwrap().unwrap().unwrap();
             // The first note after `after`: notes sit at even sequences.
             let expected = if after % 2 == 0 { after + 2 } else { after + 1 };
-            assert_eq!(
-                (event.event_type.as_str(), event.sequence),
-                ("note", expected)
-            );
+            assert_eq!((event.event_type.as_str(), event.sequence), ("note", expected));
         }
     }
 
@@ -1048,11 +835,7 @@ mod tests {
                 tokio::spawn(async move { registry.append_event("p", note("x")).await })
             };
             appender.await.unwrap().unwrap();
-            let event = tokio::time::timeout(GUARD, waiter)
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
+            let event = tokio::time::timeout(GUARD, waiter).await.unwrap().unwrap().unwrap();
             assert_eq!(event.sequence, round + 1);
         }
     }
@@ -1060,21 +843,10 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_that_gives_up_leaves_the_process_usable() {
         let (_, registry) = registered(&["p"]).await;
-        let gave_up = tokio::time::timeout(
-            Duration::from_millis(5),
-            registry.wait_event_after("p", "note", 0),
-        )
-        .await;
+        let gave_up = tokio::time::timeout(Duration::from_millis(5), registry.wait_event_after("p", "note", 0)).await;
         assert!(gave_up.is_err());
         registry.append_event("p", note("later")).await.unwrap();
-        assert_eq!(
-            registry
-                .wait_event_after("p", "note", 0)
-                .await
-                .unwrap()
-                .sequence,
-            1
-        );
+        assert_eq!(registry.wait_event_after("p", "note", 0).await.unwrap().sequence, 1);
         assert!(registry.wait_event_after("nope", "note", 0).await.is_err());
         assert!(registry.await_process("nope").await.is_err());
     }
@@ -1084,20 +856,10 @@ mod tests {
         let (_, registry) = registered(&["p"]).await;
         let registry = Arc::new(registry);
         let waiting = WaitState {
-            kind: WaitKind::Signal {
-                name: "go".into(),
-                event_type: "tick".into(),
-                key: "k".into(),
-                ordinal: 1,
-            },
+            kind: WaitKind::Signal { name: "go".into(), event_type: "tick".into(), key: "k".into(), ordinal: 1 },
             since_ms: 1_000,
         };
-        assert!(registry
-            .set_process_wait("p", waiting.clone())
-            .await
-            .unwrap()
-            .wait
-            .is_some());
+        assert!(registry.set_process_wait("p", waiting.clone()).await.unwrap().wait.is_some());
         let awaiter = {
             let registry = Arc::clone(&registry);
             tokio::spawn(async move { registry.await_process("p").await })
@@ -1108,51 +870,22 @@ mod tests {
             let output = output.clone();
             tokio::spawn(async move { registry.complete_process("p", output).await })
         };
-        let record = tokio::time::timeout(GUARD, completer)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let record = tokio::time::timeout(GUARD, completer).await.unwrap().unwrap().unwrap();
         assert!(record.is_terminal());
         assert!(record.wait.is_none(), "a terminal event clears the wait");
-        assert_eq!(
-            tokio::time::timeout(GUARD, awaiter)
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap(),
-            output
-        );
+        assert_eq!(tokio::time::timeout(GUARD, awaiter).await.unwrap().unwrap().unwrap(), output);
 
-        let again = registry
-            .complete_process("p", output.clone())
-            .await
-            .unwrap();
+        let again = registry.complete_process("p", output.clone()).await.unwrap();
         assert_eq!(again, record);
         let events = registry.events_after("p", 0).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type, COMPLETED);
-        assert_eq!(
-            events[0].invocation.replay_key.as_deref(),
-            Some("process:p:terminal:process.completed")
-        );
-        let other_value = registry
-            .complete_process("p", ProcessAwaitOutput::success(json!(0)))
-            .await;
-        assert!(matches!(
-            other_value,
-            Err(RegistryError::ReplayConflict { .. })
-        ));
-        let failed = registry
-            .complete_process("p", ProcessAwaitOutput::failure("x", "y"))
-            .await;
+        assert_eq!(events[0].invocation.replay_key.as_deref(), Some("process:p:terminal:process.completed"));
+        let other_value = registry.complete_process("p", ProcessAwaitOutput::success(json!(0))).await;
+        assert!(matches!(other_value, Err(RegistryError::ReplayConflict { .. })));
+        let failed = registry.complete_process("p", ProcessAwaitOutput::failure("x", "y")).await;
         assert!(matches!(failed, Err(RegistryError::AlreadyTerminal { .. })));
-        assert!(registry
-            .events_after("p", 0)
-            .await
-            .unwrap()
-            .iter()
-            .all(|e| e.event_type != FAILED));
+        assert!(registry.events_after("p", 0).await.unwrap().iter().all(|e| e.event_type != FAILED));
         let err = registry.set_process_wait("p", waiting).await.unwrap_err();
         assert!(matches!(err, RegistryError::AlreadyTerminal { .. }));
         assert_eq!(registry.await_process("p").await.unwrap(), output);
@@ -1164,14 +897,8 @@ mod tests {
         let (clock, registry) = registered(&["p", "done"]).await;
         let a = registry.claim_process_lease("p", "a", 100).await.unwrap();
         assert_eq!((a.fencing_token, a.expires_at_epoch_ms), (1, 1_100));
-        let held = registry
-            .claim_process_lease("p", "b", 100)
-            .await
-            .unwrap_err();
-        assert!(
-            held.to_string().contains("already leased by a until 1100"),
-            "{held}"
-        );
+        let held = registry.claim_process_lease("p", "b", 100).await.unwrap_err();
+        assert!(held.to_string().contains("already leased by a until 1100"), "{held}");
 
         clock.advance(50);
         let a = registry.renew_process_lease(&a, 100).await.unwrap();
@@ -1184,38 +911,16 @@ mod tests {
         assert!(stale.to_string().contains("missing or expired"), "{stale}");
 
         // A stale completion is a silent no-op: b keeps the lease.
-        registry
-            .complete_process_lease(&ProcessLeaseCompletion::from_lease(&a))
-            .await
-            .unwrap();
+        registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&a)).await.unwrap();
         assert!(registry.claim_process_lease("p", "c", 100).await.is_err());
-        registry
-            .complete_process_lease(&ProcessLeaseCompletion::from_lease(&b))
-            .await
-            .unwrap();
-        registry
-            .complete_process_lease(&ProcessLeaseCompletion::from_lease(&b))
-            .await
-            .unwrap();
+        registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&b)).await.unwrap();
+        registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&b)).await.unwrap();
         let c = registry.claim_process_lease("p", "c", 100).await.unwrap();
         assert_eq!(c.fencing_token, 3, "fencing tokens survive release");
-        assert_eq!(
-            registry
-                .claim_process_lease("p", "c", 100)
-                .await
-                .unwrap()
-                .fencing_token,
-            4
-        );
+        assert_eq!(registry.claim_process_lease("p", "c", 100).await.unwrap().fencing_token, 4);
 
-        registry
-            .complete_process("done", ProcessAwaitOutput::cancelled("stop"))
-            .await
-            .unwrap();
-        let terminal = registry
-            .claim_process_lease("done", "a", 100)
-            .await
-            .unwrap_err();
+        registry.complete_process("done", ProcessAwaitOutput::cancelled("stop")).await.unwrap();
+        let terminal = registry.claim_process_lease("done", "a", 100).await.unwrap_err();
         assert!(matches!(terminal, RegistryError::AlreadyTerminal { .. }));
         assert!(matches!(
             registry.claim_process_lease("nope", "a", 100).await,
@@ -1224,99 +929,48 @@ mod tests {
         let mut orphan = c.clone();
         orphan.process_id = "nope".into();
         assert!(registry.renew_process_lease(&orphan, 1).await.is_err());
-        assert!(registry
-            .complete_process_lease(&ProcessLeaseCompletion::from_lease(&orphan))
-            .await
-            .is_err());
+        assert!(registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&orphan)).await.is_err());
     }
 
     #[tokio::test]
     async fn grants_move_all_or_nothing_and_session_deletion_reports_orphans() {
         let (_, registry) = registered(&["a", "b", "c", "done"]).await;
-        let (s, s_frame, s2) = (
-            SessionScope::new("s"),
-            SessionScope::with_frame("s", "f"),
-            SessionScope::new("s2"),
-        );
-        let label = |text: &str| ProcessHandleDescriptor {
-            kind: None,
-            label: Some(text.into()),
-        };
+        let (s, s_frame, s2) = (SessionScope::new("s"), SessionScope::with_frame("s", "f"), SessionScope::new("s2"));
+        let label = |text: &str| ProcessHandleDescriptor { kind: None, label: Some(text.into()) };
         registry.grant_handle(&s, "b", label("b")).await.unwrap();
         registry.grant_handle(&s, "a", label("old")).await.unwrap();
         let regrant = registry.grant_handle(&s, "a", label("a")).await.unwrap();
         assert_eq!(regrant.descriptor, label("a"));
-        registry
-            .grant_handle(&s_frame, "c", label("c"))
-            .await
-            .unwrap();
+        registry.grant_handle(&s_frame, "c", label("c")).await.unwrap();
         registry.grant_handle(&s2, "b", label("b2")).await.unwrap();
-        registry
-            .grant_handle(&s, "done", label("done"))
-            .await
-            .unwrap();
-        registry
-            .complete_process("done", ProcessAwaitOutput::success(json!(1)))
-            .await
-            .unwrap();
+        registry.grant_handle(&s, "done", label("done")).await.unwrap();
+        registry.complete_process("done", ProcessAwaitOutput::success(json!(1))).await.unwrap();
         assert!(registry.grant_handle(&s, "nope", label("x")).await.is_err());
 
-        let listed: Vec<_> = registry
-            .list_handle_grants(&s)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(g, r)| (g.process_id, r.id))
-            .collect();
-        assert_eq!(
-            listed,
-            [
-                ("a".into(), "a".into()),
-                ("b".into(), "b".into()),
-                ("done".into(), "done".into())
-            ]
-        );
+        let listed: Vec<_> =
+            registry.list_handle_grants(&s).await.unwrap().into_iter().map(|(g, r)| (g.process_id, r.id)).collect();
+        assert_eq!(listed, [("a".into(), "a".into()), ("b".into(), "b".into()), ("done".into(), "done".into())]);
         assert_eq!(registry.list_live_handle_grants(&s).await.unwrap().len(), 2);
         assert!(registry.has_handle_grant(&s, "a").await.unwrap());
         assert!(!registry.has_handle_grant(&s2, "a").await.unwrap());
-        let sessions: Vec<_> = registry
-            .handle_grants_for_process("b")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|g| g.session_id)
-            .collect();
+        let sessions: Vec<_> =
+            registry.handle_grants_for_process("b").await.unwrap().into_iter().map(|g| g.session_id).collect();
         assert_eq!(sessions, ["s", "s2"]);
         assert!(registry.handle_grants_for_process("nope").await.is_err());
 
-        let err = registry
-            .transfer_handle_grants(&s2, &s_frame, &["b".into(), "c".into()])
-            .await
-            .unwrap_err();
+        let err = registry.transfer_handle_grants(&s2, &s_frame, &["b".into(), "c".into()]).await.unwrap_err();
         assert!(
             matches!(err, RegistryError::HandleNotGranted { ref process_id, ref scope_id } if process_id == "c" && scope_id == "session:s2")
         );
-        assert!(
-            registry.has_handle_grant(&s2, "b").await.unwrap(),
-            "nothing moved"
-        );
-        registry
-            .transfer_handle_grants(&s_frame, &s2, &["c".into()])
-            .await
-            .unwrap();
+        assert!(registry.has_handle_grant(&s2, "b").await.unwrap(), "nothing moved");
+        registry.transfer_handle_grants(&s_frame, &s2, &["c".into()]).await.unwrap();
         let moved = registry.list_handle_grants(&s2).await.unwrap();
         assert_eq!(moved[1].0.descriptor, label("c"));
         assert_eq!(moved[1].0.session_id, "s2");
-        registry
-            .grant_handle(&s_frame, "c", label("c"))
-            .await
-            .unwrap();
+        registry.grant_handle(&s_frame, "c", label("c")).await.unwrap();
 
         registry.revoke_handle(&s, "nope").await.unwrap();
-        registry
-            .revoke_handle(&SessionScope::new("never"), "a")
-            .await
-            .unwrap();
+        registry.revoke_handle(&SessionScope::new("never"), "a").await.unwrap();
 
         let report = registry.delete_session_process_state("s").await.unwrap();
         assert_eq!(report.session_id, "s");
@@ -1324,64 +978,25 @@ mod tests {
         assert_eq!(report.deleted_wake_count, 0);
         assert_eq!(report.orphaned_process_ids, ["a"]);
         assert_eq!(report.preserved_process_ids, ["b", "c"]);
-        assert!(registry
-            .list_handle_grants(&s_frame)
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            registry.events_after("a", 0).await.unwrap().len(),
-            0,
-            "grant changes append nothing"
-        );
+        assert!(registry.list_handle_grants(&s_frame).await.unwrap().is_empty());
+        assert_eq!(registry.events_after("a", 0).await.unwrap().len(), 0, "grant changes append nothing");
     }
 
     #[tokio::test]
     async fn listings_filter_and_sort_by_id() {
         let (_, registry) = registered(&["c", "a", "b"]).await;
+        registry.complete_process("b", ProcessAwaitOutput::failure("e", "m")).await.unwrap();
         registry
-            .complete_process("b", ProcessAwaitOutput::failure("e", "m"))
+            .set_external_ref("c", ProcessExternalRef { backend: "queue".into(), id: "1".into(), metadata: None })
             .await
             .unwrap();
-        registry
-            .set_external_ref(
-                "c",
-                ProcessExternalRef {
-                    backend: "queue".into(),
-                    id: "1".into(),
-                    metadata: None,
-                },
-            )
-            .await
-            .unwrap();
-        let ids =
-            |records: Vec<ProcessRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let ids = |records: Vec<ProcessRecord>| records.into_iter().map(|r| r.id).collect::<Vec<_>>();
         assert_eq!(ids(registry.list_non_terminal().await.unwrap()), ["a", "c"]);
-        assert_eq!(
-            ids(registry
-                .list_processes(&ProcessListFilter::default())
-                .await
-                .unwrap()),
-            ["a", "c"]
-        );
-        assert_eq!(
-            ids(registry
-                .list_processes(&ProcessListFilter::any())
-                .await
-                .unwrap()),
-            ["a", "b", "c"]
-        );
-        let failed = ProcessListFilter {
-            status: ProcessStatusFilter::Failed,
-            ..ProcessListFilter::default()
-        };
+        assert_eq!(ids(registry.list_processes(&ProcessListFilter::default()).await.unwrap()), ["a", "c"]);
+        assert_eq!(ids(registry.list_processes(&ProcessListFilter::any()).await.unwrap()), ["a", "b", "c"]);
+        let failed = ProcessListFilter { status: ProcessStatusFilter::Failed, ..ProcessListFilter::default() };
         assert_eq!(ids(registry.list_processes(&failed).await.unwrap()), ["b"]);
-        assert!(registry
-            .get_process("c")
-            .await
-            .unwrap()
-            .external_ref
-            .is_some());
+        assert!(registry.get_process("c").await.unwrap().external_ref.is_some());
         assert!(registry.get_process("nope").await.is_none());
         assert!(registry.clear_process_wait("nope").await.is_err());
     }
@@ -1393,40 +1008,16 @@ mod tests {
         let err = registry.append_event("p", deep_payload).await.unwrap_err();
         assert!(matches!(err, RegistryError::LimitExceeded { .. }));
         let deep_output = ProcessAwaitOutput::success(nested_arrays(100_000));
-        assert!(matches!(
-            registry.complete_process("p", deep_output).await,
-            Err(RegistryError::LimitExceeded { .. })
-        ));
-        let deep_input =
-            ProcessRegistration::new("q", ProcessInput::external(nested_arrays(100_000)));
-        assert!(matches!(
-            registry.register_process(deep_input).await,
-            Err(RegistryError::LimitExceeded { .. })
-        ));
-        let deep_schema = registration("q")
-            .with_extra_event_types(vec![ProcessEventType::new("deep", nested_arrays(100_000))]);
-        assert!(matches!(
-            registry.register_process(deep_schema).await,
-            Err(RegistryError::LimitExceeded { .. })
-        ));
-        let deep_ref = ProcessExternalRef {
-            backend: "b".into(),
-            id: "i".into(),
-            metadata: Some(nested_arrays(100_000)),
-        };
-        assert!(matches!(
-            registry.set_external_ref("p", deep_ref).await,
-            Err(RegistryError::LimitExceeded { .. })
-        ));
+        assert!(matches!(registry.complete_process("p", deep_output).await, Err(RegistryError::LimitExceeded { .. })));
+        let deep_input = ProcessRegistration::new("q", ProcessInput::external(nested_arrays(100_000)));
+        assert!(matches!(registry.register_process(deep_input).await, Err(RegistryError::LimitExceeded { .. })));
+        let deep_schema =
+            registration("q").with_extra_event_types(vec![ProcessEventType::new("deep", nested_arrays(100_000))]);
+        assert!(matches!(registry.register_process(deep_schema).await, Err(RegistryError::LimitExceeded { .. })));
+        let deep_ref =
+            ProcessExternalRef { backend: "b".into(), id: "i".into(), metadata: Some(nested_arrays(100_000)) };
+        assert!(matches!(registry.set_external_ref("p", deep_ref).await, Err(RegistryError::LimitExceeded { .. })));
         assert!(registry.get_process("q").await.is_none());
-        assert_eq!(
-            registry
-                .append_event("p", note("fine"))
-                .await
-                .unwrap()
-                .event
-                .sequence,
-            1
-        );
+        assert_eq!(registry.append_event("p", note("fine")).await.unwrap().event.sequence, 1);
     }
 }

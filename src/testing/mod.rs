@@ -4,3 +4,5 @@
 //! - `baseline`: a global-lock reference registry, the oracle and baseline.
 
 pub mod baseline;
+
+pub mod conformance;
