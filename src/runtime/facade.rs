@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use serde_json::json;
-use tokio::sync::{Mutex, OwnedSemaphorePermit};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, TryAcquireError};
 
 use super::messages::{ProcessMsg, Reply, SupervisorMsg};
 use super::routes::{ActiveProcess, Slot};
@@ -180,16 +180,25 @@ impl ActorProcessRegistry {
         }
     }
 
-    /// A mailbox slot on `active`, per the overload policy.
-    async fn permit(&self, process_id: &str, active: &ActiveProcess) -> Result<OwnedSemaphorePermit, RegistryError> {
+    /// A mailbox slot on `active`, per the overload policy; `None` when the
+    /// actor is passivating (its permits are closed) and the call must be
+    /// routed again.
+    async fn permit(
+        &self,
+        process_id: &str,
+        active: &ActiveProcess,
+    ) -> Result<Option<OwnedSemaphorePermit>, RegistryError> {
         let permits = Arc::clone(&active.permits);
-        let overloaded = || RegistryError::Overloaded {
-            process_id: process_id.to_owned(),
-            capacity: self.shared().mailbox.capacity,
-        };
         match self.shared().mailbox.policy {
-            OverloadPolicy::Wait => permits.acquire_owned().await.map_err(|_| overloaded()),
-            OverloadPolicy::Reject => permits.try_acquire_owned().map_err(|_| overloaded()),
+            OverloadPolicy::Wait => Ok(permits.acquire_owned().await.ok()),
+            OverloadPolicy::Reject => match permits.try_acquire_owned() {
+                Ok(permit) => Ok(Some(permit)),
+                Err(TryAcquireError::Closed) => Ok(None),
+                Err(TryAcquireError::NoPermits) => Err(RegistryError::Overloaded {
+                    process_id: process_id.to_owned(),
+                    capacity: self.shared().mailbox.capacity,
+                }),
+            },
         }
     }
 
@@ -215,7 +224,11 @@ impl ActorProcessRegistry {
         let mut attempts = 0;
         loop {
             let active = self.active(process_id).await?;
-            let _permit = self.permit(process_id, &active).await?;
+            let Some(_permit) = self.permit(process_id, &active).await? else {
+                // Passivating: the supervisor marks the process passive next.
+                tokio::task::yield_now().await;
+                continue;
+            };
             let (tx, rx) = ractor::concurrency::oneshot();
             let Some(message) = build(RpcReplyPort::from(tx)) else {
                 return Err(self.lost(process_id));

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use ractor::RpcReplyPort;
 
+use super::routes::ActiveProcess;
 use crate::error::RegistryError;
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
 use crate::model::{
     ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessLease, ProcessLeaseCompletion,
     ProcessRecord, ProcessSessionDeleteReport, SessionScope, WaitState,
 };
-use super::routes::ActiveProcess;
 use crate::rules::registration::PreparedRegistration;
 
 /// A reply carrying a result.

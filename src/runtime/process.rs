@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::Semaphore;
 
 use super::messages::{ProcessMsg, Reply};
 use super::Shared;
@@ -40,6 +41,8 @@ pub struct ProcessActor {
 #[derive(Debug)]
 pub struct ProcessActorArgs {
     pub(crate) state: ProcessState,
+    /// The mailbox permits callers hold while a call is in flight.
+    pub(crate) permits: Arc<Semaphore>,
     pub(crate) schemas: CompiledSchemas,
     pub(crate) snapshot: Arc<ArcSwap<ProcessRecord>>,
 }
@@ -127,6 +130,7 @@ pub struct ProcessActorState {
     schemas: CompiledSchemas,
     snapshot: Arc<ArcSwap<ProcessRecord>>,
     waiters: Waiters,
+    permits: Arc<Semaphore>,
     /// When the last call arrived, by the registry clock.
     last_active_ms: u64,
 }
@@ -149,6 +153,7 @@ impl Actor for ProcessActor {
             schemas: args.schemas,
             snapshot: args.snapshot,
             waiters: Waiters::new(Arc::clone(&self.shared)),
+            permits: args.permits,
             last_active_ms: self.shared.now_ms(),
         })
     }
@@ -170,9 +175,8 @@ impl Actor for ProcessActor {
     ) -> Result<(), ActorProcessingErr> {
         let shared = &self.shared;
         if let ProcessMsg::Passivate { idle_ms } = message {
-            let idle_for = shared.now_ms().saturating_sub(actor.last_active_ms);
-            if actor.waiters.len() == 0 && idle_for >= idle_ms && myself.drain().is_ok() {
-                shared.counters.passivated();
+            if actor.try_passivate(shared, idle_ms) {
+                myself.stop(None);
             }
             return Ok(());
         }
@@ -244,6 +248,26 @@ impl Actor for ProcessActor {
 }
 
 impl ProcessActorState {
+    /// Decides to passivate: idle long enough, nothing parked, and no call
+    /// in flight. The last is proven by taking every mailbox permit (each
+    /// caller holds one from before it sends until it has its answer), and
+    /// closing the semaphore makes later callers re-route to a new actor
+    /// instead of sending here. So no call is ever dropped unanswered.
+    fn try_passivate(&mut self, shared: &Shared, idle_ms: u64) -> bool {
+        let idle_for = shared.now_ms().saturating_sub(self.last_active_ms);
+        if self.waiters.len() > 0 || idle_for < idle_ms {
+            return false;
+        }
+        let capacity = u32::try_from(shared.mailbox.capacity.max(1)).unwrap_or(u32::MAX);
+        let Ok(all) = self.permits.try_acquire_many(capacity) else {
+            return false;
+        };
+        all.forget();
+        self.permits.close();
+        shared.counters.passivated();
+        true
+    }
+
     /// Records `change` in the store, then applies and publishes it.
     async fn commit(&mut self, shared: &Shared, change: ProcessChange) -> Result<(), RegistryError> {
         shared.store.commit_process(&self.process_id, &change).await?;

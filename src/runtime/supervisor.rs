@@ -211,16 +211,19 @@ impl RegistrySupervisor {
             .schemas
             .schemas_for(&stored.record.event_types)
             .map_err(|(name, reason)| storage(format!("stored schema of `{name}` does not compile: {reason}")))?;
-        let args = ProcessActorArgs { state: ProcessState::from_stored(stored), schemas, snapshot };
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.shared.mailbox.capacity.max(1)));
+        let args = ProcessActorArgs {
+            state: ProcessState::from_stored(stored),
+            permits: Arc::clone(&permits),
+            schemas,
+            snapshot,
+        };
         let actor = ProcessActor { shared: Arc::clone(&self.shared) };
         let (actor, _join) = Actor::spawn_linked(None, actor, args, myself.get_cell())
             .await
             .map_err(|err| storage(format!("could not start the process actor: {err}")))?;
         state.children.insert(actor.get_id(), process_id.to_owned());
-        let active = ActiveProcess {
-            actor,
-            permits: Arc::new(tokio::sync::Semaphore::new(self.shared.mailbox.capacity.max(1))),
-        };
+        let active = ActiveProcess { actor, permits };
         self.shared.routes.set_slot(process_id, Slot::Active(active.clone()));
         self.shared.counters.activated();
         Ok(active)
@@ -246,7 +249,10 @@ impl RegistrySupervisor {
             return same_registration(&existing, &prepared.hash);
         }
         let record = Arc::new(prepared.new_record(self.shared.now_ms()));
-        self.shared.store.commit_process(&process_id, &ProcessChange::Registered { record: Arc::clone(&record) }).await?;
+        self.shared
+            .store
+            .commit_process(&process_id, &ProcessChange::Registered { record: Arc::clone(&record) })
+            .await?;
         self.shared.counters.count_status(&record.status);
         let snapshot = Arc::new(ArcSwap::new(Arc::clone(&record)));
         self.shared.routes.insert(process_id, ProcessEntry { slot: Slot::Passive, record: snapshot });
