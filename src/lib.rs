@@ -1,4 +1,79 @@
-//! placeholder
+//! A registry of supervised, long-lived background processes for
+//! high-concurrency in-process runtimes (agent runtimes, workflow engines,
+//! job runners), built on per-process [`ractor`] actors.
+//!
+//! A *process* is work that outlives the call that started it. The registry
+//! lets a runtime register it once, append typed events to its own ordered
+//! log, wait for an event or for its outcome without polling, decide which
+//! sessions may address it, and after a crash hand each unfinished process
+//! to exactly one worker.
+//!
+//! # Guarantees
+//!
+//! - **Idempotent registration.** Registering an id twice with an equal
+//!   registration returns the existing record; racing registrations of one
+//!   id end in one process. A different registration is a conflict.
+//! - **Idempotent, gapless appends.** Each process's events are numbered
+//!   1, 2, 3, ... with no gap and no duplicate, whatever the concurrency; a
+//!   repeated request with the same replay key returns the original event.
+//! - **No lost wakeup.** A caller parked in
+//!   [`wait_event_after`](ProcessRegistry::wait_event_after) or
+//!   [`await_process`](ProcessRegistry::await_process) is answered by the
+//!   commit that satisfies it, with no polling, no timer and no window in
+//!   between. Dropping its future leaves nothing behind.
+//! - **Fenced leases.** At most one unexpired lease per process; every
+//!   grant takes a fencing token strictly greater than any before it.
+//! - **Supervision.** A process actor that panics is restarted from its
+//!   committed state; other processes never notice. One that keeps
+//!   crashing is quarantined.
+//! - **Typed errors.** Bad input gets a [`RegistryError`] naming the
+//!   process and changes nothing; nothing on an input path panics.
+//! - **Durability tier.** [`ProcessRegistry::durability_tier`] reports what
+//!   the store really guarantees: [`DurabilityTier::Inline`] for the default
+//!   [`MemoryStore`] (state survives actor restarts, not the OS process).
+//!
+//! # Example
+//!
+//! ```
+//! use process_registry::{
+//!     ActorProcessRegistry, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType, ProcessInput,
+//!     ProcessRegistration, ProcessRegistry, RegistryConfig,
+//! };
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), process_registry::RegistryError> {
+//! let registry = ActorProcessRegistry::start(RegistryConfig::default()).await?;
+//! let progress = ProcessEventType::new("progress", json!({"type": "object", "required": ["percent"]}));
+//! let registration = ProcessRegistration::new("job-1", ProcessInput::definition("resize", Default::default()))
+//!     .with_extra_event_types([progress]);
+//! registry.register_process(registration).await?;
+//!
+//! // Someone waits for the outcome without polling...
+//! let waiter = {
+//!     let registry = registry.clone();
+//!     tokio::spawn(async move { registry.await_process("job-1").await })
+//! };
+//! // ...while the runner reports progress and completes the process.
+//! let appended = registry.append_event("job-1", ProcessEventAppendRequest::new("progress", json!({"percent": 50}))).await?;
+//! assert_eq!(appended.event.sequence, 1);
+//! registry.complete_process("job-1", ProcessAwaitOutput::success(json!({"pixels": 640}))).await?;
+//!
+//! assert_eq!(waiter.await.expect("joined")?, ProcessAwaitOutput::success(json!({"pixels": 640})));
+//! registry.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layers
+//!
+//! - [`model`] and [`events`]: plain data types, as the specification names them.
+//! - [`rules`]: pure functions that decide (validation, hashing, semantics,
+//!   leases, grants), unit-tested without actors.
+//! - [`runtime`]: the actors that sequence calls and own state, and the
+//!   [`ActorProcessRegistry`] facade implementing [`ProcessRegistry`].
+//! - [`store`]: where committed state is kept, behind one seam.
+
 pub mod clock;
 pub mod error;
 pub mod events;
@@ -16,5 +91,12 @@ pub use events::*;
 pub use model::*;
 pub use registry::ProcessRegistry;
 pub use rules::limits::Limits;
-pub use runtime::{ActorProcessRegistry, RegistryConfig, RegistryStats};
+pub use runtime::{
+    ActorProcessRegistry, MailboxConfig, OverloadPolicy, RegistryConfig, RegistryStats, RestartIntensity,
+};
 pub use store::{MemoryStore, ProcessStore};
+
+/// The README's usage example, compiled and run as a doc-test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
