@@ -1,14 +1,17 @@
 //! The session-grant index: which scopes may address which processes.
 //!
-//! Two indexes kept in step: scope -> (process -> descriptor), ordered so a
-//! scope's grants list in process-id order, and process -> scopes, so the
-//! grants of one process are found without scanning every scope. The
+//! Three indexes kept in step: scope -> (process -> descriptor), ordered so
+//! a scope's grants list in process-id order; process -> scopes, so the
+//! grants of one process are found without scanning every scope; and
+//! session -> scopes, so deleting a session touches only its own frames. The
 //! supervisor actor owns the one live index; this module is the data
 //! structure and its rules, with no knowledge of actors.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{ProcessHandleDescriptor, ProcessHandleGrant, SessionScope, SessionScopeId};
+use crate::model::{
+    ProcessHandleDescriptor, ProcessHandleGrant, ProcessSessionDeleteReport, SessionScope, SessionScopeId,
+};
 
 /// A grant as stored: the scope it belongs to and its descriptor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +25,7 @@ struct StoredGrant {
 pub struct GrantIndex {
     by_scope: HashMap<SessionScopeId, BTreeMap<String, StoredGrant>>,
     by_process: HashMap<String, BTreeSet<SessionScopeId>>,
+    by_session: HashMap<String, BTreeSet<SessionScopeId>>,
 }
 
 /// Which grants a session deletion removed.
@@ -51,7 +55,8 @@ impl GrantIndex {
             process_id.to_owned(),
             StoredGrant { session_id: scope.session_id.clone(), descriptor: descriptor.clone() },
         );
-        self.by_process.entry(process_id.to_owned()).or_default().insert(scope_id);
+        self.by_process.entry(process_id.to_owned()).or_default().insert(scope_id.clone());
+        self.by_session.entry(scope.session_id.clone()).or_default().insert(scope_id);
         ProcessHandleGrant { session_id: scope.session_id.clone(), process_id: process_id.to_owned(), descriptor }
     }
 
@@ -60,11 +65,17 @@ impl GrantIndex {
         let Some(grants) = self.by_scope.get_mut(scope_id) else {
             return false;
         };
-        if grants.remove(process_id).is_none() {
+        let Some(removed) = grants.remove(process_id) else {
             return false;
-        }
+        };
         if grants.is_empty() {
             self.by_scope.remove(scope_id);
+            if let Some(scopes) = self.by_session.get_mut(&removed.session_id) {
+                scopes.remove(scope_id);
+                if scopes.is_empty() {
+                    self.by_session.remove(&removed.session_id);
+                }
+            }
         }
         if let Some(scopes) = self.by_process.get_mut(process_id) {
             scopes.remove(scope_id);
@@ -96,12 +107,7 @@ impl GrantIndex {
             return Err(missing);
         }
         for process_id in process_ids {
-            let descriptor = self
-                .by_scope
-                .get(&from_id)
-                .and_then(|grants| grants.get(process_id))
-                .map(|stored| stored.descriptor.clone());
-            if let Some(descriptor) = descriptor {
+            if let Some(descriptor) = self.descriptor(&from_id, process_id).cloned() {
                 self.revoke(&from_id, process_id);
                 self.grant(to, process_id, descriptor);
             }
@@ -124,6 +130,11 @@ impl GrantIndex {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The descriptor of one grant.
+    pub fn descriptor(&self, scope_id: &SessionScopeId, process_id: &str) -> Option<&ProcessHandleDescriptor> {
+        self.by_scope.get(scope_id)?.get(process_id).map(|stored| &stored.descriptor)
     }
 
     /// True when `scope_id` holds a grant for `process_id`.
@@ -159,27 +170,56 @@ impl GrantIndex {
         self.by_process.contains_key(process_id)
     }
 
+    /// The grants of every scope of `session_id` (all frames), as
+    /// `(scope id, process id)`: what deleting the session revokes.
+    pub fn grants_of_session(&self, session_id: &str) -> Vec<(SessionScopeId, String)> {
+        let Some(scopes) = self.by_session.get(session_id) else {
+            return Vec::new();
+        };
+        scopes
+            .iter()
+            .flat_map(|scope_id| {
+                self.by_scope
+                    .get(scope_id)
+                    .into_iter()
+                    .flat_map(move |grants| grants.keys().map(move |process_id| (scope_id.clone(), process_id.clone())))
+            })
+            .collect()
+    }
+
     /// Removes every grant of every scope of `session_id` (all frames).
     pub fn revoke_session(&mut self, session_id: &str) -> RevokedGrants {
-        let scopes: Vec<SessionScopeId> = self
-            .by_scope
-            .iter()
-            .filter(|(_, grants)| grants.values().next().is_some_and(|grant| grant.session_id == session_id))
-            .map(|(scope_id, _)| scope_id.clone())
-            .collect();
         let mut revoked = 0;
         let mut affected = BTreeSet::new();
-        for scope_id in scopes {
-            let process_ids: Vec<String> =
-                self.by_scope.get(&scope_id).map(|grants| grants.keys().cloned().collect()).unwrap_or_default();
-            for process_id in process_ids {
-                if self.revoke(&scope_id, &process_id) {
-                    revoked += 1;
-                    affected.insert(process_id);
-                }
+        for (scope_id, process_id) in self.grants_of_session(session_id) {
+            if self.revoke(&scope_id, &process_id) {
+                revoked += 1;
+                affected.insert(process_id);
             }
         }
         RevokedGrants { revoked, affected: affected.into_iter().collect() }
+    }
+
+    /// Deletes a session's grants and reports, among the processes that lost
+    /// one and are still live (`is_live`), which have no grant left
+    /// (orphaned) and which are granted elsewhere (preserved). Both lists
+    /// are sorted and deduplicated; acks are process-scoped, so no wake is
+    /// deleted.
+    pub fn delete_session(&mut self, session_id: &str, is_live: impl Fn(&str) -> bool) -> ProcessSessionDeleteReport {
+        let revoked = self.revoke_session(session_id);
+        let mut report = ProcessSessionDeleteReport {
+            session_id: session_id.to_owned(),
+            revoked_handle_count: revoked.revoked,
+            ..ProcessSessionDeleteReport::default()
+        };
+        for process_id in revoked.affected.into_iter().filter(|id| is_live(id)) {
+            if self.is_granted_anywhere(&process_id) {
+                report.preserved_process_ids.push(process_id);
+            } else {
+                report.orphaned_process_ids.push(process_id);
+            }
+        }
+        report
     }
 
     /// Every grant, as `(scope, process_id, descriptor)`, for persistence.
@@ -259,6 +299,22 @@ mod tests {
         assert!(!index.is_granted_anywhere("a"));
         assert!(index.is_granted_anywhere("b"));
         assert!(index.is_granted_anywhere("c"));
+        assert!(index.grants_of_session("s").is_empty());
+    }
+
+    #[test]
+    fn deleting_a_session_reports_orphaned_and_preserved_live_processes() {
+        let mut index = GrantIndex::new();
+        for process_id in ["done", "lonely", "shared"] {
+            index.grant(&SessionScope::with_frame("s", "f"), process_id, label(""));
+        }
+        index.grant(&SessionScope::new("s"), "lonely", label(""));
+        index.grant(&SessionScope::new("t"), "shared", label(""));
+        let report = index.delete_session("s", |id| id != "done");
+        assert_eq!(report.revoked_handle_count, 4);
+        assert_eq!(report.orphaned_process_ids, ["lonely"]);
+        assert_eq!(report.preserved_process_ids, ["shared"]);
+        assert_eq!(report.deleted_wake_count, 0);
     }
 
     #[test]

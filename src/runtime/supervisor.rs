@@ -33,7 +33,7 @@ use super::process::{ProcessActor, ProcessActorArgs};
 use super::routes::{ActiveProcess, ProcessEntry, Slot};
 use super::Shared;
 use crate::error::RegistryError;
-use crate::model::{ProcessHandleGrant, ProcessRecord, ProcessSessionDeleteReport, SessionScope};
+use crate::model::{ProcessRecord, ProcessSessionDeleteReport, SessionScope};
 use crate::rules::grants::GrantIndex;
 use crate::rules::registration::PreparedRegistration;
 use crate::store::{GrantChange, ProcessChange, ProcessState};
@@ -289,21 +289,11 @@ impl RegistrySupervisor {
             return Err(RegistryError::HandleNotGranted { process_id: missing, scope_id: from_id.0 });
         }
         for process_id in process_ids {
-            let descriptor = state
-                .grants
-                .grants_of_scope(&from_id)
-                .into_iter()
-                .find(|grant| &grant.process_id == process_id)
-                .map(|grant| grant.descriptor)
-                .unwrap_or_default();
-            self.shared
-                .store
-                .commit_grant(&GrantChange::Revoked { scope_id: from_id.0.clone(), process_id: process_id.clone() })
-                .await?;
-            self.shared
-                .store
-                .commit_grant(&GrantChange::Granted { scope: to.clone(), process_id: process_id.clone(), descriptor })
-                .await?;
+            let descriptor = state.grants.descriptor(&from_id, process_id).cloned().unwrap_or_default();
+            let revoked = GrantChange::Revoked { scope_id: from_id.0.clone(), process_id: process_id.clone() };
+            self.shared.store.commit_grant(&revoked).await?;
+            let granted = GrantChange::Granted { scope: to.clone(), process_id: process_id.clone(), descriptor };
+            self.shared.store.commit_grant(&granted).await?;
         }
         state.grants.transfer(from, to, process_ids).map_err(|missing| RegistryError::HandleNotGranted {
             process_id: missing.into_iter().next().unwrap_or_default(),
@@ -316,48 +306,11 @@ impl RegistrySupervisor {
         state: &mut SupervisorState,
         session_id: String,
     ) -> Result<ProcessSessionDeleteReport, RegistryError> {
-        let scoped: Vec<(String, ProcessHandleGrant)> = state
-            .grants
-            .iter()
-            .filter(|(_, grant_session, _, _)| *grant_session == session_id)
-            .map(|(scope_id, grant_session, process_id, descriptor)| {
-                (
-                    scope_id.0.clone(),
-                    ProcessHandleGrant {
-                        session_id: grant_session.to_owned(),
-                        process_id: process_id.to_owned(),
-                        descriptor: descriptor.clone(),
-                    },
-                )
-            })
-            .collect();
-        for (scope_id, grant) in &scoped {
-            self.shared
-                .store
-                .commit_grant(&GrantChange::Revoked {
-                    scope_id: scope_id.clone(),
-                    process_id: grant.process_id.clone(),
-                })
-                .await?;
+        for (scope_id, process_id) in state.grants.grants_of_session(&session_id) {
+            self.shared.store.commit_grant(&GrantChange::Revoked { scope_id: scope_id.0, process_id }).await?;
         }
-        let revoked = state.grants.revoke_session(&session_id);
-        let mut report = ProcessSessionDeleteReport {
-            session_id,
-            revoked_handle_count: revoked.revoked,
-            ..ProcessSessionDeleteReport::default()
-        };
-        for process_id in revoked.affected {
-            let live = self.shared.routes.record(&process_id).is_some_and(|record| !record.is_terminal());
-            if !live {
-                continue;
-            }
-            if state.grants.is_granted_anywhere(&process_id) {
-                report.preserved_process_ids.push(process_id);
-            } else {
-                report.orphaned_process_ids.push(process_id);
-            }
-        }
-        Ok(report)
+        let routes = &self.shared.routes;
+        Ok(state.grants.delete_session(&session_id, |id| routes.record(id).is_some_and(|record| !record.is_terminal())))
     }
 }
 

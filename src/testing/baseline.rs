@@ -443,26 +443,10 @@ impl ProcessRegistry for GlobalLockRegistry {
 
     async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {
         let mut state = self.lock().await;
-        let revoked = state.grants.revoke_session(session_id);
-        let mut report = ProcessSessionDeleteReport {
-            session_id: session_id.to_owned(),
-            revoked_handle_count: revoked.revoked,
-            deleted_wake_count: 0,
-            orphaned_process_ids: Vec::new(),
-            preserved_process_ids: Vec::new(),
-        };
-        // `affected` is sorted and deduplicated, so both lists are too.
-        for process_id in revoked.affected {
-            let live = state.processes.get(&process_id).is_some_and(|process| !process.record.is_terminal());
-            if !live {
-                continue;
-            }
-            if state.grants.is_granted_anywhere(&process_id) {
-                report.preserved_process_ids.push(process_id);
-            } else {
-                report.orphaned_process_ids.push(process_id);
-            }
-        }
+        let state = &mut *state;
+        let processes = &state.processes;
+        let is_live = |id: &str| processes.get(id).is_some_and(|process| !process.record.is_terminal());
+        let report = state.grants.delete_session(session_id, is_live);
         Ok(report)
     }
 
