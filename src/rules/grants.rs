@@ -222,15 +222,6 @@ impl GrantIndex {
         report
     }
 
-    /// Every grant, as `(scope, process_id, descriptor)`, for persistence.
-    pub fn iter(&self) -> impl Iterator<Item = (&SessionScopeId, &str, &str, &ProcessHandleDescriptor)> {
-        self.by_scope.iter().flat_map(|(scope_id, grants)| {
-            grants.iter().map(move |(process_id, stored)| {
-                (scope_id, stored.session_id.as_str(), process_id.as_str(), &stored.descriptor)
-            })
-        })
-    }
-
     /// Number of grants.
     pub fn len(&self) -> usize {
         self.by_scope.values().map(BTreeMap::len).sum()
