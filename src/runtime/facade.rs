@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ractor::{Actor, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
 use serde_json::json;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, TryAcquireError};
 
@@ -212,43 +212,57 @@ impl ActorProcessRegistry {
 
     /// Sends `build(reply)` to the process's actor and awaits the answer.
     ///
-    /// A closed mailbox or reply port means the actor died: during shutdown
-    /// that is `Stopped`; otherwise the supervisor is restarting it, and a
-    /// `Transparent` call is sent again to the new actor.
+    /// A send refused by an actor that is stopping hands the message back,
+    /// and it is re-sent unchanged to the replacement actor: it was never
+    /// seen, so this is safe for every call. A message that was delivered
+    /// but never answered died with its actor: during shutdown that is
+    /// `Stopped`; otherwise a `Transparent` call is built and sent again,
+    /// and a mutation reports `ProcessRestarted`.
     async fn ask<T: Send + 'static>(
         &self,
         process_id: &str,
         retry: Retry,
         mut build: impl FnMut(Reply<T>) -> Option<ProcessMsg>,
     ) -> Result<T, RegistryError> {
-        let mut attempts = 0;
+        let mut attempts = 0u32;
         loop {
-            let active = self.active(process_id).await?;
-            let Some(_permit) = self.permit(process_id, &active).await? else {
-                // Passivating: the supervisor marks the process passive next.
-                tokio::task::yield_now().await;
-                continue;
-            };
             let (tx, rx) = ractor::concurrency::oneshot();
-            let Some(message) = build(RpcReplyPort::from(tx)) else {
+            let Some(mut message) = build(RpcReplyPort::from(tx)) else {
                 return Err(self.lost(process_id));
             };
-            let sent = active.actor.send_message(message).is_ok();
-            if sent {
-                if let Ok(answer) = rx.await {
-                    return answer;
+            loop {
+                let active = self.active(process_id).await?;
+                let Some(_permit) = self.permit(process_id, &active).await? else {
+                    // Passivating: the supervisor marks the process passive next.
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                match active.actor.send_message(message) {
+                    Ok(()) => match rx.await {
+                        Ok(answer) => return answer,
+                        Err(_) => break,
+                    },
+                    Err(MessagingErr::SendErr(refused)) => message = refused,
+                    Err(_) => return Err(self.lost(process_id)),
                 }
+                self.before_retry(process_id, &mut attempts).await?;
             }
-            if self.shared().is_stopping() || retry == Retry::Never && sent {
+            if retry == Retry::Never {
                 return Err(self.lost(process_id));
             }
-            attempts += 1;
-            if attempts > RESTART_ATTEMPTS {
-                return Err(self.lost(process_id));
-            }
-            // The supervisor is replacing the actor; give it a moment.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.before_retry(process_id, &mut attempts).await?;
         }
+    }
+
+    /// Waits a moment for the supervisor to replace a dead actor; gives up
+    /// on shutdown or after `RESTART_ATTEMPTS`.
+    async fn before_retry(&self, process_id: &str, attempts: &mut u32) -> Result<(), RegistryError> {
+        *attempts += 1;
+        if self.shared().is_stopping() || *attempts > RESTART_ATTEMPTS {
+            return Err(self.lost(process_id));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
     }
 
     /// Parks on the process's actor until `build`'s wait is answered; the
@@ -258,7 +272,7 @@ impl ActorProcessRegistry {
         process_id: &str,
         build: impl Fn(u64, Reply<T>) -> ProcessMsg,
     ) -> Result<T, RegistryError> {
-        let mut attempts = 0;
+        let mut attempts = 0u32;
         loop {
             let actor = self.active(process_id).await?.actor;
             let waiter_id = self.shared().next_waiter_id();
@@ -274,14 +288,7 @@ impl ActorProcessRegistry {
                     Err(_) => continue,
                 }
             }
-            if self.shared().is_stopping() {
-                return Err(RegistryError::stopped(process_id));
-            }
-            attempts += 1;
-            if attempts > RESTART_ATTEMPTS {
-                return Err(self.lost(process_id));
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.before_retry(process_id, &mut attempts).await?;
         }
     }
 
