@@ -186,11 +186,11 @@ async fn a_rejecting_mailbox_refuses_beyond_its_bound_and_completes_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_mailbox_applies_backpressure_and_completes_every_call() {
+async fn a_flood_of_100k_callers_on_one_process_waits_at_the_bound_and_completes_every_call() {
     let mailbox = MailboxConfig { capacity: 8, policy: OverloadPolicy::Wait };
     let registry = ActorProcessRegistry::start(RegistryConfig::default().with_mailbox(mailbox)).await.unwrap();
     registry.register_process(registration("p")).await.unwrap();
-    let calls: Vec<_> = (0..5_000)
+    let calls: Vec<_> = (0..100_000)
         .map(|_| {
             let registry = registry.clone();
             tokio::spawn(async move { registry.append_event("p", tick()).await.map(|result| result.event.sequence) })
@@ -201,6 +201,6 @@ async fn a_waiting_mailbox_applies_backpressure_and_completes_every_call() {
         sequences.push(call.await.unwrap().unwrap());
     }
     sequences.sort_unstable();
-    assert_eq!(sequences, (1..=5_000).collect::<Vec<u64>>());
+    assert_eq!(sequences, (1..=100_000).collect::<Vec<u64>>());
     registry.shutdown().await;
 }
