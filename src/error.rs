@@ -191,11 +191,13 @@ impl RegistryError {
         }
     }
 
+    /// An unknown id may be caller garbage of any size: the error keeps its
+    /// first bytes only.
     pub(crate) fn unknown(process_id: &str) -> Self {
-        Self::UnknownProcess { process_id: process_id.to_owned() }
+        Self::UnknownProcess { process_id: crate::rules::limits::truncated(process_id) }
     }
 
     pub(crate) fn stopped(process_id: &str) -> Self {
-        Self::Stopped { process_id: process_id.to_owned() }
+        Self::Stopped { process_id: crate::rules::limits::truncated(process_id) }
     }
 }

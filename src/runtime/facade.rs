@@ -167,7 +167,7 @@ impl ActorProcessRegistry {
     /// The running actor of a process, activating one when it is passive.
     async fn active(&self, process_id: &str) -> Result<ActiveProcess, RegistryError> {
         match self.shared().routes.slot(process_id) {
-            None => Err(RegistryError::unknown(&truncated(process_id))),
+            None => Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => Ok(active),
             Some(Slot::Quarantined) => Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
             Some(Slot::Passive) => {
@@ -603,6 +603,9 @@ impl ProcessRegistry for ActorProcessRegistry {
     }
 
     async fn get_process(&self, process_id: &str) -> Option<ProcessRecord> {
+        let _span =
+            tracing::trace_span!("process_registry", operation = "get_process", process_id = %truncated(process_id))
+                .entered();
         self.shared().routes.record(process_id).map(|record| ProcessRecord::clone(&record))
     }
 
