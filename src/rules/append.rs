@@ -42,7 +42,7 @@ pub fn check_and_hash_payload(
     limits.check_id(process_id, "process id bytes", process_id)?;
     limits.check_id(process_id, "event type bytes", &request.event_type)?;
     if let Some(key) = request.replay_key() {
-        limits.check_id(process_id, "replay key bytes", key)?;
+        limits.check_replay_key(process_id, key)?;
     }
     limits.check_depth(process_id, "payload depth", &request.payload)?;
     let mut canonical = String::from("[");

@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::error::RegistryError;
 
+/// Bytes a registry-derived replay key adds to a process id, at most.
+const DERIVED_KEY_ROOM: usize = 256;
+
 /// Configurable bounds on caller input, with generous defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -39,6 +42,30 @@ impl Limits {
             return Err(limit_exceeded(process_id, what, self.max_id_bytes));
         }
         Ok(())
+    }
+
+    /// Refuses a replay key longer than `max_id_bytes` plus room for the
+    /// keys the registry derives from a process id itself
+    /// (`process:{id}:terminal:{type}`, `process:{id}:cancel_requested:{sha256}`),
+    /// so a process whose id is at the limit can still be completed.
+    pub fn check_replay_key(&self, process_id: &str, key: &str) -> Result<(), RegistryError> {
+        let limit = self.max_id_bytes.saturating_add(DERIVED_KEY_ROOM);
+        if key.len() > limit {
+            return Err(limit_exceeded(process_id, "replay key bytes", limit));
+        }
+        Ok(())
+    }
+
+    /// Passes `value` through when its depth is within `max_json_depth`;
+    /// otherwise drops it without recursion and refuses it.
+    pub fn bounded(&self, process_id: &str, what: &str, value: Value) -> Result<Value, RegistryError> {
+        match self.check_depth(process_id, what, &value) {
+            Ok(()) => Ok(value),
+            Err(err) => {
+                dismantle(value);
+                Err(err)
+            }
+        }
     }
 
     /// Refuses a JSON value nested deeper than `max_json_depth`.
@@ -143,6 +170,25 @@ mod tests {
         let err = limits.check_id("p", "process id", "too long").unwrap_err();
         assert!(matches!(err, RegistryError::LimitExceeded { limit: 4, .. }));
         assert!(err.to_string().contains("`p`"));
+    }
+
+    #[test]
+    fn derived_replay_keys_of_an_id_at_the_limit_fit() {
+        let limits = Limits::default();
+        let id = "p".repeat(limits.max_id_bytes);
+        let derived = format!("process:{id}:cancel_requested:{}", "f".repeat(64));
+        assert!(limits.check_replay_key(&id, &derived).is_ok());
+        assert!(limits.check_replay_key(&id, &"k".repeat(limits.max_id_bytes + 257)).is_err());
+    }
+
+    #[test]
+    fn bounded_refuses_and_drops_deep_values() {
+        let mut deep = json!(0);
+        for _ in 0..100_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        assert!(Limits::default().bounded("p", "value depth", deep).is_err());
+        assert_eq!(Limits::default().bounded("p", "value depth", json!([1])).unwrap(), json!([1]));
     }
 
     #[test]

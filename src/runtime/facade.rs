@@ -35,7 +35,7 @@ use crate::model::{
 };
 use crate::registry::ProcessRegistry;
 use crate::rules::append::check_and_hash_payload;
-use crate::rules::limits::{dismantle, truncated};
+use crate::rules::limits::{dismantle, truncated, Limits};
 use crate::rules::registration::prepare_registration;
 
 /// How long shutdown waits for actors to stop.
@@ -326,6 +326,30 @@ impl ActorProcessRegistry {
     }
 }
 
+/// Refuses an await output whose values nest deeper than the limit (they
+/// are serialized recursively), dropping them without recursion.
+fn bounded_output(
+    limits: &Limits,
+    process_id: &str,
+    output: ProcessAwaitOutput,
+) -> Result<ProcessAwaitOutput, RegistryError> {
+    let what = "await output depth";
+    Ok(match output {
+        ProcessAwaitOutput::Success { value } => {
+            ProcessAwaitOutput::Success { value: limits.bounded(process_id, what, value)? }
+        }
+        ProcessAwaitOutput::Failure { code, message, raw } => ProcessAwaitOutput::Failure {
+            code,
+            message,
+            raw: raw.map(|raw| limits.bounded(process_id, what, raw)).transpose()?,
+        },
+        ProcessAwaitOutput::Cancelled { message, raw } => ProcessAwaitOutput::Cancelled {
+            message,
+            raw: raw.map(|raw| limits.bounded(process_id, what, raw)).transpose()?,
+        },
+    })
+}
+
 fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
     events.iter().map(|event| ProcessEvent::clone(event)).collect()
 }
@@ -362,6 +386,10 @@ impl ProcessRegistry for ActorProcessRegistry {
         external_ref: ProcessExternalRef,
     ) -> Result<ProcessRecord, PluginError> {
         traced("set_external_ref", process_id, async {
+            let mut external_ref = external_ref;
+            if let Some(metadata) = external_ref.metadata.take() {
+                external_ref.metadata = Some(self.shared().limits.bounded(process_id, "metadata depth", metadata)?);
+            }
             let mut external_ref = Some(external_ref);
             self.ask(process_id, Retry::Never, |reply| {
                 Some(ProcessMsg::SetExternalRef { external_ref: external_ref.take()?, reply })
@@ -570,6 +598,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         await_output: ProcessAwaitOutput,
     ) -> Result<ProcessRecord, PluginError> {
         let event_type = await_output.terminal_state().event_type();
+        let await_output = bounded_output(&self.shared().limits, process_id, await_output)?;
         let output = serde_json::to_value(&await_output).map_err(|err| RegistryError::InvalidPayload {
             process_id: process_id.to_owned(),
             event_type: event_type.to_owned(),
