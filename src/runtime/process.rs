@@ -47,11 +47,18 @@ pub struct ProcessActorArgs {
     pub(crate) snapshot: Arc<ArcSwap<ProcessRecord>>,
 }
 
+/// A caller parked for the first event of a type after `after`.
+#[derive(Debug)]
+struct EventWaiter {
+    after: u64,
+    reply: Reply<Arc<ProcessEvent>>,
+}
+
 /// Callers parked on one process.
 #[derive(Debug)]
 pub struct Waiters {
     shared: Arc<Shared>,
-    by_type: HashMap<String, HashMap<u64, Reply<Arc<ProcessEvent>>>>,
+    by_type: HashMap<String, HashMap<u64, EventWaiter>>,
     type_of: HashMap<u64, String>,
     outputs: HashMap<u64, Reply<ProcessAwaitOutput>>,
 }
@@ -65,9 +72,9 @@ impl Waiters {
         self.type_of.len() + self.outputs.len()
     }
 
-    fn park_event(&mut self, event_type: String, waiter_id: u64, reply: Reply<Arc<ProcessEvent>>) {
+    fn park_event(&mut self, event_type: String, after: u64, waiter_id: u64, reply: Reply<Arc<ProcessEvent>>) {
         self.type_of.insert(waiter_id, event_type.clone());
-        self.by_type.entry(event_type).or_default().insert(waiter_id, reply);
+        self.by_type.entry(event_type).or_default().insert(waiter_id, EventWaiter { after, reply });
         self.shared.counters.parked(1);
     }
 
@@ -92,18 +99,26 @@ impl Waiters {
         }
     }
 
-    /// Answers every caller waiting for an event of `event.event_type`:
-    /// the new event is later than anything they waited after.
+    /// Answers every caller waiting for an event of `event.event_type`
+    /// after a sequence below the new event's. Callers that asked for
+    /// events after a sequence the log has not reached yet stay parked.
     fn event_committed(&mut self, event: &Arc<ProcessEvent>) {
-        let Some(ports) = self.by_type.remove(&event.event_type) else {
+        let Some(waiters) = self.by_type.get_mut(&event.event_type) else {
             return;
         };
-        self.shared.counters.parked(-(ports.len() as i64));
-        for (waiter_id, port) in ports {
-            self.type_of.remove(&waiter_id);
-            // A caller that went away no longer needs the answer.
-            let _ = port.send(Ok(Arc::clone(event)));
+        let due: Vec<u64> =
+            waiters.iter().filter(|(_, waiter)| waiter.after < event.sequence).map(|(&id, _)| id).collect();
+        for waiter_id in &due {
+            if let Some(waiter) = waiters.remove(waiter_id) {
+                // A caller that went away no longer needs the answer.
+                let _ = waiter.reply.send(Ok(Arc::clone(event)));
+            }
+            self.type_of.remove(waiter_id);
         }
+        if waiters.is_empty() {
+            self.by_type.remove(&event.event_type);
+        }
+        self.shared.counters.parked(-(due.len() as i64));
     }
 
     fn terminal_committed(&mut self, output: &ProcessAwaitOutput) {
@@ -208,7 +223,7 @@ impl Actor for ProcessActor {
                     Some(event) => {
                         let _ = reply.send(Ok(Arc::clone(event)));
                     }
-                    None if !reply.is_closed() => actor.waiters.park_event(event_type, waiter_id, reply),
+                    None if !reply.is_closed() => actor.waiters.park_event(event_type, after, waiter_id, reply),
                     None => {}
                 }
             }

@@ -517,6 +517,7 @@ pub fn scenarios() -> Vec<Scenario> {
         // waiting
         wait_event_after_returns_existing_event_immediately,
         wait_event_after_parks_until_a_matching_append,
+        wait_event_after_beyond_the_log_is_not_answered_by_earlier_sequences,
         await_process_parks_until_complete_process,
         await_process_returns_output_of_terminal_process_immediately,
         abandoned_waiters_leave_the_registry_usable,
@@ -1628,6 +1629,23 @@ async fn wait_event_after_parks_until_a_matching_append(r: Reg) -> ScenarioResul
     let event = join("the parked waiter after a matching append", waiter).await?.ctx("wait_event_after")?;
     ensure_eq!(event, appended.event, "the woken waiter receives the appended event");
     ensure_eq!(event.sequence, 3, "woken waiter sequence");
+    Ok(())
+}
+
+async fn wait_event_after_beyond_the_log_is_not_answered_by_earlier_sequences(r: Reg) -> ScenarioResult {
+    let id = "proc-wait-ahead";
+    setup(&r, standard(id)).await?;
+    let mut waiter = {
+        let r = r.clone();
+        tokio::spawn(async move { r.wait_event_after(id, "note", 2).await })
+    };
+    ensure_pending("wait_event_after(note, 2) on an empty log", &mut waiter).await?;
+    append(&r, id, note("first")).await?;
+    append(&r, id, note("second")).await?;
+    ensure_pending("wait_event_after(note, 2) after notes 1 and 2", &mut waiter).await?;
+    let third = append(&r, id, note("third")).await?;
+    let event = join("the waiter after note 3", waiter).await?.ctx("wait_event_after")?;
+    ensure_eq!(event, third.event, "the first note after sequence 2");
     Ok(())
 }
 
