@@ -1,7 +1,8 @@
 //! # loadgen: the actor registry against the global-lock baseline, in one run
 //!
 //! ```text
-//! cargo run --release --example loadgen [-- [--json PATH] [--quick] [--rounds N] [--processes N]]
+//! cargo run --release --example loadgen [-- [--json PATH] [--quick] [--rounds N] [--processes N]
+//!                                           [--callers N] [--only PHASES]]
 //! ```
 //!
 //! Runs every figure of issue 4 for [`ActorProcessRegistry`] and for the
@@ -16,38 +17,62 @@
 //! Throughputs are ops/s, one value per round; the table shows the median
 //! over the rounds. Latencies are timed per operation with
 //! [`std::time::Instant`]; the table shows p50 and p99 over all samples of
-//! all rounds. The ratio is actor / baseline of the medians; each row says
-//! whether higher or lower is better.
+//! all rounds. The ratio is actor / baseline of the medians unless the row
+//! says otherwise; each row says whether higher or lower is better.
 //!
-//! The memory phase runs in two child processes (this binary re-executed
-//! with `--memory-phase actor|baseline`), so the registries do not share an
-//! allocator history: each registers `--processes` processes on a fresh
-//! registry (the actor one configured by `actor_config_for_memory`), lets
-//! it settle past the passivation idle time, and reports
-//! (RSS after - RSS before) / processes, RSS read from `/proc/self/statm`.
+//! Four phases, any subset selectable with `--only`:
+//!
+//! - `figures`: the per-operation figures above.
+//! - `activation`: activation latency. An actor registry with passivation
+//!   after [`PASSIVATION_IDLE`] registers `M` processes and calls each once
+//!   (`events_after(id, 0)`), so each has had an actor; the driver waits
+//!   until every actor has passivated (`live_actors == 0`,
+//!   `passivations >= M`), then calls `events_after(id, 0)` on each process
+//!   twice in a row: the first call (cold) activates its actor, the second
+//!   (warm) finds it running. The baseline has no activation: it gets the
+//!   same fixture and the same two calls, which are plain `events_after`.
+//! - `memory`: RSS per process, in child processes (this binary re-executed
+//!   with `--memory-phase actor|baseline`), so the registries do not share
+//!   an allocator history. Each registers `--processes` processes from
+//!   [`LOAD_TASKS`] concurrent tasks, settles, reads RSS ("registered, never
+//!   called"), then calls `events_after(id, 0)` once on every process; the
+//!   actor child then waits until every actor has passivated. After a
+//!   settle it reads RSS again ("called once"). Per process:
+//!   (RSS then - RSS before registering) / processes, RSS read from
+//!   `/proc/self/statm`.
+//! - `flood`: issue 3 item 3, in child processes (`--flood-phase
+//!   actor|baseline`): `--callers` tasks, released at once, each append one
+//!   event to ONE process; the actor registry has the default mailbox bound
+//!   ([`MailboxConfig::default`]: 1,024 calls in flight, callers beyond wait).
+//!   A thread samples RSS every [`FLOOD_SAMPLE_EVERY`]; the figure is
+//!   (peak RSS - RSS before the callers were spawned) / callers, which
+//!   includes each caller's own task (the same on both sides) and the
+//!   appended events.
 //!
 //! `--quick` shrinks every size (CI smoke run; a few seconds in debug).
 //! `--json PATH` also writes the table, with machine information, as JSON.
 
+use std::collections::BTreeSet;
 use std::error::Error;
 use std::fmt::Write as _;
 use std::future::{poll_fn, Future};
 use std::path::PathBuf;
 use std::pin::{pin, Pin};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use process_registry::testing::baseline::GlobalLockRegistry;
 use process_registry::{
-    ActorProcessRegistry, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType, ProcessHandleDescriptor,
-    ProcessInput, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistration, ProcessRegistry, RegistryConfig,
-    SessionScope,
+    ActorProcessRegistry, MailboxConfig, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType,
+    ProcessHandleDescriptor, ProcessInput, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistration,
+    ProcessRegistry, RegistryConfig, RegistryStats, SessionScope,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -59,25 +84,65 @@ const LEASE_TTL_MS: u64 = 60_000;
 const MEMORY_PHASE_FLAG: &str = "--memory-phase";
 /// The line prefix a memory-phase child reports its result with.
 const MEMORY_REPORT_PREFIX: &str = "LOADGEN-MEMORY ";
+/// The hidden flag the flood phase re-executes this binary with.
+const FLOOD_PHASE_FLAG: &str = "--flood-phase";
+/// The line prefix a flood-phase child reports its result with.
+const FLOOD_REPORT_PREFIX: &str = "LOADGEN-FLOOD ";
 /// How long a process must see no call before its actor passivates, in the
-/// memory phase.
-const MEMORY_IDLE: Duration = Duration::from_millis(100);
-/// How long the memory phase lets the registry settle (longer than
-/// [`MEMORY_IDLE`]) before reading RSS.
+/// activation and memory phases.
+const PASSIVATION_IDLE: Duration = Duration::from_millis(50);
+/// How long the memory phase lets the registry settle before reading RSS.
 const MEMORY_SETTLE: Duration = Duration::from_millis(500);
+/// How long waiting for every actor to passivate may take.
+const PASSIVATION_DEADLINE: Duration = Duration::from_secs(60);
+/// Concurrent tasks that register and call the memory phase's processes.
+const LOAD_TASKS: u64 = 8;
+/// The memory phase holds its callers back while more actors than this are
+/// alive (waiting for passivation), so calling a million processes never
+/// keeps a million actors alive at once.
+const MAX_LIVE_ACTORS: u64 = 50_000;
+/// How often the flood phase samples RSS.
+const FLOOD_SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// The process the flood phase floods.
+const FLOOD_PROCESS: &str = "flood";
 
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
 
 const USAGE: &str = "\
-usage: loadgen [--quick] [--json PATH] [--rounds N] [--processes N]
+usage: loadgen [--quick] [--json PATH] [--rounds N] [--processes N] [--callers N] [--only PHASES]
 
   --quick          small sizes and 2 rounds (a CI smoke run)
   --json PATH      also write the results as JSON to PATH
   --rounds N       rounds per figure (default 5, 2 with --quick)
   --processes N    processes registered by the memory phase
-                   (default 100000, 2000 with --quick; the target is stated at 1000000)";
+                   (default 100000, 2000 with --quick; the target is stated at 1000000)
+  --callers N      concurrent callers of the flood phase (default 100000, 10000 with --quick)
+  --only PHASES    run only these phases, comma-separated, of:
+                   figures, activation, memory, flood (default: all)";
+
+/// The parts of a run `--only` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Figures,
+    Activation,
+    Memory,
+    Flood,
+}
+
+impl Phase {
+    const ALL: [Phase; 4] = [Phase::Figures, Phase::Activation, Phase::Memory, Phase::Flood];
+
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Figures => "figures",
+            Phase::Activation => "activation",
+            Phase::Memory => "memory",
+            Phase::Flood => "flood",
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Args {
@@ -85,12 +150,47 @@ struct Args {
     json: Option<PathBuf>,
     rounds: Option<usize>,
     processes: Option<u64>,
+    callers: Option<u64>,
+    only: BTreeSet<Phase>,
     memory_phase: Option<Kind>,
+    flood_phase: Option<Kind>,
+}
+
+fn parse_kind(flag: &str, text: &str) -> Result<Kind> {
+    match text {
+        "actor" => Ok(Kind::Actor),
+        "baseline" => Ok(Kind::Baseline),
+        other => Err(format!("unknown registry kind {other:?} for {flag}").into()),
+    }
+}
+
+fn parse_phases(text: &str) -> Result<BTreeSet<Phase>> {
+    let mut phases = BTreeSet::new();
+    for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        let phase = Phase::ALL
+            .into_iter()
+            .find(|phase| phase.name() == name)
+            .ok_or_else(|| format!("unknown phase {name:?} for --only\n{USAGE}"))?;
+        phases.insert(phase);
+    }
+    if phases.is_empty() {
+        return Err(format!("--only needs at least one phase\n{USAGE}").into());
+    }
+    Ok(phases)
 }
 
 impl Args {
     fn parse() -> Result<Self> {
-        let mut args = Self { quick: false, json: None, rounds: None, processes: None, memory_phase: None };
+        let mut args = Self {
+            quick: false,
+            json: None,
+            rounds: None,
+            processes: None,
+            callers: None,
+            only: Phase::ALL.into_iter().collect(),
+            memory_phase: None,
+            flood_phase: None,
+        };
         let mut words = std::env::args().skip(1);
         while let Some(word) = words.next() {
             let mut value = |flag: &str| words.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
@@ -99,13 +199,12 @@ impl Args {
                 "--json" => args.json = Some(PathBuf::from(value("--json")?)),
                 "--rounds" => args.rounds = Some(parse_number("--rounds", &value("--rounds")?)?),
                 "--processes" => args.processes = Some(parse_number("--processes", &value("--processes")?)?),
+                "--callers" => args.callers = Some(parse_number("--callers", &value("--callers")?)?),
+                "--only" => args.only = parse_phases(&value("--only")?)?,
                 MEMORY_PHASE_FLAG => {
-                    args.memory_phase = Some(match value(MEMORY_PHASE_FLAG)?.as_str() {
-                        "actor" => Kind::Actor,
-                        "baseline" => Kind::Baseline,
-                        other => return Err(format!("unknown registry kind {other:?} for {MEMORY_PHASE_FLAG}").into()),
-                    });
+                    args.memory_phase = Some(parse_kind(MEMORY_PHASE_FLAG, &value(MEMORY_PHASE_FLAG)?)?)
                 }
+                FLOOD_PHASE_FLAG => args.flood_phase = Some(parse_kind(FLOOD_PHASE_FLAG, &value(FLOOD_PHASE_FLAG)?)?),
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -159,8 +258,12 @@ struct Sizes {
     grants: u64,
     /// `list_handle_grants` calls per round.
     grant_samples: u64,
+    /// Processes the activation phase passivates and re-activates.
+    activation_processes: u64,
     /// Processes the memory phase registers.
     memory_processes: u64,
+    /// Concurrent callers the flood phase sends to one process.
+    flood_callers: u64,
 }
 
 impl Sizes {
@@ -181,7 +284,9 @@ impl Sizes {
                 list_samples: 3,
                 grants: 100,
                 grant_samples: 20,
+                activation_processes: 500,
                 memory_processes: 2_000,
+                flood_callers: 10_000,
             }
         } else {
             Self {
@@ -199,7 +304,9 @@ impl Sizes {
                 list_samples: 3,
                 grants: 1_000,
                 grant_samples: 200,
+                activation_processes: 10_000,
                 memory_processes: 100_000,
+                flood_callers: 100_000,
             }
         };
         if let Some(rounds) = args.rounds {
@@ -207,6 +314,9 @@ impl Sizes {
         }
         if let Some(processes) = args.processes {
             sizes.memory_processes = processes.max(1);
+        }
+        if let Some(callers) = args.callers {
+            sizes.flood_callers = callers.max(1);
         }
         sizes
     }
@@ -262,17 +372,44 @@ impl Subject {
     }
 }
 
-/// The actor registry the memory phase measures: the ONE place its
-/// configuration is decided.
+/// The actor registry the activation and memory phases measure: the ONE
+/// place its configuration is decided.
 ///
 /// Passivation of idle process actors (an idle actor stops, its committed
 /// state stays in the store in a compact form, and the next call
 /// re-activates it) is a [`RegistryConfig`] option, and it is switched on
-/// HERE with an idle time ([`MEMORY_IDLE`]) shorter than [`MEMORY_SETTLE`],
-/// so the memory figure measures idle, passivated processes whatever the
-/// default idle time is.
-fn actor_config_for_memory() -> RegistryConfig {
-    RegistryConfig::default().with_passivation(Some(MEMORY_IDLE))
+/// HERE with a short idle time ([`PASSIVATION_IDLE`]), so both phases
+/// measure passivated processes whatever the default idle time is. The
+/// mailbox bound and everything else stay at their defaults.
+fn passivating_actor_config() -> RegistryConfig {
+    RegistryConfig::default().with_passivation(Some(PASSIVATION_IDLE))
+}
+
+/// Waits until no process actor is alive and at least `passivations`
+/// passivations have been counted, polling `stats()` every 2 ms and asking
+/// for a passivation sweep every half idle time; fails after
+/// [`PASSIVATION_DEADLINE`]. Returns the stats it stopped at.
+async fn until_passivated(actor: &ActorProcessRegistry, passivations: u64) -> Result<RegistryStats> {
+    let start = Instant::now();
+    let mut swept = start;
+    loop {
+        let stats = actor.stats();
+        if stats.live_actors == 0 && stats.passivations >= passivations {
+            return Ok(stats);
+        }
+        if start.elapsed() > PASSIVATION_DEADLINE {
+            return Err(format!(
+                "actors did not passivate within {:?}: {} live, {} of {} passivations",
+                PASSIVATION_DEADLINE, stats.live_actors, stats.passivations, passivations
+            )
+            .into());
+        }
+        if swept.elapsed() >= PASSIVATION_IDLE / 2 {
+            actor.passivate_idle();
+            swept = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -447,6 +584,7 @@ enum Unit {
     OpsPerSec,
     Micros,
     BytesPerProcess,
+    BytesPerCaller,
 }
 
 impl Unit {
@@ -455,13 +593,14 @@ impl Unit {
             Unit::OpsPerSec => "ops/s",
             Unit::Micros => "us",
             Unit::BytesPerProcess => "B/process",
+            Unit::BytesPerCaller => "B/caller",
         }
     }
 
     fn better(self) -> Better {
         match self {
             Unit::OpsPerSec => Better::Higher,
-            Unit::Micros | Unit::BytesPerProcess => Better::Lower,
+            Unit::Micros | Unit::BytesPerProcess | Unit::BytesPerCaller => Better::Lower,
         }
     }
 }
@@ -810,6 +949,9 @@ fn median(sorted: &[f64]) -> Option<f64> {
     }
 }
 
+/// What [`Row::ratio`] divides, when it is not the default.
+const ACTOR_OVER_BASELINE: &str = "actor/baseline";
+
 #[derive(Clone, Debug, Serialize)]
 struct Row {
     id: String,
@@ -818,53 +960,211 @@ struct Row {
     better: Better,
     actor: Side,
     baseline: Side,
-    /// actor median / baseline median.
+    /// `ratio_of`, of the medians (p50 for latencies).
     ratio: Option<f64>,
-    /// Why there is no figure yet, if there is none.
+    /// What `ratio` divides: `actor/baseline` unless the row says otherwise.
+    ratio_of: String,
+    /// What the table says instead of who is better, when that verdict
+    /// would mislead (the ratio is not actor/baseline).
     #[serde(skip_serializing_if = "Option::is_none")]
-    note: Option<String>,
+    comment: Option<String>,
 }
 
 impl Row {
     fn new(id: &str, label: String, unit: Unit, actor: Side, baseline: Side) -> Self {
-        let ratio = match (actor.median, baseline.median) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-            _ => None,
-        };
-        Self { id: id.to_owned(), label, unit, better: unit.better(), actor, baseline, ratio, note: None }
+        let ratio = ratio_of_medians(&actor, &baseline);
+        Self {
+            id: id.to_owned(),
+            label,
+            unit,
+            better: unit.better(),
+            actor,
+            baseline,
+            ratio,
+            ratio_of: ACTOR_OVER_BASELINE.to_owned(),
+            comment: None,
+        }
     }
 
-    fn not_available(id: &str, label: &str, unit: Unit, note: &str) -> Self {
-        let mut row = Self::new(id, label.to_owned(), unit, Side::default(), Side::default());
-        row.note = Some(note.to_owned());
-        row
+    /// Replaces the ratio with `ratio`, which divides `ratio_of`; `comment`
+    /// takes the place of the verdict.
+    fn with_ratio(mut self, ratio: Option<f64>, ratio_of: &str, comment: &str) -> Self {
+        self.ratio = ratio;
+        self.ratio_of = ratio_of.to_owned();
+        self.comment = Some(comment.to_owned());
+        self
+    }
+
+    fn with_comment(mut self, comment: String) -> Self {
+        self.comment = Some(comment);
+        self
     }
 }
 
+fn ratio_of_medians(numerator: &Side, denominator: &Side) -> Option<f64> {
+    match (numerator.median, denominator.median) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// The [`Side`] of one latency measurement (one round of samples).
+fn latency_side(times: Vec<Duration>) -> Side {
+    let mut collected = Collected::default();
+    collected.add(Sample::Latencies(times));
+    collected.side(Unit::Micros)
+}
+
+/// The [`Side`] of a single value (no rounds, no p99).
+fn single_side(value: f64) -> Side {
+    Side { median: Some(value), p99: None, rounds: vec![value], samples: 0 }
+}
+
 // ---------------------------------------------------------------------------
-// Memory phase
+// Activation phase
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct MemoryReport {
-    kind: Kind,
+/// What the activation phase saw on the actor registry, besides latencies.
+#[derive(Clone, Debug, Serialize)]
+struct ActivationReport {
     processes: u64,
-    rss_before_bytes: u64,
-    rss_after_bytes: u64,
-    bytes_per_process: f64,
-    register_seconds: f64,
-    /// Actor registry only: process actors alive when RSS was read.
-    live_actors: Option<u64>,
+    /// Passivation idle time of the registry, ms.
+    idle_ms: u64,
+    /// Stats after every process had been called once.
+    stats_called: RegistryStats,
+    /// Stats once every actor had passivated, before the timed calls.
+    stats_passivated: RegistryStats,
+    /// Stats after the timed calls.
+    stats_after: RegistryStats,
+    /// From the last untimed call to `live_actors == 0`.
+    passivate_wait_seconds: f64,
+    /// Timed first calls during which `activations` did not grow by exactly
+    /// one (0 when every cold call measured one activation).
+    cold_calls_not_activating: u64,
+    /// Timed second calls during which `activations` grew (0 when every warm
+    /// call found its actor running).
+    warm_calls_activating: u64,
 }
 
-fn page_size() -> u64 {
+fn activation_id(i: u64) -> String {
+    format!("activation-{i:06}")
+}
+
+/// Registers `processes` processes on `subject` and calls each once.
+async fn activation_fixture(subject: &Subject, processes: u64) -> Result<()> {
+    for i in 0..processes {
+        register(&subject.registry, &activation_id(i)).await?;
+    }
+    for i in 0..processes {
+        let events = subject.registry.events_after(&activation_id(i), 0).await?;
+        expect_len("events_after", events.len(), 0)?;
+    }
+    Ok(())
+}
+
+/// Times `events_after(id, 0)` on `id`.
+async fn time_events_after(registry: &Arc<dyn ProcessRegistry>, id: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let events = registry.events_after(id, 0).await?;
+    let elapsed = start.elapsed();
+    expect_len("events_after", events.len(), 0)?;
+    Ok(elapsed)
+}
+
+/// The activation rows: cold (first call on a passivated process) and warm
+/// (the same call again) for the actor; two plain `events_after` calls on
+/// the same fixture for the baseline.
+async fn activation_phase(sizes: Sizes) -> Result<(Vec<Row>, ActivationReport)> {
+    let processes = sizes.activation_processes;
+
+    let subject = Subject::start_with(Kind::Actor, passivating_actor_config()).await?;
+    let actor = subject.actor.clone().ok_or("the actor subject has no actor registry")?;
+    activation_fixture(&subject, processes).await?;
+    let stats_called = actor.stats();
+    if stats_called.activations < processes {
+        return Err(format!("{} activations after calling {processes} processes", stats_called.activations).into());
+    }
+    let waiting = Instant::now();
+    let stats_passivated = until_passivated(&actor, processes).await?;
+    let passivate_wait_seconds = waiting.elapsed().as_secs_f64();
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    let (mut cold_calls_not_activating, mut warm_calls_activating) = (0, 0);
+    for i in 0..processes {
+        let id = activation_id(i);
+        let before = actor.stats().activations;
+        cold.push(time_events_after(&subject.registry, &id).await?);
+        let between = actor.stats().activations;
+        warm.push(time_events_after(&subject.registry, &id).await?);
+        let after = actor.stats().activations;
+        cold_calls_not_activating += u64::from(between != before + 1);
+        warm_calls_activating += u64::from(after != between);
+    }
+    let stats_after = actor.stats();
+    subject.shutdown().await;
+    drop(subject);
+
+    let subject = Subject::start(Kind::Baseline).await?;
+    activation_fixture(&subject, processes).await?;
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for i in 0..processes {
+        let id = activation_id(i);
+        first.push(time_events_after(&subject.registry, &id).await?);
+        second.push(time_events_after(&subject.registry, &id).await?);
+    }
+
+    let (cold, warm) = (latency_side(cold), latency_side(warm));
+    let cold_over_warm = ratio_of_medians(&cold, &warm);
+    let n = count(processes);
+    let rows = vec![
+        Row::new(
+            "activation_cold",
+            format!("activation: events_after on a passivated process, {n} processes"),
+            Unit::Micros,
+            cold.clone(),
+            latency_side(first),
+        )
+        .with_ratio(
+            cold_over_warm,
+            "cold/warm",
+            "ratio = actor cold p50 / actor warm p50 (next row); baseline: no activation, its column is a plain \
+             events_after",
+        ),
+        Row::new(
+            "activation_warm",
+            format!("events_after again on the same process (warm), {n} processes"),
+            Unit::Micros,
+            warm,
+            latency_side(second),
+        ),
+    ];
+    let report = ActivationReport {
+        processes,
+        idle_ms: u64::try_from(PASSIVATION_IDLE.as_millis()).unwrap_or(u64::MAX),
+        stats_called,
+        stats_passivated,
+        stats_after,
+        passivate_wait_seconds,
+        cold_calls_not_activating,
+        warm_calls_activating,
+    };
+    Ok((rows, report))
+}
+
+// ---------------------------------------------------------------------------
+// RSS and CPU of this process
+// ---------------------------------------------------------------------------
+
+fn getconf(name: &str) -> Option<u64> {
     Command::new("getconf")
-        .arg("PAGESIZE")
+        .arg(name)
         .output()
         .ok()
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(4096)
+}
+
+fn page_size() -> u64 {
+    getconf("PAGESIZE").unwrap_or(4096)
 }
 
 /// Resident set size of this process, from `/proc/self/statm`.
@@ -880,33 +1180,252 @@ fn rss_bytes(page_size: u64) -> Result<u64> {
     Ok(resident * page_size)
 }
 
-/// The child side: register `processes` processes on a fresh registry and
-/// print a [`MemoryReport`] line.
+/// CPU time (user + system) this process has used, from `/proc/self/stat`.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesized command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = getconf("CLK_TCK").unwrap_or(100).max(1);
+    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// Sleeps `period` and returns the CPU this process used meanwhile, as a
+/// percentage of one core (`None` where `/proc/self/stat` is unreadable).
+async fn idle_cpu_percent(period: Duration) -> Option<f64> {
+    let before = cpu_time();
+    let start = Instant::now();
+    tokio::time::sleep(period).await;
+    let used = cpu_time()?.checked_sub(before?)?;
+    Some(100.0 * used.as_secs_f64() / start.elapsed().as_secs_f64())
+}
+
+/// Asks glibc's allocator to return its free heap memory to the OS
+/// (`malloc_trim(0)`); false where that is not available. A diagnostic
+/// only: RSS after it tells memory still in use from memory the allocator
+/// merely keeps cached after it was freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() -> bool {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: `malloc_trim` takes no pointer, touches only the allocator's
+    // own state under its locks, and is safe to call from any thread.
+    unsafe { malloc_trim(0) };
+    true
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() -> bool {
+    false
+}
+
+/// A thread that reads RSS every [`FLOOD_SAMPLE_EVERY`] and keeps the peak.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(u64, u64), String>>,
+}
+
+impl RssSampler {
+    fn start(page_size: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let (mut peak, mut samples) = (0, 0);
+            loop {
+                // One last sample after the stop request.
+                let last = stopping.load(Ordering::Acquire);
+                peak = peak.max(rss_bytes(page_size).map_err(|err| err.to_string())?);
+                samples += 1;
+                if last {
+                    return Ok((peak, samples));
+                }
+                std::thread::sleep(FLOOD_SAMPLE_EVERY);
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops sampling: (peak RSS, samples taken).
+    fn finish(self) -> Result<(u64, u64)> {
+        self.stop.store(true, Ordering::Release);
+        Ok(self.thread.join().map_err(|_| "the RSS sampler panicked")??)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------
+
+/// Runs this binary with `args`; returns the JSON its stdout line starting
+/// with `prefix` carries.
+fn run_child<T: for<'de> Deserialize<'de>>(what: &str, args: &[String], prefix: &str) -> Result<T> {
+    let exe = std::env::current_exe().map_err(|err| format!("locating this executable: {err}"))?;
+    let output = Command::new(&exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|err| format!("running the {what} ({}): {err}", exe.display()))?;
+    if !output.status.success() {
+        return Err(format!("the {what} failed: {}", output.status).into());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .ok_or_else(|| format!("the {what} printed no report"))?;
+    Ok(serde_json::from_str(line).map_err(|err| format!("the {what} report: {err}"))?)
+}
+
+/// Runs `op(i)` for every `i` in `0..n` from [`LOAD_TASKS`] concurrent tasks
+/// (task `k` takes `k`, `k + LOAD_TASKS`, ...).
+async fn for_each_concurrently<F, Fut>(n: u64, op: F) -> Result<()>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let tasks: Vec<_> = (0..LOAD_TASKS)
+        .map(|task| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut i = task;
+                while i < n {
+                    op(i).await?;
+                    i += LOAD_TASKS;
+                }
+                Ok::<_, BoxError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Memory phase
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct MemoryReport {
+    kind: Kind,
+    processes: u64,
+    /// RSS of the fresh registry, before the first registration.
+    rss_before_bytes: u64,
+    /// RSS after registering every process and settling; no call yet.
+    rss_registered_bytes: u64,
+    /// RSS after one call on every process (actor: and every actor
+    /// passivated) and settling.
+    rss_called_bytes: u64,
+    /// Diagnostic: `rss_called_bytes` after `malloc_trim(0)` (glibc only),
+    /// i.e. without the freed memory the allocator kept.
+    rss_called_trimmed_bytes: Option<u64>,
+    /// (`rss_registered_bytes` - `rss_before_bytes`) / `processes`.
+    bytes_per_process_registered: f64,
+    /// (`rss_called_bytes` - `rss_before_bytes`) / `processes`.
+    bytes_per_process_called: f64,
+    /// (`rss_called_trimmed_bytes` - `rss_before_bytes`) / `processes`.
+    bytes_per_process_called_trimmed: Option<f64>,
+    register_seconds: f64,
+    call_seconds: f64,
+    /// Actor only: from the last call to `live_actors == 0`.
+    passivate_wait_seconds: Option<f64>,
+    /// Actor only: the most live actors seen while calling (sampled).
+    peak_live_actors: Option<u64>,
+    /// CPU used while idle with every process registered (percent of a core).
+    idle_cpu_percent_registered: Option<f64>,
+    /// CPU used while idle after the calls, every actor passivated.
+    idle_cpu_percent_called: Option<f64>,
+    /// Actor only: stats when RSS was read after registering.
+    stats_registered: Option<RegistryStats>,
+    /// Actor only: stats when RSS was read after the calls.
+    stats_called: Option<RegistryStats>,
+}
+
+fn memory_id(i: u64) -> String {
+    format!("memory-{i:08}")
+}
+
+/// The child side: register `processes` processes on a fresh registry,
+/// read RSS, call each process once (actor: wait for every actor to
+/// passivate), read RSS again, and print a [`MemoryReport`] line.
 fn memory_phase(kind: Kind, processes: u64) -> Result<()> {
     let page_size = page_size();
     let runtime = runtime()?;
     let report = runtime.block_on(async move {
         tokio::spawn(async move {
-            let config = actor_config_for_memory();
-            let subject = Subject::start_with(kind, config).await?;
+            let subject = Subject::start_with(kind, passivating_actor_config()).await?;
+            let actor = subject.actor.clone();
             tokio::time::sleep(Duration::from_millis(50)).await;
             let rss_before = rss_bytes(page_size)?;
+
             let start = Instant::now();
-            for i in 0..processes {
-                register(&subject.registry, &format!("memory-{i:08}")).await?;
-            }
+            let registry = Arc::clone(&subject.registry);
+            for_each_concurrently(processes, move |i| {
+                let registry = Arc::clone(&registry);
+                async move { register(&registry, &memory_id(i)).await }
+            })
+            .await?;
             let register_seconds = start.elapsed().as_secs_f64();
-            tokio::time::sleep(MEMORY_SETTLE).await;
-            let rss_after = rss_bytes(page_size)?;
-            let live_actors = subject.actor.as_ref().map(|actor| actor.stats().live_actors);
+            let idle_cpu_percent_registered = idle_cpu_percent(MEMORY_SETTLE).await;
+            let rss_registered = rss_bytes(page_size)?;
+            let stats_registered = actor.as_ref().map(ActorProcessRegistry::stats);
+
+            let start = Instant::now();
+            let peak_live = Arc::new(AtomicU64::new(0));
+            let (registry, limiter, peak) = (Arc::clone(&subject.registry), actor.clone(), Arc::clone(&peak_live));
+            for_each_concurrently(processes, move |i| {
+                let (registry, limiter, peak) = (Arc::clone(&registry), limiter.clone(), Arc::clone(&peak));
+                async move {
+                    if let Some(actor) = limiter.filter(|_| i % 256 < LOAD_TASKS) {
+                        loop {
+                            let live = actor.stats().live_actors;
+                            peak.fetch_max(live, Ordering::Relaxed);
+                            if live <= MAX_LIVE_ACTORS {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                    let id = memory_id(i);
+                    let events =
+                        registry.events_after(&id, 0).await.map_err(|err| format!("events_after {id}: {err}"))?;
+                    expect_len("events_after", events.len(), 0)
+                }
+            })
+            .await?;
+            let call_seconds = start.elapsed().as_secs_f64();
+            let mut passivate_wait_seconds = None;
+            if let Some(actor) = &actor {
+                let start = Instant::now();
+                until_passivated(actor, processes).await?;
+                passivate_wait_seconds = Some(start.elapsed().as_secs_f64());
+            }
+            let idle_cpu_percent_called = idle_cpu_percent(MEMORY_SETTLE).await;
+            let rss_called = rss_bytes(page_size)?;
+            let stats_called = actor.as_ref().map(ActorProcessRegistry::stats);
+            let rss_called_trimmed = if trim_heap() { Some(rss_bytes(page_size)?) } else { None };
+            let per_process = |rss: u64| rss.saturating_sub(rss_before) as f64 / processes as f64;
             Ok::<_, BoxError>(MemoryReport {
                 kind,
                 processes,
                 rss_before_bytes: rss_before,
-                rss_after_bytes: rss_after,
-                bytes_per_process: rss_after.saturating_sub(rss_before) as f64 / processes as f64,
+                rss_registered_bytes: rss_registered,
+                rss_called_bytes: rss_called,
+                bytes_per_process_registered: per_process(rss_registered),
+                bytes_per_process_called: per_process(rss_called),
+                rss_called_trimmed_bytes: rss_called_trimmed,
+                bytes_per_process_called_trimmed: rss_called_trimmed.map(per_process),
                 register_seconds,
-                live_actors,
+                call_seconds,
+                passivate_wait_seconds,
+                peak_live_actors: actor.as_ref().map(|_| peak_live.load(Ordering::Relaxed)),
+                idle_cpu_percent_registered,
+                idle_cpu_percent_called,
+                stats_registered,
+                stats_called,
             })
         })
         .await?
@@ -919,22 +1438,119 @@ fn memory_phase(kind: Kind, processes: u64) -> Result<()> {
 
 /// The parent side: runs [`memory_phase`] in a child process.
 fn run_memory_child(kind: Kind, processes: u64) -> Result<MemoryReport> {
-    let exe = std::env::current_exe().map_err(|err| format!("locating this executable: {err}"))?;
-    let output = Command::new(&exe)
-        .args([MEMORY_PHASE_FLAG, kind.name(), "--processes", &processes.to_string()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|err| format!("running the {} memory phase ({}): {err}", kind.name(), exe.display()))?;
-    if !output.status.success() {
-        return Err(format!("the {} memory phase failed: {}", kind.name(), output.status).into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix(MEMORY_REPORT_PREFIX))
-        .ok_or_else(|| format!("the {} memory phase printed no report", kind.name()))?;
-    Ok(serde_json::from_str(line).map_err(|err| format!("the {} memory report: {err}", kind.name()))?)
+    let args = [MEMORY_PHASE_FLAG.to_owned(), kind.name().to_owned(), "--processes".to_owned(), processes.to_string()];
+    run_child(&format!("{} memory phase", kind.name()), &args, MEMORY_REPORT_PREFIX)
+}
+
+// ---------------------------------------------------------------------------
+// Flood phase
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FloodReport {
+    kind: Kind,
+    callers: u64,
+    /// Actor only: the mailbox bound (calls in flight) of the flooded process.
+    mailbox_capacity: Option<usize>,
+    /// RSS before the callers were spawned.
+    rss_before_bytes: u64,
+    /// The highest RSS sampled while the callers ran.
+    rss_peak_bytes: u64,
+    /// RSS once every caller had its answer.
+    rss_after_bytes: u64,
+    /// Diagnostic: RSS afterwards and after `malloc_trim(0)` (glibc only):
+    /// about what stays in use, mostly the appended log.
+    rss_after_trimmed_bytes: Option<u64>,
+    /// (`rss_peak_bytes` - `rss_before_bytes`) / `callers`.
+    bytes_per_caller: f64,
+    rss_samples: u64,
+    /// Calls answered with success.
+    completed: u64,
+    /// Calls answered with an error.
+    failed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_error: Option<String>,
+    /// The sequence of the process's last event afterwards (= `completed`
+    /// when every accepted append is in the log exactly once).
+    last_sequence: u64,
+    /// From releasing the callers to the last answer.
+    seconds: f64,
+    /// Actor only: stats afterwards.
+    stats: Option<RegistryStats>,
+}
+
+/// The child side: `callers` tasks, released at once, each append one event
+/// to one process, while a thread samples RSS; prints a [`FloodReport`] line.
+fn flood_phase(kind: Kind, callers: u64) -> Result<()> {
+    let page_size = page_size();
+    let runtime = runtime()?;
+    let report = runtime.block_on(async move {
+        tokio::spawn(async move {
+            // The default configuration: the default mailbox bound and policy.
+            let subject = Subject::start(kind).await?;
+            let registry = Arc::clone(&subject.registry);
+            register(&registry, FLOOD_PROCESS).await?;
+            // Activate the actor before measuring.
+            registry.events_after(FLOOD_PROCESS, 0).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let rss_before = rss_bytes(page_size)?;
+            let sampler = RssSampler::start(page_size);
+            let (go, gate) = watch::channel(false);
+            let tasks: Vec<_> = (0..callers)
+                .map(|n| {
+                    let (registry, mut gate) = (Arc::clone(&registry), gate.clone());
+                    tokio::spawn(async move {
+                        gate.wait_for(|go| *go).await.map_err(|err| err.to_string())?;
+                        registry.append_event(FLOOD_PROCESS, tick(n)).await.map(drop).map_err(|err| err.to_string())
+                    })
+                })
+                .collect();
+            drop(gate);
+            let start = Instant::now();
+            go.send(true).map_err(|_| "every flood caller is gone")?;
+            let (mut completed, mut failed, mut first_error) = (0, 0, None);
+            for task in tasks {
+                match task.await? {
+                    Ok(()) => completed += 1,
+                    Err(err) => {
+                        failed += 1;
+                        first_error.get_or_insert(err);
+                    }
+                }
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            let rss_after = rss_bytes(page_size)?;
+            let (rss_peak, rss_samples) = sampler.finish()?;
+            let rss_after_trimmed = if trim_heap() { Some(rss_bytes(page_size)?) } else { None };
+            let last = registry.recent_events(FLOOD_PROCESS, 1).await?;
+            Ok::<_, BoxError>(FloodReport {
+                kind,
+                callers,
+                mailbox_capacity: subject.actor.as_ref().map(|_| MailboxConfig::default().capacity),
+                rss_before_bytes: rss_before,
+                rss_peak_bytes: rss_peak,
+                rss_after_bytes: rss_after,
+                rss_after_trimmed_bytes: rss_after_trimmed,
+                bytes_per_caller: rss_peak.saturating_sub(rss_before) as f64 / callers as f64,
+                rss_samples,
+                completed,
+                failed,
+                first_error,
+                last_sequence: last.last().map_or(0, |event| event.sequence),
+                seconds,
+                stats: subject.actor.as_ref().map(ActorProcessRegistry::stats),
+            })
+        })
+        .await?
+    })?;
+    println!("{FLOOD_REPORT_PREFIX}{}", serde_json::to_string(&report)?);
+    std::process::exit(0);
+}
+
+/// The parent side: runs [`flood_phase`] in a child process.
+fn run_flood_child(kind: Kind, callers: u64) -> Result<FloodReport> {
+    let args = [FLOOD_PHASE_FLAG.to_owned(), kind.name().to_owned(), "--callers".to_owned(), callers.to_string()];
+    run_child(&format!("{} flood phase", kind.name()), &args, FLOOD_REPORT_PREFIX)
 }
 
 // ---------------------------------------------------------------------------
@@ -989,19 +1605,62 @@ async fn run_figures(sizes: Sizes) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-fn memory_row(sizes: &Sizes) -> Result<(Row, Vec<MemoryReport>)> {
-    eprintln!("[memory] registering {} processes per registry, each in a child process", count(sizes.memory_processes));
-    let actor = run_memory_child(Kind::Actor, sizes.memory_processes)?;
-    let baseline = run_memory_child(Kind::Baseline, sizes.memory_processes)?;
-    let side = |report: &MemoryReport| Side {
-        median: Some(report.bytes_per_process),
-        p99: None,
-        rounds: vec![report.bytes_per_process],
-        samples: 0,
-    };
-    let label = format!("RSS per idle process, {} processes", count(sizes.memory_processes));
-    let row = Row::new("memory_per_process", label, Unit::BytesPerProcess, side(&actor), side(&baseline));
-    Ok((row, vec![actor, baseline]))
+fn memory_rows(sizes: &Sizes) -> Result<(Vec<Row>, Vec<MemoryReport>)> {
+    let n = sizes.memory_processes;
+    eprintln!("[memory] {} processes per registry, each registry in a child process", count(n));
+    let actor = run_memory_child(Kind::Actor, n)?;
+    let baseline = run_memory_child(Kind::Baseline, n)?;
+    let rows = vec![
+        Row::new(
+            "memory_registered",
+            format!("RSS per process, {} registered, never called", count(n)),
+            Unit::BytesPerProcess,
+            single_side(actor.bytes_per_process_registered),
+            single_side(baseline.bytes_per_process_registered),
+        ),
+        Row::new(
+            "memory_called_passivated",
+            format!("RSS per process, {} called once (actor: then passivated)", count(n)),
+            Unit::BytesPerProcess,
+            single_side(actor.bytes_per_process_called),
+            single_side(baseline.bytes_per_process_called),
+        ),
+    ];
+    Ok((rows, vec![actor, baseline]))
+}
+
+fn flood_rows(sizes: &Sizes) -> Result<(Vec<Row>, Vec<FloodReport>)> {
+    let callers = sizes.flood_callers;
+    eprintln!("[flood] {} concurrent appends to one process, each registry in a child process", count(callers));
+    let actor = run_flood_child(Kind::Actor, callers)?;
+    let baseline = run_flood_child(Kind::Baseline, callers)?;
+    let completed = format!(
+        "completed: actor {}/{}, baseline {}/{}",
+        count(actor.completed),
+        count(callers),
+        count(baseline.completed),
+        count(callers)
+    );
+    let throughput =
+        |report: &FloodReport| single_side(per_second(report.completed, Duration::from_secs_f64(report.seconds)));
+    let rows = vec![
+        Row::new(
+            "flood_peak_rss",
+            format!("flood: {} callers append to 1 process, peak RSS delta incl. the log", count(callers)),
+            Unit::BytesPerCaller,
+            single_side(actor.bytes_per_caller),
+            single_side(baseline.bytes_per_caller),
+        )
+        .with_comment(completed),
+        Row::new(
+            "flood_throughput",
+            format!("flood: {} callers append to 1 process, all answered", count(callers)),
+            Unit::OpsPerSec,
+            throughput(&actor),
+            throughput(&baseline),
+        ),
+    ];
+    Ok((rows, vec![actor, baseline]))
 }
 
 // ---------------------------------------------------------------------------
@@ -1025,7 +1684,7 @@ fn format_value(value: Option<f64>, unit: Unit) -> String {
     match value {
         None => "-".to_owned(),
         Some(v) => match unit {
-            Unit::OpsPerSec | Unit::BytesPerProcess => count(v.round() as u64),
+            Unit::OpsPerSec | Unit::BytesPerProcess | Unit::BytesPerCaller => count(v.round() as u64),
             Unit::Micros if v >= 1_000.0 => count(v.round() as u64),
             Unit::Micros if v >= 100.0 => format!("{v:.0}"),
             Unit::Micros => format!("{v:.2}"),
@@ -1042,24 +1701,29 @@ fn render_table(rows: &[Row]) -> String {
         "baseline p50/median",
         "actor p99",
         "baseline p99",
-        "actor/baseline",
+        "ratio",
         "",
     ];
     let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|row| {
-            let (ratio, verdict) = match (row.ratio, &row.note) {
-                (_, Some(note)) => ("n/a".to_owned(), note.clone()),
-                (Some(ratio), None) => {
+            let default_ratio = row.ratio_of == ACTOR_OVER_BASELINE;
+            let (ratio, verdict) = match row.ratio {
+                Some(ratio) if default_ratio => {
                     let actor_wins = match row.better {
                         Better::Higher => ratio > 1.0,
                         Better::Lower => ratio < 1.0,
                     };
-                    (format!("{ratio:.2}x"), if actor_wins { "actor better" } else { "baseline better" }.to_owned())
+                    let verdict = if actor_wins { "actor better" } else { "baseline better" };
+                    let verdict = match &row.comment {
+                        Some(comment) => format!("{verdict}; {comment}"),
+                        None => verdict.to_owned(),
+                    };
+                    (format!("{ratio:.2}x"), verdict)
                 }
-                (None, None) => ("-".to_owned(), String::new()),
+                Some(ratio) => (format!("{ratio:.2}x {}", row.ratio_of), row.comment.clone().unwrap_or_default()),
+                None => ("-".to_owned(), row.comment.clone().unwrap_or_default()),
             };
-            let na = |value: String| if row.note.is_some() { "n/a".to_owned() } else { value };
             [
                 row.label.clone(),
                 row.unit.label().to_owned(),
@@ -1068,10 +1732,10 @@ fn render_table(rows: &[Row]) -> String {
                     Better::Lower => "lower",
                 }
                 .to_owned(),
-                na(format_value(row.actor.median, row.unit)),
-                na(format_value(row.baseline.median, row.unit)),
-                na(format_value(row.actor.p99, row.unit)),
-                na(format_value(row.baseline.p99, row.unit)),
+                format_value(row.actor.median, row.unit),
+                format_value(row.baseline.median, row.unit),
+                format_value(row.actor.p99, row.unit),
+                format_value(row.baseline.p99, row.unit),
                 ratio,
                 verdict,
             ]
@@ -1140,12 +1804,14 @@ fn report_json(
     args: &Args,
     sizes: &Sizes,
     rows: &[Row],
+    activation: Option<&ActivationReport>,
     memory: &[MemoryReport],
+    flood: &[FloodReport],
     started: SystemTime,
 ) -> serde_json::Value {
     let epoch_seconds = started.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     json!({
-        "schema_version": 1,
+        "schema_version": 2,
         "timestamp_unix_s": epoch_seconds,
         "timestamp_utc": utc_timestamp(epoch_seconds),
         "machine": {
@@ -1158,9 +1824,12 @@ fn report_json(
         "runtime": { "flavor": "multi_thread", "worker_threads": 2 },
         "quick": args.quick,
         "params": sizes,
-        "ratio": "actor median / baseline median",
+        "phases": args.only.iter().map(|phase| phase.name()).collect::<Vec<_>>(),
+        "ratio": "actor median / baseline median, unless a row's ratio_of says otherwise",
         "figures": rows,
+        "activation_phase": activation,
         "memory_phase": memory,
+        "flood_phase": flood,
     })
 }
 
@@ -1177,50 +1846,154 @@ fn run() -> Result<()> {
     if let Some(kind) = args.memory_phase {
         return memory_phase(kind, sizes.memory_processes);
     }
+    if let Some(kind) = args.flood_phase {
+        return flood_phase(kind, sizes.flood_callers);
+    }
     let started = SystemTime::now();
     let clock = Instant::now();
+    let phases: Vec<&str> = args.only.iter().map(|phase| phase.name()).collect();
     eprintln!(
-        "loadgen: {} build, {} rounds per figure, actor and baseline interleaved",
+        "loadgen: {} build, phases {}, {} rounds per figure, actor and baseline interleaved",
         if cfg!(debug_assertions) { "debug" } else { "release" },
+        phases.join(","),
         sizes.rounds
     );
-    let runtime = runtime()?;
-    let mut rows = runtime.block_on(async move { tokio::spawn(run_figures(sizes)).await? })?;
-    drop(runtime);
-    rows.push(Row::not_available(
-        "activation_latency",
-        "activation latency (passivated -> active)",
-        Unit::Micros,
-        "not measured yet",
-    ));
-    let (memory, memory_reports) = memory_row(&sizes)?;
-    rows.push(memory);
+    let mut rows = Vec::new();
+    let mut activation = None;
+    let (figures, activate) = (args.only.contains(&Phase::Figures), args.only.contains(&Phase::Activation));
+    if figures || activate {
+        let runtime = runtime()?;
+        let (figure_rows, activation_result) = runtime.block_on(async move {
+            tokio::spawn(async move {
+                let figure_rows = if figures { run_figures(sizes).await? } else { Vec::new() };
+                let activation_result = if activate {
+                    eprintln!("[activation] {} processes per registry", count(sizes.activation_processes));
+                    Some(activation_phase(sizes).await?)
+                } else {
+                    None
+                };
+                Ok::<_, BoxError>((figure_rows, activation_result))
+            })
+            .await?
+        })?;
+        drop(runtime);
+        rows.extend(figure_rows);
+        if let Some((activation_rows, report)) = activation_result {
+            rows.extend(activation_rows);
+            activation = Some(report);
+        }
+    }
+    let mut memory_reports = Vec::new();
+    if args.only.contains(&Phase::Memory) {
+        let (memory_rows, reports) = memory_rows(&sizes)?;
+        rows.extend(memory_rows);
+        memory_reports = reports;
+    }
+    let mut flood_reports = Vec::new();
+    if args.only.contains(&Phase::Flood) {
+        let (flood_rows, reports) = flood_rows(&sizes)?;
+        rows.extend(flood_rows);
+        flood_reports = reports;
+    }
 
     println!("{}", render_table(&rows));
     println!(
-        "ratio = actor / baseline of the medians; latencies: p50 and p99 over all samples of {} rounds; \
-         throughputs: median of {} rounds. {} cores, {:.1} s.",
+        "ratio = actor / baseline of the medians unless the row says otherwise; latencies: p50 and p99 over all \
+         samples of {} rounds (activation: one pass over the processes); throughputs: median of {} rounds. \
+         {} cores, {:.1} s.",
         sizes.rounds,
         sizes.rounds,
         std::thread::available_parallelism().map(usize::from).unwrap_or(0),
         clock.elapsed().as_secs_f64()
     );
+    if let Some(report) = &activation {
+        println!(
+            "activation actor: {} processes, idle {} ms; passivated all in {:.2} s; {}; cold calls without exactly \
+             one activation: {}, warm calls that activated: {}",
+            count(report.processes),
+            report.idle_ms,
+            report.passivate_wait_seconds,
+            format_stats(&report.stats_after),
+            report.cold_calls_not_activating,
+            report.warm_calls_activating
+        );
+    }
     for report in &memory_reports {
         println!(
-            "memory {}: RSS {} -> {} bytes for {} processes (registered in {:.2} s{})",
+            "memory {}: RSS {} -> {} (registered) -> {} (called once{}) bytes for {} processes{}; registered in \
+             {:.2} s, called in {:.2} s{}; idle CPU {} / {}{}",
             report.kind.name(),
             count(report.rss_before_bytes),
-            count(report.rss_after_bytes),
+            count(report.rss_registered_bytes),
+            count(report.rss_called_bytes),
+            if report.kind == Kind::Actor { ", passivated" } else { "" },
             count(report.processes),
+            report
+                .rss_called_trimmed_bytes
+                .zip(report.bytes_per_process_called_trimmed)
+                .map(|(rss, per)| format!(
+                    " (diagnostic: after malloc_trim(0) {} bytes, {} B/process)",
+                    count(rss),
+                    count(per.round() as u64)
+                ))
+                .unwrap_or_default(),
             report.register_seconds,
-            report.live_actors.map(|n| format!(", {} live actors", count(n))).unwrap_or_default()
+            report.call_seconds,
+            report.passivate_wait_seconds.map(|s| format!(", all passivated {s:.2} s later")).unwrap_or_default(),
+            format_percent(report.idle_cpu_percent_registered),
+            format_percent(report.idle_cpu_percent_called),
+            report
+                .stats_called
+                .as_ref()
+                .map(|stats| format!(
+                    "; peak live actors {}; {}",
+                    count(report.peak_live_actors.unwrap_or(0)),
+                    format_stats(stats)
+                ))
+                .unwrap_or_default()
+        );
+    }
+    for report in &flood_reports {
+        println!(
+            "flood {}: {} callers{}; RSS {} -> peak {} -> {} bytes after ({} samples){}; {} completed, {} failed{}, \
+             last sequence {}, {:.2} s{}",
+            report.kind.name(),
+            count(report.callers),
+            report.mailbox_capacity.map(|c| format!(", mailbox bound {}", count(c as u64))).unwrap_or_default(),
+            count(report.rss_before_bytes),
+            count(report.rss_peak_bytes),
+            count(report.rss_after_bytes),
+            report.rss_samples,
+            report
+                .rss_after_trimmed_bytes
+                .map(|rss| format!(" (diagnostic: after malloc_trim(0) {} bytes)", count(rss)))
+                .unwrap_or_default(),
+            count(report.completed),
+            count(report.failed),
+            report.first_error.as_ref().map(|err| format!(" (first: {err})")).unwrap_or_default(),
+            count(report.last_sequence),
+            report.seconds,
+            report.stats.as_ref().map(|stats| format!("; {}", format_stats(stats))).unwrap_or_default()
         );
     }
     if let Some(path) = &args.json {
-        let json = report_json(&args, &sizes, &rows, &memory_reports, started);
+        let json = report_json(&args, &sizes, &rows, activation.as_ref(), &memory_reports, &flood_reports, started);
         let text = serde_json::to_string_pretty(&json)?;
         std::fs::write(path, text + "\n").map_err(|err| format!("writing {}: {err}", path.display()))?;
         eprintln!("loadgen: wrote {}", path.display());
     }
     Ok(())
+}
+
+fn format_percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}%"))
+}
+
+fn format_stats(stats: &RegistryStats) -> String {
+    format!(
+        "stats: live_actors {}, activations {}, passivations {}",
+        count(stats.live_actors),
+        count(stats.activations),
+        count(stats.passivations)
+    )
 }
