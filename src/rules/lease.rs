@@ -13,8 +13,9 @@ use crate::model::{ProcessLease, ProcessLeaseCompletion, PROCESS_LEASE_SCHEMA_VE
 /// The lease part of a process's state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseState {
-    /// The current lease, if one was granted and not released.
-    pub current: Option<ProcessLease>,
+    /// The current lease, if one was granted and not released. Boxed: most
+    /// processes at rest hold none, and this keeps their state small.
+    pub current: Option<Box<ProcessLease>>,
     /// The last fencing token handed out (0 before the first claim).
     pub last_fencing_token: u64,
 }
@@ -71,7 +72,7 @@ pub fn renew(
                 && current.fencing_token == presented.fencing_token
                 && is_live(current, now_ms) =>
         {
-            let mut renewed = current.clone();
+            let mut renewed = ProcessLease::clone(current);
             renewed.expires_at_epoch_ms = now_ms.saturating_add(ttl_ms);
             Ok(renewed)
         }
@@ -89,7 +90,7 @@ pub fn release(state: &LeaseState, completion: &ProcessLeaseCompletion) -> Optio
 
 /// The state after granting `lease`.
 pub fn granted(state: &LeaseState, lease: ProcessLease) -> LeaseState {
-    LeaseState { last_fencing_token: state.last_fencing_token.max(lease.fencing_token), current: Some(lease) }
+    LeaseState { last_fencing_token: state.last_fencing_token.max(lease.fencing_token), current: Some(Box::new(lease)) }
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ pub fn prepare_registration(
     let hash = sha256_hex_of_json(&as_json);
     let declarations_hash = as_json.get("event_types").map(sha256_hex_of_json).unwrap_or_default();
     let declarations = schemas
-        .declare(registration.event_types.clone(), declarations_hash)
+        .declare(&registration.event_types, declarations_hash)
         .map_err(|(name, reason)| invalid(format!("event type `{name}` has an invalid payload schema: {reason}")))?;
     Ok(PreparedRegistration {
         registration,

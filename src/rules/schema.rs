@@ -84,12 +84,12 @@ impl SchemaCache {
 
     /// The interned declarations for `event_types`, whose canonical JSON
     /// hashes to `hash`; compiled on first sight.
-    pub fn declare(&self, event_types: Vec<ProcessEventType>, hash: String) -> Result<Declarations, (String, String)> {
+    pub fn declare(&self, event_types: &[ProcessEventType], hash: String) -> Result<Declarations, (String, String)> {
         if let Some(found) = self.declarations.get(&hash) {
             return Ok(found.value().clone());
         }
-        let schemas = self.compile_all(&event_types)?;
-        let declarations = Declarations { event_types: Arc::new(event_types), schemas };
+        let schemas = self.compile_all(event_types)?;
+        let declarations = Declarations { event_types: Arc::new(event_types.to_vec()), schemas };
         let interned = self.declarations.entry(hash).or_insert(declarations).value().clone();
         self.by_address.insert(Arc::as_ptr(&interned.event_types) as usize, Arc::clone(&interned.schemas));
         Ok(interned)
@@ -139,8 +139,8 @@ mod tests {
     fn equal_declarations_share_one_list_and_find_their_schemas_by_address() {
         let cache = SchemaCache::new();
         let types = vec![ProcessEventType::new("a", json!({"type": "object"}))];
-        let first = cache.declare(types.clone(), "h".into()).unwrap();
-        let second = cache.declare(types.clone(), "h".into()).unwrap();
+        let first = cache.declare(&types, "h".into()).unwrap();
+        let second = cache.declare(&types, "h".into()).unwrap();
         assert!(Arc::ptr_eq(&first.event_types, &second.event_types));
         assert!(Arc::ptr_eq(&cache.schemas_for(&first.event_types).unwrap(), &first.schemas));
         let foreign = Arc::new(types);

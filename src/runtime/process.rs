@@ -17,11 +17,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
 
 use super::messages::{ProcessMsg, Reply};
+use super::routes::RecordSnapshot;
 use super::Shared;
 use crate::error::RegistryError;
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
@@ -44,7 +44,7 @@ pub struct ProcessActorArgs {
     /// The mailbox permits callers hold while a call is in flight.
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) schemas: CompiledSchemas,
-    pub(crate) snapshot: Arc<ArcSwap<ProcessRecord>>,
+    pub(crate) snapshot: Arc<RecordSnapshot>,
 }
 
 /// A caller parked for the first event of a type after `after`.
@@ -143,7 +143,7 @@ pub struct ProcessActorState {
     process_id: String,
     state: ProcessState,
     schemas: CompiledSchemas,
-    snapshot: Arc<ArcSwap<ProcessRecord>>,
+    snapshot: Arc<RecordSnapshot>,
     waiters: Waiters,
     permits: Arc<Semaphore>,
     /// When the last call arrived, by the registry clock.
@@ -161,7 +161,7 @@ impl Actor for ProcessActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         self.shared.counters.actor_started();
-        args.snapshot.store(Arc::clone(args.state.record()));
+        args.snapshot.publish(Arc::clone(args.state.record()));
         Ok(ProcessActorState {
             process_id: args.state.record().id.clone(),
             state: args.state,
@@ -291,7 +291,7 @@ impl ProcessActorState {
             change,
             ProcessChange::Appended { .. } | ProcessChange::RecordUpdated { .. } | ProcessChange::Registered { .. }
         ) {
-            self.snapshot.store(Arc::clone(self.state.record()));
+            self.snapshot.publish(Arc::clone(self.state.record()));
         }
         Ok(())
     }

@@ -7,15 +7,36 @@
 //! Each process actor swaps its snapshot before it replies, so a call that
 //! returned is visible to every later read.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use ractor::{ActorId, ActorRef};
 use tokio::sync::Semaphore;
 
 use super::messages::ProcessMsg;
 use crate::model::ProcessRecord;
+
+/// The record a process actor publishes: written only by that actor, before
+/// it replies, and read by anyone without a message.
+#[derive(Debug)]
+pub(crate) struct RecordSnapshot(RwLock<Arc<ProcessRecord>>);
+
+impl RecordSnapshot {
+    pub(crate) fn new(record: Arc<ProcessRecord>) -> Self {
+        Self(RwLock::new(record))
+    }
+
+    /// The current record. (The lock is never held across anything that
+    /// can panic, so a poisoned lock still holds a whole record.)
+    pub(crate) fn load(&self) -> Arc<ProcessRecord> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the record.
+    pub(crate) fn publish(&self, record: Arc<ProcessRecord>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = record;
+    }
+}
 
 /// A running process actor and the permits that bound its mailbox.
 #[derive(Clone, Debug)]
@@ -41,7 +62,7 @@ pub(crate) enum Slot {
 pub(crate) struct ProcessEntry {
     pub(crate) slot: Slot,
     /// The record its actor publishes.
-    pub(crate) record: Arc<ArcSwap<ProcessRecord>>,
+    pub(crate) record: Arc<RecordSnapshot>,
 }
 
 /// Process id -> entry.
@@ -56,10 +77,10 @@ impl Routes {
     }
 
     pub(crate) fn record(&self, process_id: &str) -> Option<Arc<ProcessRecord>> {
-        self.entries.get(process_id).map(|entry| entry.record.load_full())
+        self.entries.get(process_id).map(|entry| entry.record.load())
     }
 
-    pub(crate) fn snapshot_handle(&self, process_id: &str) -> Option<Arc<ArcSwap<ProcessRecord>>> {
+    pub(crate) fn snapshot_handle(&self, process_id: &str) -> Option<Arc<RecordSnapshot>> {
         self.entries.get(process_id).map(|entry| Arc::clone(&entry.record))
     }
 
@@ -90,7 +111,7 @@ impl Routes {
     /// Every record passing `keep`, by id ascending.
     pub(crate) fn records_where(&self, mut keep: impl FnMut(&ProcessRecord) -> bool) -> Vec<Arc<ProcessRecord>> {
         let mut records: Vec<Arc<ProcessRecord>> =
-            self.entries.iter().map(|entry| entry.record.load_full()).filter(|record| keep(record)).collect();
+            self.entries.iter().map(|entry| entry.record.load()).filter(|record| keep(record)).collect();
         records.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         records
     }

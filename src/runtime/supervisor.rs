@@ -25,12 +25,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::messages::{ProcessMsg, SupervisorMsg};
 use super::process::{ProcessActor, ProcessActorArgs};
-use super::routes::{ActiveProcess, ProcessEntry, Slot};
+use super::routes::{ActiveProcess, ProcessEntry, RecordSnapshot, Slot};
 use super::Shared;
 use crate::error::RegistryError;
 use crate::model::{ProcessRecord, ProcessSessionDeleteReport, SessionScope};
@@ -48,7 +47,8 @@ pub struct RegistrySupervisor {
 #[derive(Debug, Default)]
 pub struct SupervisorState {
     grants: GrantIndex,
-    children: HashMap<ActorId, String>,
+    /// The running process actors: the only ones a sweep has to visit.
+    children: HashMap<ActorId, (String, ActorRef<ProcessMsg>)>,
     /// Recent failure times per process, for the restart intensity.
     failures: HashMap<String, VecDeque<u64>>,
 }
@@ -63,7 +63,7 @@ impl Actor for RegistrySupervisor {
         let recovered = self.shared.store.recover().await?;
         for stored in recovered.processes {
             self.shared.counters.count_status(&stored.record.status);
-            let snapshot = Arc::new(ArcSwap::new(Arc::clone(&stored.record)));
+            let snapshot = Arc::new(RecordSnapshot::new(Arc::clone(&stored.record)));
             self.shared.routes.insert(stored.record.id.clone(), ProcessEntry { slot: Slot::Passive, record: snapshot });
         }
         for change in recovered.grants {
@@ -95,7 +95,7 @@ impl Actor for RegistrySupervisor {
             SupervisorMsg::Sweep => {
                 if let Some(idle) = self.shared.passivate_after {
                     let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-                    for actor in self.shared.routes.active_actors() {
+                    for (_, actor) in state.children.values() {
                         let _ = actor.send_message(ProcessMsg::Passivate { idle_ms });
                     }
                 }
@@ -152,7 +152,7 @@ impl Actor for RegistrySupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, reason) => {
-                let Some(process_id) = state.children.remove(&cell.get_id()) else {
+                let Some((process_id, _)) = state.children.remove(&cell.get_id()) else {
                     return Ok(());
                 };
                 // A failed actor never ran post_stop.
@@ -172,7 +172,7 @@ impl Actor for RegistrySupervisor {
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(process_id) = state.children.remove(&cell.get_id()) {
+                if let Some((process_id, _)) = state.children.remove(&cell.get_id()) {
                     self.shared.routes.passivate_if_current(&process_id, cell.get_id());
                 }
             }
@@ -222,7 +222,7 @@ impl RegistrySupervisor {
         let (actor, _join) = Actor::spawn_linked(None, actor, args, myself.get_cell())
             .await
             .map_err(|err| storage(format!("could not start the process actor: {err}")))?;
-        state.children.insert(actor.get_id(), process_id.to_owned());
+        state.children.insert(actor.get_id(), (process_id.to_owned(), actor.clone()));
         let active = ActiveProcess { actor, permits };
         self.shared.routes.set_slot(process_id, Slot::Active(active.clone()));
         self.shared.counters.activated();
@@ -254,7 +254,7 @@ impl RegistrySupervisor {
             .commit_process(&process_id, &ProcessChange::Registered { record: Arc::clone(&record) })
             .await?;
         self.shared.counters.count_status(&record.status);
-        let snapshot = Arc::new(ArcSwap::new(Arc::clone(&record)));
+        let snapshot = Arc::new(RecordSnapshot::new(Arc::clone(&record)));
         self.shared.routes.insert(process_id, ProcessEntry { slot: Slot::Passive, record: snapshot });
         Ok(ProcessRecord::clone(&record))
     }

@@ -636,7 +636,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         let mut state = self.lock().await;
         let process = state.process_mut(&lease.process_id)?;
         let renewed = lease::renew(&process.lease, lease, lease_ttl_ms, self.clock.now_ms())?;
-        process.lease.current = Some(renewed.clone());
+        process.lease.current = Some(Box::new(renewed.clone()));
         Ok(renewed)
     }
 
