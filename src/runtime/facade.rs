@@ -165,7 +165,7 @@ impl ActorProcessRegistry {
     }
 
     /// The running actor of a process, activating one when it is passive.
-    async fn active(&self, process_id: &str) -> Result<ActiveProcess, RegistryError> {
+    async fn active(&self, process_id: &str) -> Result<Arc<ActiveProcess>, RegistryError> {
         match self.shared().routes.slot(process_id) {
             None => Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => Ok(active),
@@ -274,7 +274,7 @@ impl ActorProcessRegistry {
     ) -> Result<T, RegistryError> {
         let mut attempts = 0u32;
         loop {
-            let actor = self.active(process_id).await?.actor;
+            let actor = self.active(process_id).await?.actor.clone();
             let waiter_id = self.shared().next_waiter_id();
             let (tx, rx) = ractor::concurrency::oneshot();
             if actor.send_message(build(waiter_id, RpcReplyPort::from(tx))).is_ok() {

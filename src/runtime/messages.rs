@@ -157,7 +157,7 @@ pub enum SupervisorMsg {
         /// The process.
         process_id: String,
         /// Where the answer goes.
-        reply: Reply<ActiveProcess>,
+        reply: Reply<Arc<ActiveProcess>>,
     },
     /// Ask every active actor idle for the configured time to passivate.
     Sweep,

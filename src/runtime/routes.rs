@@ -49,8 +49,8 @@ pub(crate) struct ActiveProcess {
 /// Where a process's calls go.
 #[derive(Clone, Debug)]
 pub(crate) enum Slot {
-    /// An actor is running.
-    Active(ActiveProcess),
+    /// An actor is running (shared: a slot is cloned on every call).
+    Active(Arc<ActiveProcess>),
     /// No actor: the state is in the store; the next call activates one.
     Passive,
     /// Restarted too often; every call is refused.
@@ -68,7 +68,8 @@ pub(crate) struct ProcessEntry {
 /// Process id -> entry.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
-    entries: DashMap<String, ProcessEntry>,
+    /// Keys are `Box<str>`, 8 bytes smaller than `String` in every bucket.
+    entries: DashMap<Box<str>, ProcessEntry>,
 }
 
 impl Routes {
@@ -89,7 +90,7 @@ impl Routes {
     }
 
     pub(crate) fn insert(&self, process_id: String, entry: ProcessEntry) {
-        self.entries.insert(process_id, entry);
+        self.entries.insert(process_id.into_boxed_str(), entry);
     }
 
     pub(crate) fn set_slot(&self, process_id: &str, slot: Slot) {

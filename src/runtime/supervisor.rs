@@ -190,7 +190,7 @@ impl RegistrySupervisor {
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
         process_id: &str,
-    ) -> Result<ActiveProcess, RegistryError> {
+    ) -> Result<Arc<ActiveProcess>, RegistryError> {
         match self.shared.routes.slot(process_id) {
             None => return Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => return Ok(active),
@@ -223,8 +223,8 @@ impl RegistrySupervisor {
             .await
             .map_err(|err| storage(format!("could not start the process actor: {err}")))?;
         state.children.insert(actor.get_id(), (process_id.to_owned(), actor.clone()));
-        let active = ActiveProcess { actor, permits };
-        self.shared.routes.set_slot(process_id, Slot::Active(active.clone()));
+        let active = Arc::new(ActiveProcess { actor, permits });
+        self.shared.routes.set_slot(process_id, Slot::Active(Arc::clone(&active)));
         self.shared.counters.activated();
         Ok(active)
     }

@@ -21,7 +21,7 @@ use crate::model::DurabilityTier;
 /// where one of a whole `StoredProcess` would cost a hundred.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    processes: DashMap<String, Box<StoredProcess>>,
+    processes: DashMap<Box<str>, Box<StoredProcess>>,
 }
 
 impl MemoryStore {
@@ -61,7 +61,7 @@ impl ProcessStore for MemoryStore {
     async fn commit_process(&self, process_id: &str, change: &ProcessChange) -> Result<(), RegistryError> {
         match change {
             ProcessChange::Registered { record } => {
-                self.processes.insert(process_id.to_owned(), Box::new(StoredProcess::new(record.clone())));
+                self.processes.insert(process_id.into(), Box::new(StoredProcess::new(record.clone())));
             }
             other => match self.processes.get_mut(process_id) {
                 Some(mut stored) => stored.apply(other),
