@@ -103,6 +103,9 @@ impl Waiters {
     /// after a sequence below the new event's. Callers that asked for
     /// events after a sequence the log has not reached yet stay parked.
     fn event_committed(&mut self, event: &Arc<ProcessEvent>) {
+        if self.by_type.is_empty() {
+            return;
+        }
         let Some(waiters) = self.by_type.get_mut(&event.event_type) else {
             return;
         };
