@@ -97,8 +97,9 @@ impl Drop for WaiterGuard {
 }
 
 impl ActorProcessRegistry {
-    /// Starts a registry: the supervisor, then one actor per process the
-    /// store already holds.
+    /// Starts a registry on `config.store`: the supervisor routes every
+    /// process the store already holds (as passive: their actors start on
+    /// first use), and a sweeper ticks passivation when it is enabled.
     pub async fn start(config: RegistryConfig) -> Result<Self, RegistryError> {
         let shared = Arc::new(Shared::new(config));
         let supervisor = RegistrySupervisor { shared: Arc::clone(&shared) };

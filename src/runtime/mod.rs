@@ -1,19 +1,21 @@
 //! The actor runtime: who owns what.
 //!
-//! - Each registered process is one [`ProcessActor`](process::ProcessActor).
-//!   It alone owns and mutates that process's state: record, event log,
+//! - Each registered process is one process actor while it is in use. It
+//!   alone owns and mutates that process's state: record, event log,
 //!   replay index, acked wakes, wait state, lease, and the callers parked
 //!   in `wait_event_after` / `await_process`. Calls on one process are
 //!   serialized by its mailbox; calls on different processes run in
-//!   parallel, with no global lock anywhere.
-//! - The [`RegistrySupervisor`](supervisor::RegistrySupervisor) creates
-//!   process actors (so racing registrations of one id end in one actor),
+//!   parallel, with no global lock anywhere. An idle process with nothing
+//!   parked has no actor: its committed state waits in the store, and the
+//!   next call starts a fresh actor from it.
+//! - The registry supervisor creates processes (so racing registrations of
+//!   one id end in one process), activates and passivates their actors,
 //!   owns the session-grant index, and supervises: a process actor that
 //!   panics is restarted from its committed state in the store, and no other
 //!   process notices.
 //! - [`ActorProcessRegistry`] is the facade: it turns each trait call into
 //!   one message and awaits the reply. Per-process calls go straight to the
-//!   process actor through the routing table ([`routes`]), never through the
+//!   process actor through the routing table (`routes`), never through the
 //!   supervisor; reads of a record use the snapshot its actor publishes.
 
 pub mod facade;
