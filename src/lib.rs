@@ -74,6 +74,8 @@
 //!   [`ActorProcessRegistry`] facade implementing [`ProcessRegistry`].
 //! - [`store`]: where committed state is kept, behind one seam.
 
+#![deny(missing_docs)]
+
 pub mod clock;
 pub mod error;
 pub mod events;
