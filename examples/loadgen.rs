@@ -86,6 +86,10 @@ const MEMORY_PHASE_FLAG: &str = "--memory-phase";
 const MEMORY_REPORT_PREFIX: &str = "LOADGEN-MEMORY ";
 /// The hidden flag the flood phase re-executes this binary with.
 const FLOOD_PHASE_FLAG: &str = "--flood-phase";
+/// The hidden flag each figure re-executes this binary with.
+const FIGURE_PHASE_FLAG: &str = "--figure-phase";
+/// The line prefix a figure child reports its row with.
+const FIGURE_REPORT_PREFIX: &str = "LOADGEN-FIGURE ";
 /// The line prefix a flood-phase child reports its result with.
 const FLOOD_REPORT_PREFIX: &str = "LOADGEN-FLOOD ";
 /// How long a process must see no call before its actor passivates, in the
@@ -154,6 +158,7 @@ struct Args {
     only: BTreeSet<Phase>,
     memory_phase: Option<Kind>,
     flood_phase: Option<Kind>,
+    figure_phase: Option<String>,
 }
 
 fn parse_kind(flag: &str, text: &str) -> Result<Kind> {
@@ -190,6 +195,7 @@ impl Args {
             only: Phase::ALL.into_iter().collect(),
             memory_phase: None,
             flood_phase: None,
+            figure_phase: None,
         };
         let mut words = std::env::args().skip(1);
         while let Some(word) = words.next() {
@@ -204,6 +210,7 @@ impl Args {
                 MEMORY_PHASE_FLAG => {
                     args.memory_phase = Some(parse_kind(MEMORY_PHASE_FLAG, &value(MEMORY_PHASE_FLAG)?)?)
                 }
+                FIGURE_PHASE_FLAG => args.figure_phase = Some(value(FIGURE_PHASE_FLAG)?),
                 FLOOD_PHASE_FLAG => args.flood_phase = Some(parse_kind(FLOOD_PHASE_FLAG, &value(FLOOD_PHASE_FLAG)?)?),
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -294,7 +301,7 @@ impl Sizes {
                 registrations: 5_000,
                 sequential_appends: 10_000,
                 concurrent_tasks: 64,
-                appends_per_task: 300,
+                appends_per_task: 2_000,
                 log_len: 10_000,
                 head_samples: 40,
                 read_samples: 2_000,
@@ -578,7 +585,7 @@ enum Figure {
     ListHandleGrants,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Unit {
     OpsPerSec,
@@ -605,7 +612,7 @@ impl Unit {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Better {
     Higher,
@@ -881,7 +888,7 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
 // ---------------------------------------------------------------------------
 
 /// One registry's result for one figure.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Side {
     /// Throughput: the median of the rounds. Latency: p50 of all samples.
     median: Option<f64>,
@@ -952,7 +959,7 @@ fn median(sorted: &[f64]) -> Option<f64> {
 /// What [`Row::ratio`] divides, when it is not the default.
 const ACTOR_OVER_BASELINE: &str = "actor/baseline";
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Row {
     id: String,
     label: String,
@@ -1596,13 +1603,35 @@ async fn run_figure(figure: Figure, sizes: Sizes) -> Result<Row> {
     Ok(Row::new(figure.id(), figure.label(&sizes), unit, actor_samples.side(unit), baseline_samples.side(unit)))
 }
 
-async fn run_figures(sizes: Sizes) -> Result<Vec<Row>> {
+/// Runs every figure, each in a child process of its own (this binary
+/// re-executed with [`FIGURE_PHASE_FLAG`]): a figure then never runs on an
+/// allocator that earlier figures fragmented, which made the throughput
+/// figures swing by a third from run to run when they shared one process.
+fn run_figures(args: &Args) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (index, figure) in Figure::ALL.into_iter().enumerate() {
-        eprintln!("[{}/{}] {}", index + 1, Figure::ALL.len(), figure.label(&sizes));
-        rows.push(run_figure(figure, sizes).await?);
+        eprintln!("[{}/{}] {}", index + 1, Figure::ALL.len(), figure.label(&Sizes::new(args)));
+        let mut child_args = vec![FIGURE_PHASE_FLAG.to_owned(), figure.id().to_owned()];
+        if args.quick {
+            child_args.push("--quick".to_owned());
+        }
+        if let Some(rounds) = args.rounds {
+            child_args.extend(["--rounds".to_owned(), rounds.to_string()]);
+        }
+        rows.push(run_child(&format!("{} figure", figure.id()), &child_args, FIGURE_REPORT_PREFIX)?);
     }
     Ok(rows)
+}
+
+/// The child side: one figure, both registries interleaved, on a fresh
+/// runtime; prints its [`Row`].
+fn figure_phase(id: &str, sizes: Sizes) -> Result<()> {
+    let figure =
+        Figure::ALL.into_iter().find(|figure| figure.id() == id).ok_or_else(|| format!("unknown figure {id:?}"))?;
+    let runtime = runtime()?;
+    let row = runtime.block_on(async move { tokio::spawn(run_figure(figure, sizes)).await? })?;
+    println!("{FIGURE_REPORT_PREFIX}{}", serde_json::to_string(&row)?);
+    Ok(())
 }
 
 fn memory_rows(sizes: &Sizes) -> Result<(Vec<Row>, Vec<MemoryReport>)> {
@@ -1849,6 +1878,9 @@ fn run() -> Result<()> {
     if let Some(kind) = args.flood_phase {
         return flood_phase(kind, sizes.flood_callers);
     }
+    if let Some(id) = &args.figure_phase {
+        return figure_phase(id, sizes);
+    }
     let started = SystemTime::now();
     let clock = Instant::now();
     let phases: Vec<&str> = args.only.iter().map(|phase| phase.name()).collect();
@@ -1861,27 +1893,21 @@ fn run() -> Result<()> {
     let mut rows = Vec::new();
     let mut activation = None;
     let (figures, activate) = (args.only.contains(&Phase::Figures), args.only.contains(&Phase::Activation));
-    if figures || activate {
+    if figures {
+        rows.extend(run_figures(&args)?);
+    }
+    if activate {
         let runtime = runtime()?;
-        let (figure_rows, activation_result) = runtime.block_on(async move {
+        let (activation_rows, report) = runtime.block_on(async move {
             tokio::spawn(async move {
-                let figure_rows = if figures { run_figures(sizes).await? } else { Vec::new() };
-                let activation_result = if activate {
-                    eprintln!("[activation] {} processes per registry", count(sizes.activation_processes));
-                    Some(activation_phase(sizes).await?)
-                } else {
-                    None
-                };
-                Ok::<_, BoxError>((figure_rows, activation_result))
+                eprintln!("[activation] {} processes per registry", count(sizes.activation_processes));
+                activation_phase(sizes).await
             })
             .await?
         })?;
         drop(runtime);
-        rows.extend(figure_rows);
-        if let Some((activation_rows, report)) = activation_result {
-            rows.extend(activation_rows);
-            activation = Some(report);
-        }
+        rows.extend(activation_rows);
+        activation = Some(report);
     }
     let mut memory_reports = Vec::new();
     if args.only.contains(&Phase::Memory) {
