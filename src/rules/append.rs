@@ -18,7 +18,7 @@ use crate::events::{
     ProcessTerminalState, ProcessWakeDelivery, CANCEL_REQUESTED,
 };
 use crate::model::{CausalRef, ProcessRecord, ProcessStatus, SessionScope};
-use crate::rules::hashing::{canonical_json, sha256_hex, wake_id};
+use crate::rules::hashing::{payload_hash, wake_id};
 use crate::rules::limits::{truncated, Limits};
 use crate::rules::schema::{self, CompiledSchema};
 use crate::rules::semantics;
@@ -45,14 +45,9 @@ pub fn check_and_hash_payload(
         limits.check_replay_key(process_id, key)?;
     }
     limits.check_depth(process_id, "payload depth", &request.payload)?;
-    let mut canonical = String::from("[");
-    canonical.push_str(&serde_json::Value::String(request.event_type.clone()).to_string());
-    canonical.push(',');
-    let payload = canonical_json(&request.payload);
-    limits.check_payload_bytes(process_id, payload.len())?;
-    canonical.push_str(&payload);
-    canonical.push(']');
-    Ok(sha256_hex(canonical.as_bytes()))
+    let (hash, payload_bytes) = payload_hash(&request.event_type, &request.payload);
+    limits.check_payload_bytes(process_id, payload_bytes)?;
+    Ok(hash)
 }
 
 /// The parts of one process an append plan reads.

@@ -6,9 +6,55 @@
 //! whitespace. Callers bound the nesting depth first (see [`super::limits`]),
 //! so the recursion here is bounded.
 
-use serde::Serialize;
+use std::fmt;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+/// Where canonical JSON goes: a string, or straight into a hash (no
+/// intermediate text, however large the value).
+trait Sink {
+    fn put(&mut self, text: &str);
+}
+
+impl Sink for String {
+    fn put(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+/// SHA-256 of everything put, and how many bytes that was.
+struct Hashing {
+    hasher: Sha256,
+    bytes: usize,
+}
+
+impl Hashing {
+    fn new() -> Self {
+        Self { hasher: Sha256::new(), bytes: 0 }
+    }
+
+    fn hex(self) -> String {
+        hex(&self.hasher.finalize())
+    }
+}
+
+impl Sink for Hashing {
+    fn put(&mut self, text: &str) {
+        self.hasher.update(text.as_bytes());
+        self.bytes += text.len();
+    }
+}
+
+/// Lets `write!` render numbers into a sink without allocating.
+struct Formatted<'a, S: Sink>(&'a mut S);
+
+impl<S: Sink> fmt::Write for Formatted<'_, S> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.0.put(text);
+        Ok(())
+    }
+}
 
 /// Writes `value` as canonical JSON: sorted keys, no whitespace.
 pub fn canonical_json(value: &Value) -> String {
@@ -17,90 +63,136 @@ pub fn canonical_json(value: &Value) -> String {
     out
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_canonical<S: Sink>(value: &Value, out: &mut S) {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (index, (key, item)) in entries.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                write_string(key, out);
-                out.push(':');
-                write_canonical(item, out);
+            out.put("{");
+            // serde_json's map is already sorted unless `preserve_order` is on.
+            if map.keys().is_sorted() {
+                write_entries(map.iter(), out);
+            } else {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                write_entries(entries.into_iter(), out);
             }
-            out.push('}');
+            out.put("}");
         }
         Value::Array(items) => {
-            out.push('[');
+            out.put("[");
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.put(",");
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.put("]");
         }
         Value::String(text) => write_string(text, out),
-        // Null, booleans and numbers have one rendering already.
-        scalar => out.push_str(&scalar.to_string()),
+        Value::Number(number) => {
+            // Writing into a sink cannot fail.
+            let _ = fmt::Write::write_fmt(&mut Formatted(out), format_args!("{number}"));
+        }
+        Value::Bool(true) => out.put("true"),
+        Value::Bool(false) => out.put("false"),
+        Value::Null => out.put("null"),
     }
 }
 
-fn write_string(text: &str, out: &mut String) {
-    // Serializing a str cannot fail: serde_json escapes every char.
-    out.push_str(&Value::String(text.to_owned()).to_string());
+fn write_entries<'a, S: Sink>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut S) {
+    for (index, (key, item)) in entries.enumerate() {
+        if index > 0 {
+            out.put(",");
+        }
+        write_string(key, out);
+        out.put(":");
+        write_canonical(item, out);
+    }
 }
 
-/// SHA-256 of `bytes` as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
+/// A JSON string, escaped exactly as serde_json escapes it: `"` and `\`,
+/// the short escapes `\b \f \n \r \t`, other control characters as
+/// `\u00xx`; everything else (non-ASCII included) as is.
+fn write_string<S: Sink>(text: &str, out: &mut S) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.put("\"");
+    let mut start = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.put(&text[start..index]);
+        if escape.is_empty() {
+            let code = [b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]];
+            // Six ASCII bytes are valid UTF-8.
+            out.put(std::str::from_utf8(&code).unwrap_or_default());
+        } else {
+            out.put(escape);
+        }
+        start = index + 1;
+    }
+    out.put(&text[start..]);
+    out.put("\"");
+}
+
+fn hex(digest: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(digest.len() * 2);
     for byte in digest {
-        hex.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        hex.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     hex
 }
 
-/// SHA-256 hex of the canonical JSON of `value`.
+/// SHA-256 of `bytes` as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// SHA-256 hex of the canonical JSON of `value`, hashed as it is written.
 pub fn sha256_hex_of_json(value: &Value) -> String {
-    sha256_hex(canonical_json(value).as_bytes())
+    let mut sink = Hashing::new();
+    write_canonical(value, &mut sink);
+    sink.hex()
 }
 
-/// SHA-256 hex of the canonical JSON of any serializable value.
-///
-/// Returns `None` only when `value` cannot be represented as JSON (a map
-/// with non-string keys), which no type of this crate has.
-pub fn sha256_hex_of<T: Serialize>(value: &T) -> Option<String> {
-    serde_json::to_value(value).ok().map(|json| sha256_hex_of_json(&json))
-}
-
-/// The payload hash of an append: SHA-256 of canonical `[event_type, payload]`.
-pub fn payload_hash(event_type: &str, payload: &Value) -> String {
-    let mut text = String::from("[");
-    write_string(event_type, &mut text);
-    text.push(',');
-    write_canonical(payload, &mut text);
-    text.push(']');
-    sha256_hex(text.as_bytes())
+/// The payload hash of an append: SHA-256 of canonical `[event_type, payload]`,
+/// and the length of the payload's canonical form in bytes.
+pub fn payload_hash(event_type: &str, payload: &Value) -> (String, usize) {
+    let mut sink = Hashing::new();
+    sink.put("[");
+    write_string(event_type, &mut sink);
+    sink.put(",");
+    let before = sink.bytes;
+    write_canonical(payload, &mut sink);
+    let payload_bytes = sink.bytes - before;
+    sink.put("]");
+    (sink.hex(), payload_bytes)
 }
 
 /// The wake id of a delivery: `wake:` + SHA-256 hex of `[target_scope_id, dedupe_key]`.
 pub fn wake_id(target_scope_id: &str, dedupe_key: &str) -> String {
-    let mut text = String::from("[");
-    write_string(target_scope_id, &mut text);
-    text.push(',');
-    write_string(dedupe_key, &mut text);
-    text.push(']');
-    format!("wake:{}", sha256_hex(text.as_bytes()))
+    let mut sink = Hashing::new();
+    sink.put("[");
+    write_string(target_scope_id, &mut sink);
+    sink.put(",");
+    write_string(dedupe_key, &mut sink);
+    sink.put("]");
+    format!("wake:{}", sink.hex())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -134,9 +226,9 @@ mod tests {
     #[test]
     fn payload_hash_depends_on_type_and_payload() {
         let payload = json!({"a": 1});
-        assert_ne!(payload_hash("x", &payload), payload_hash("y", &payload));
-        assert_ne!(payload_hash("x", &payload), payload_hash("x", &json!({"a": 2})));
-        assert_eq!(payload_hash("x", &payload), sha256_hex_of_json(&json!(["x", {"a": 1}])));
+        assert_ne!(payload_hash("x", &payload).0, payload_hash("y", &payload).0);
+        assert_ne!(payload_hash("x", &payload).0, payload_hash("x", &json!({"a": 2})).0);
+        assert_eq!(payload_hash("x", &payload), (sha256_hex_of_json(&json!(["x", {"a": 1}])), 7));
     }
 
     #[test]
@@ -144,5 +236,34 @@ mod tests {
         let id = wake_id("session:s", "p:1");
         assert_eq!(id, format!("wake:{}", sha256_hex_of_json(&json!(["session:s", "p:1"]))));
         assert_ne!(id, wake_id("session:t", "p:1"));
+    }
+
+    fn json_values() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[\\x00-\\x1f\"\\\\/a-z\\u{7f}\\u{e9}\\u{1f600}]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..8)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_json_is_serde_json_with_sorted_keys(value in json_values()) {
+            // serde_json's map iterates in key order here, so its compact
+            // output is the canonical form.
+            prop_assert_eq!(canonical_json(&value), value.to_string());
+            prop_assert_eq!(sha256_hex_of_json(&value), sha256_hex(value.to_string().as_bytes()));
+        }
     }
 }
