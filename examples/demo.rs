@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use process_registry::{ActorProcessRegistry, RegistryConfig};
+use process_registry::{ActorProcessRegistry, RegistryConfig, RegistryStats};
 use process_registry::{
     ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType, ProcessHandleDescriptor, ProcessInput,
     ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessProvenance, ProcessRegistration, ProcessRegistry,
@@ -575,7 +575,7 @@ async fn summarize(demo: &Demo, crash: &CrashReport, finished_in_time: bool) -> 
     Ok(summary)
 }
 
-fn print_summary(registry_name: &str, victim: &str, summary: &Summary) {
+fn print_summary(registry_name: &str, victim: &str, summary: &Summary, stats: &RegistryStats) {
     let row = |label: &str, value: String| println!("  {label:<36} {value:>10}");
     println!();
     println!("process-registry demo on {registry_name}");
@@ -596,6 +596,10 @@ fn print_summary(registry_name: &str, victim: &str, summary: &Summary) {
     row(&format!("leases orphaned by {victim}'s crash"), summary.orphaned_leases.to_string());
     row("lease takeovers (fencing token > 1)", summary.takeovers.to_string());
     row("leases lost to a takeover", summary.leases_lost.to_string());
+    row("process actors started (activations)", stats.activations.to_string());
+    row("  live at the end", stats.live_actors.to_string());
+    row("  restarted after a panic", stats.restarts.to_string());
+    row("callers still parked", stats.parked_waiters.to_string());
     row("elapsed", format!("{:.2?}", summary.elapsed));
 }
 
@@ -624,7 +628,7 @@ async fn main() -> Result<(), BoxError> {
 
     let mut summary = summarize(&demo, &crash, workers_finished && sessions_finished).await?;
     summary.elapsed = started.elapsed();
-    print_summary(registry_name, &crash.victim, &summary);
+    print_summary(registry_name, &crash.victim, &summary, &registry_handle.stats());
     stop_registry(registry_handle).await;
 
     let failures = failures(&summary);
