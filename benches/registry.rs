@@ -44,16 +44,17 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use process_registry::testing::baseline::GlobalLockRegistry;
 use process_registry::{
-    ActorProcessRegistry, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType, ProcessHandleDescriptor,
-    ProcessInput, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistration, ProcessRegistry, RegistryConfig,
-    SessionScope,
+    ActorProcessRegistry, ProcessAwaitOutput, ProcessHandleDescriptor, ProcessLeaseCompletion, ProcessListFilter,
+    ProcessRegistry, RegistryConfig, SessionScope,
 };
-use serde_json::{json, Map};
+use serde_json::json;
+#[path = "support/workload.rs"]
+mod workload;
+
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
+use workload::{registration, signal, tick, SIGNAL};
 
-const TICK: &str = "bench.tick";
-const SIGNAL: &str = "bench.signal";
 const CONCURRENT_TASKS: u64 = 64;
 const LEASE_TTL_MS: u64 = 60_000;
 
@@ -164,26 +165,6 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// A process id never used before in this run.
 fn fresh_id(prefix: &str) -> String {
     format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
-}
-
-fn registration(process_id: &str) -> ProcessRegistration {
-    let schema = json!({
-        "type": "object",
-        "properties": { "n": { "type": "integer" } },
-        "required": ["n"],
-    });
-    let mut args = Map::new();
-    args.insert("attempt".to_owned(), json!(1));
-    ProcessRegistration::new(process_id, ProcessInput::definition("bench.job", args))
-        .with_extra_event_types([ProcessEventType::new(TICK, schema.clone()), ProcessEventType::new(SIGNAL, schema)])
-}
-
-fn tick(n: u64) -> ProcessEventAppendRequest {
-    ProcessEventAppendRequest::new(TICK, json!({ "n": n }))
-}
-
-fn signal(n: u64) -> ProcessEventAppendRequest {
-    ProcessEventAppendRequest::new(SIGNAL, json!({ "n": n }))
 }
 
 async fn register(registry: &Arc<dyn ProcessRegistry>, process_id: &str) {

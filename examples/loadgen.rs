@@ -66,19 +66,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use process_registry::testing::baseline::GlobalLockRegistry;
 use process_registry::{
-    ActorProcessRegistry, MailboxConfig, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType,
-    ProcessHandleDescriptor, ProcessInput, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistration,
-    ProcessRegistry, RegistryConfig, RegistryStats, SessionScope,
+    ActorProcessRegistry, MailboxConfig, ProcessAwaitOutput, ProcessHandleDescriptor, ProcessLeaseCompletion,
+    ProcessListFilter, ProcessRegistry, RegistryConfig, RegistryStats, SessionScope,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map};
+use serde_json::json;
+#[path = "../benches/support/workload.rs"]
+mod workload;
+
 use tokio::sync::{oneshot, watch};
+use workload::{registration, signal, tick, SIGNAL};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
-const TICK: &str = "bench.tick";
-const SIGNAL: &str = "bench.signal";
 const LEASE_TTL_MS: u64 = 60_000;
 /// The hidden flag the memory phase re-executes this binary with.
 const MEMORY_PHASE_FLAG: &str = "--memory-phase";
@@ -422,26 +423,6 @@ async fn until_passivated(actor: &ActorProcessRegistry, passivations: u64) -> Re
 // ---------------------------------------------------------------------------
 // Workload
 // ---------------------------------------------------------------------------
-
-fn registration(process_id: &str) -> ProcessRegistration {
-    let schema = json!({
-        "type": "object",
-        "properties": { "n": { "type": "integer" } },
-        "required": ["n"],
-    });
-    let mut args = Map::new();
-    args.insert("attempt".to_owned(), json!(1));
-    ProcessRegistration::new(process_id, ProcessInput::definition("bench.job", args))
-        .with_extra_event_types([ProcessEventType::new(TICK, schema.clone()), ProcessEventType::new(SIGNAL, schema)])
-}
-
-fn tick(n: u64) -> ProcessEventAppendRequest {
-    ProcessEventAppendRequest::new(TICK, json!({ "n": n }))
-}
-
-fn signal(n: u64) -> ProcessEventAppendRequest {
-    ProcessEventAppendRequest::new(SIGNAL, json!({ "n": n }))
-}
 
 async fn register(registry: &Arc<dyn ProcessRegistry>, process_id: &str) -> Result<()> {
     registry.register_process(registration(process_id)).await.map_err(|err| format!("register {process_id}: {err}"))?;
