@@ -124,8 +124,10 @@ impl ActorProcessRegistry {
         Ok(Self { inner: Arc::new(Inner { shared, supervisor, supervisor_task: Mutex::new(Some(task)), sweeper }) })
     }
 
-    /// Stops every actor. Parked callers and calls in flight get
-    /// [`RegistryError::Stopped`]; later calls too. Idempotent.
+    /// Stops every actor. Parked callers, calls in flight and later calls
+    /// get [`RegistryError::Stopped`]; reads of published records
+    /// (`get_process`, `list_processes`, `list_non_terminal`) keep answering
+    /// from the last snapshots. Idempotent.
     pub async fn shutdown(&self) {
         let shared = &self.inner.shared;
         shared.stopping.store(true, Ordering::Release);
@@ -371,6 +373,9 @@ impl ProcessRegistry for ActorProcessRegistry {
         let process_id = truncated(&registration.id);
         traced("register_process", &process_id.clone(), async move {
             let shared = self.shared();
+            if shared.is_stopping() {
+                return Err(RegistryError::stopped(&process_id));
+            }
             let prepared = prepare_registration(registration, &shared.limits, &shared.schemas)?;
             if let Some(existing) = shared.routes.record(&prepared.registration.id) {
                 return same_registration(&existing, &prepared.hash);

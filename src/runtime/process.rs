@@ -194,6 +194,10 @@ impl Actor for ProcessActor {
         let shared = &self.shared;
         if let ProcessMsg::Passivate { idle_ms } = message {
             if actor.try_passivate(shared, idle_ms) {
+                // Route callers to a fresh activation at once rather than
+                // let them find closed permits until the supervisor hears
+                // of the stop; the committed state is all in the store.
+                shared.routes.passivate_if_current(&actor.process_id, myself.get_id());
                 myself.stop(None);
             }
             return Ok(());

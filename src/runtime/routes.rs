@@ -1,11 +1,12 @@
 //! The routing table: process id -> actor slot and published record.
 //!
-//! The supervisor is the only writer of slots (it activates, passivates,
-//! restarts and quarantines actors); the facade reads them to send
-//! per-process calls straight to their actor, and reads the published record
-//! snapshot for `get_process` and listings without sending any message.
-//! Each process actor swaps its snapshot before it replies, so a call that
-//! returned is visible to every later read.
+//! The supervisor writes the slots (it activates, restarts and quarantines
+//! actors); the one other writer is an actor marking its own slot passive
+//! as it passivates. The facade reads them to send per-process calls
+//! straight to their actor, and reads the published record snapshot for
+//! `get_process` and listings without sending any message. Each process
+//! actor swaps its snapshot before it replies, so a call that returned is
+//! visible to every later read.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
