@@ -168,7 +168,11 @@ impl Actor for RegistrySupervisor {
                     tracing::warn!(process_id = %process_id, %reason, "process actor failed; restarting from committed state");
                     self.shared.routes.passivate_if_current(&process_id, cell.get_id());
                     self.shared.counters.restarted();
-                    self.activate(&myself, state, &process_id).await.map_err(Box::new)?;
+                    // A failed restart must not take the supervisor down:
+                    // the slot stays passive and the next call tries again.
+                    if let Err(err) = self.activate(&myself, state, &process_id).await {
+                        tracing::error!(process_id = %process_id, %err, "restarting the process actor failed");
+                    }
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
