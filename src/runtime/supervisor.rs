@@ -37,6 +37,10 @@ use crate::rules::grants::GrantIndex;
 use crate::rules::registration::PreparedRegistration;
 use crate::store::{GrantChange, ProcessChange, ProcessState};
 
+/// How many processes' failure histories are kept before the stale ones are
+/// forgotten.
+const FAILURE_HISTORY: usize = 1024;
+
 /// The supervisor actor.
 #[derive(Debug)]
 pub struct RegistrySupervisor {
@@ -237,9 +241,15 @@ impl RegistrySupervisor {
     fn exceeds_restart_intensity(&self, state: &mut SupervisorState, process_id: &str) -> bool {
         let intensity = self.shared.restart_intensity;
         let now = self.shared.now_ms();
+        let recent = |at: u64| now.saturating_sub(at) <= intensity.within_ms;
+        if state.failures.len() >= FAILURE_HISTORY {
+            // Forget processes whose last failure left the window, so the
+            // history stays bounded however many processes ever failed once.
+            state.failures.retain(|_, failures| failures.back().is_some_and(|&at| recent(at)));
+        }
         let failures = state.failures.entry(process_id.to_owned()).or_default();
         failures.push_back(now);
-        while failures.front().is_some_and(|&at| now.saturating_sub(at) > intensity.within_ms) {
+        while failures.front().is_some_and(|&at| !recent(at)) {
             failures.pop_front();
         }
         failures.len() > intensity.max_restarts
