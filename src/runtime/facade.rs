@@ -135,10 +135,8 @@ impl ActorProcessRegistry {
             sweeper.abort();
         }
         let supervisor = &self.inner.supervisor;
+        // Every process actor is linked to the supervisor: this stops them all.
         supervisor.stop_children_and_wait(None, Some(SHUTDOWN_GRACE)).await;
-        for actor in shared.routes.active_actors() {
-            actor.stop(None);
-        }
         let _ = supervisor.stop_and_wait(None, Some(SHUTDOWN_GRACE)).await;
         if let Some(task) = self.inner.supervisor_task.lock().await.take() {
             let _ = task.await;

@@ -202,11 +202,12 @@ impl Actor for ProcessActor {
             }
             return Ok(());
         }
-        actor.last_active_ms = shared.now_ms();
+        let now_ms = shared.now_ms();
+        actor.last_active_ms = now_ms;
         match message {
             ProcessMsg::Passivate { .. } => {}
             ProcessMsg::Append { request, payload_hash, reply } => {
-                let result = actor.append(shared, request, payload_hash).await;
+                let result = actor.append(shared, request, payload_hash, now_ms).await;
                 let _ = reply.send(result);
             }
             ProcessMsg::EventsAfter { after, reply } => {
@@ -308,6 +309,7 @@ impl ProcessActorState {
         shared: &Shared,
         request: ProcessEventAppendRequest,
         payload_hash: String,
+        now_ms: u64,
     ) -> Result<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>), RegistryError> {
         let target = request.wake_target_scope.clone();
         let view = AppendView {
@@ -316,7 +318,7 @@ impl ProcessActorState {
             schemas: &self.schemas,
             replayed: request.replay_key().and_then(|key| self.state.replay_entry(key)),
         };
-        match plan_append(view, request, payload_hash, shared.now_ms())? {
+        match plan_append(view, request, payload_hash, now_ms)? {
             AppendPlan::Replay { sequence } => {
                 let event = self.state.event(sequence).cloned().ok_or_else(|| RegistryError::Storage {
                     process_id: self.process_id.clone(),

@@ -117,14 +117,4 @@ impl Routes {
         records.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         records
     }
-
-    pub(crate) fn active_actors(&self) -> Vec<ActorRef<ProcessMsg>> {
-        self.entries
-            .iter()
-            .filter_map(|entry| match &entry.slot {
-                Slot::Active(active) => Some(active.actor.clone()),
-                Slot::Passive | Slot::Quarantined => None,
-            })
-            .collect()
-    }
 }
