@@ -14,6 +14,13 @@
 //! baseline, actor, actor, ...), so machine noise hits both alike. A first
 //! round of each figure warms both up and is not recorded.
 //!
+//! One row is not a registry of its own: `append_sequential_handoff_ceiling`
+//! runs the sequential append on the baseline with one `ractor` actor in
+//! front of it ([`Forwarder`]; its "actor" column), against the bare
+//! baseline. That is the baseline's own work plus the one message per call
+//! the design requires, so its ratio bounds what any registry built that
+//! way can reach on the row above, in the same run.
+//!
 //! Throughputs are ops/s, one value per round; the table shows the median
 //! over the rounds. Latencies are timed per operation with
 //! [`std::time::Instant`]; the table shows p50 and p99 over all samples of
@@ -66,8 +73,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use process_registry::testing::baseline::GlobalLockRegistry;
 use process_registry::{
-    ActorProcessRegistry, MailboxConfig, ProcessAwaitOutput, ProcessHandleDescriptor, ProcessLeaseCompletion,
-    ProcessListFilter, ProcessRegistry, RegistryConfig, RegistryStats, SessionScope,
+    ActorProcessRegistry, MailboxConfig, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventAppendResult,
+    ProcessHandleDescriptor, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistry, RegistryConfig, RegistryError,
+    RegistryStats, SessionScope,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -354,6 +362,8 @@ impl Kind {
 struct Subject {
     registry: Arc<dyn ProcessRegistry>,
     actor: Option<ActorProcessRegistry>,
+    /// Only for the handoff ceiling: an actor in front of `registry`.
+    forwarder: Option<Forwarder>,
 }
 
 impl Subject {
@@ -367,15 +377,96 @@ impl Subject {
                 let actor = ActorProcessRegistry::start(actor_config)
                     .await
                     .map_err(|err| format!("starting the actor registry: {err}"))?;
-                Self { registry: Arc::new(actor.clone()), actor: Some(actor) }
+                Self { registry: Arc::new(actor.clone()), actor: Some(actor), forwarder: None }
             }
-            Kind::Baseline => Self { registry: Arc::new(GlobalLockRegistry::new()), actor: None },
+            Kind::Baseline => Self { registry: Arc::new(GlobalLockRegistry::new()), actor: None, forwarder: None },
         })
+    }
+
+    /// The baseline with a [`Forwarder`] in front of it.
+    async fn baseline_behind_an_actor() -> Result<Self> {
+        let registry: Arc<dyn ProcessRegistry> = Arc::new(GlobalLockRegistry::new());
+        let forwarder = Forwarder::start(Arc::clone(&registry)).await?;
+        Ok(Self { registry, actor: None, forwarder: Some(forwarder) })
     }
 
     async fn shutdown(&self) {
         if let Some(actor) = &self.actor {
             actor.shutdown().await;
+        }
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.actor.stop(None);
+        }
+    }
+}
+
+/// The handoff ceiling: the global-lock baseline behind one `ractor` actor.
+///
+/// Each append is a message to an actor that calls the baseline and replies
+/// with its answer: exactly the baseline's work plus the one handoff per
+/// call that the design requires (a facade that sends each call to the
+/// process's actor and awaits the reply). No registry built that way can
+/// append faster on this machine and runtime, so this row's ratio to the
+/// bare baseline bounds the `append, 1 process sequential` ratio.
+struct Forwarder {
+    actor: ractor::ActorRef<ForwardedAppend>,
+}
+
+/// One append handed to the [`Forwarder`].
+struct ForwardedAppend {
+    process_id: Arc<str>,
+    request: ProcessEventAppendRequest,
+    reply: ractor::RpcReplyPort<Result<ProcessEventAppendResult, RegistryError>>,
+}
+
+/// The forwarding actor: it owns nothing but the registry it calls.
+struct ForwardingActor {
+    registry: Arc<dyn ProcessRegistry>,
+}
+
+impl ractor::Actor for ForwardingActor {
+    type Msg = ForwardedAppend;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ractor::ActorRef<Self::Msg>,
+        _args: Self::Arguments,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ractor::ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let result = self.registry.append_event(&message.process_id, message.request).await;
+        // The driver awaits every reply; a dropped one fails its round.
+        let _ = message.reply.send(result);
+        Ok(())
+    }
+}
+
+impl Forwarder {
+    async fn start(registry: Arc<dyn ProcessRegistry>) -> Result<Self> {
+        let (actor, _) = ractor::Actor::spawn(None, ForwardingActor { registry }, ())
+            .await
+            .map_err(|err| format!("starting the forwarding actor: {err}"))?;
+        Ok(Self { actor })
+    }
+
+    async fn append(
+        &self,
+        process_id: &Arc<str>,
+        request: ProcessEventAppendRequest,
+    ) -> Result<ProcessEventAppendResult, RegistryError> {
+        let sent = Arc::clone(process_id);
+        match self.actor.call(|reply| ForwardedAppend { process_id: sent, request, reply }, None).await {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            _ => Err(RegistryError::Stopped { process_id: process_id.to_string() }),
         }
     }
 }
@@ -554,6 +645,7 @@ fn expect_len(what: &str, got: usize, expected: u64) -> Result<()> {
 enum Figure {
     Register,
     AppendSequential,
+    AppendSequentialHandoff,
     AppendConcurrent,
     EventsAfterHead,
     EventsAfterTail,
@@ -601,9 +693,10 @@ enum Better {
 }
 
 impl Figure {
-    const ALL: [Figure; 12] = [
+    const ALL: [Figure; 13] = [
         Figure::Register,
         Figure::AppendSequential,
+        Figure::AppendSequentialHandoff,
         Figure::AppendConcurrent,
         Figure::EventsAfterHead,
         Figure::EventsAfterTail,
@@ -621,6 +714,7 @@ impl Figure {
         match self {
             Figure::Register => "register",
             Figure::AppendSequential => "append_sequential",
+            Figure::AppendSequentialHandoff => "append_sequential_handoff_ceiling",
             Figure::AppendConcurrent => "append_concurrent",
             Figure::EventsAfterHead => "events_after_head",
             Figure::EventsAfterTail => "events_after_tail",
@@ -639,6 +733,7 @@ impl Figure {
         match self {
             Figure::Register => "register (sequential)".to_owned(),
             Figure::AppendSequential => "append, 1 process sequential".to_owned(),
+            Figure::AppendSequentialHandoff => "  same, baseline behind 1 actor (ceiling)".to_owned(),
             Figure::AppendConcurrent => format!("append, {} processes concurrent", sizes.concurrent_tasks),
             Figure::EventsAfterHead => format!("events_after, {log} log, cursor 0"),
             Figure::EventsAfterTail => {
@@ -656,7 +751,10 @@ impl Figure {
 
     fn unit(self) -> Unit {
         match self {
-            Figure::Register | Figure::AppendSequential | Figure::AppendConcurrent => Unit::OpsPerSec,
+            Figure::Register
+            | Figure::AppendSequential
+            | Figure::AppendSequentialHandoff
+            | Figure::AppendConcurrent => Unit::OpsPerSec,
             _ => Unit::Micros,
         }
     }
@@ -676,11 +774,12 @@ impl Fixture {
 }
 
 async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
-    let fixture = Fixture {
-        subject: Subject::start(kind).await?,
-        process_id: String::new(),
-        scope: SessionScope::new("loadgen"),
+    let subject = match (figure, kind) {
+        (Figure::AppendSequentialHandoff, Kind::Actor) => Subject::baseline_behind_an_actor().await?,
+        (Figure::AppendSequentialHandoff, Kind::Baseline) => Subject::start(Kind::Baseline).await?,
+        _ => Subject::start(kind).await?,
     };
+    let fixture = Fixture { subject, process_id: String::new(), scope: SessionScope::new("loadgen") };
     let registry = fixture.registry();
     let process_id = match figure {
         Figure::EventsAfterHead | Figure::EventsAfterTail | Figure::CountEventsThrough | Figure::RecentEvents => {
@@ -716,6 +815,7 @@ async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
         }
         Figure::Register
         | Figure::AppendSequential
+        | Figure::AppendSequentialHandoff
         | Figure::AppendConcurrent
         | Figure::WakeLatency
         | Figure::AwaitLatency => String::new(),
@@ -751,6 +851,20 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
             let start = Instant::now();
             for n in 0..sizes.sequential_appends {
                 registry.append_event(&process_id, tick(n)).await.map_err(|err| format!("append: {err}"))?;
+            }
+            Sample::Throughput(per_second(sizes.sequential_appends, start.elapsed()))
+        }
+        Figure::AppendSequentialHandoff => {
+            let process_id: Arc<str> = format!("seq-{round}").into();
+            register(registry, &process_id).await?;
+            let forwarder = fixture.subject.forwarder.as_ref();
+            let start = Instant::now();
+            for n in 0..sizes.sequential_appends {
+                let appended = match forwarder {
+                    Some(forwarder) => forwarder.append(&process_id, tick(n)).await,
+                    None => registry.append_event(&process_id, tick(n)).await,
+                };
+                appended.map_err(|err| format!("append: {err}"))?;
             }
             Sample::Throughput(per_second(sizes.sequential_appends, start.elapsed()))
         }
@@ -1581,7 +1695,14 @@ async fn run_figure(figure: Figure, sizes: Sizes) -> Result<Row> {
     baseline.subject.shutdown().await;
     drop((actor, baseline));
     let unit = figure.unit();
-    Ok(Row::new(figure.id(), figure.label(&sizes), unit, actor_samples.side(unit), baseline_samples.side(unit)))
+    let row = Row::new(figure.id(), figure.label(&sizes), unit, actor_samples.side(unit), baseline_samples.side(unit));
+    Ok(match figure {
+        Figure::AppendSequentialHandoff => {
+            let ratio = row.ratio;
+            row.with_ratio(ratio, "forwarded/baseline", "the ceiling of the row above")
+        }
+        _ => row,
+    })
 }
 
 /// Runs every figure, each in a child process of its own (this binary
