@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example loadgen [-- [--json PATH] [--quick] [--rounds N] [--processes N]
-//!                                           [--callers N] [--only PHASES]]
+//!                                           [--callers N] [--only PHASES] [--in-block-on]]
 //! ```
 //!
 //! Runs every figure of issue 4 for [`ActorProcessRegistry`] and for the
@@ -55,6 +55,10 @@
 //!   (peak RSS - RSS before the callers were spawned) / callers, which
 //!   includes each caller's own task (the same on both sides) and the
 //!   appended events.
+//!
+//! `--in-block-on` drives the figures from the runtime's `block_on` future,
+//! as the body of `#[tokio::main]` runs, instead of from a task on its
+//! workers: it shows what a caller that is not a worker pays per call.
 //!
 //! `--quick` shrinks every size (CI smoke run; a few seconds in debug).
 //! `--json PATH` also writes the table, with machine information, as JSON.
@@ -125,6 +129,7 @@ const FLOOD_PROCESS: &str = "flood";
 
 const USAGE: &str = "\
 usage: loadgen [--quick] [--json PATH] [--rounds N] [--processes N] [--callers N] [--only PHASES]
+               [--in-block-on]
 
   --quick          small sizes and 2 rounds (a CI smoke run)
   --json PATH      also write the results as JSON to PATH
@@ -133,7 +138,9 @@ usage: loadgen [--quick] [--json PATH] [--rounds N] [--processes N] [--callers N
                    (default 100000, 2000 with --quick; the target is stated at 1000000)
   --callers N      concurrent callers of the flood phase (default 100000, 10000 with --quick)
   --only PHASES    run only these phases, comma-separated, of:
-                   figures, activation, memory, flood (default: all)";
+                   figures, activation, memory, flood (default: all)
+  --in-block-on    drive the figures from the runtime's block_on instead of
+                   a task on its workers, as the body of #[tokio::main] runs";
 
 /// The parts of a run `--only` selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,6 +172,7 @@ struct Args {
     processes: Option<u64>,
     callers: Option<u64>,
     only: BTreeSet<Phase>,
+    in_block_on: bool,
     memory_phase: Option<Kind>,
     flood_phase: Option<Kind>,
     figure_phase: Option<String>,
@@ -202,6 +210,7 @@ impl Args {
             processes: None,
             callers: None,
             only: Phase::ALL.into_iter().collect(),
+            in_block_on: false,
             memory_phase: None,
             flood_phase: None,
             figure_phase: None,
@@ -216,6 +225,7 @@ impl Args {
                 "--processes" => args.processes = Some(parse_number("--processes", &value("--processes")?)?),
                 "--callers" => args.callers = Some(parse_number("--callers", &value("--callers")?)?),
                 "--only" => args.only = parse_phases(&value("--only")?)?,
+                "--in-block-on" => args.in_block_on = true,
                 MEMORY_PHASE_FLAG => {
                     args.memory_phase = Some(parse_kind(MEMORY_PHASE_FLAG, &value(MEMORY_PHASE_FLAG)?)?)
                 }
@@ -1720,18 +1730,28 @@ fn run_figures(args: &Args) -> Result<Vec<Row>> {
         if let Some(rounds) = args.rounds {
             child_args.extend(["--rounds".to_owned(), rounds.to_string()]);
         }
+        if args.in_block_on {
+            child_args.push("--in-block-on".to_owned());
+        }
         rows.push(run_child(&format!("{} figure", figure.id()), &child_args, FIGURE_REPORT_PREFIX)?);
     }
     Ok(rows)
 }
 
 /// The child side: one figure, both registries interleaved, on a fresh
-/// runtime; prints its [`Row`].
-fn figure_phase(id: &str, sizes: Sizes) -> Result<()> {
+/// runtime; prints its [`Row`]. The driver is a task on the runtime's
+/// workers, unless `in_block_on`: then it is the `block_on` future itself,
+/// on a thread that is not a worker, so every message to an actor and
+/// every reply crosses threads.
+fn figure_phase(id: &str, sizes: Sizes, in_block_on: bool) -> Result<()> {
     let figure =
         Figure::ALL.into_iter().find(|figure| figure.id() == id).ok_or_else(|| format!("unknown figure {id:?}"))?;
     let runtime = runtime()?;
-    let row = runtime.block_on(async move { tokio::spawn(run_figure(figure, sizes)).await? })?;
+    let row = if in_block_on {
+        runtime.block_on(run_figure(figure, sizes))?
+    } else {
+        runtime.block_on(async move { tokio::spawn(run_figure(figure, sizes)).await? })?
+    };
     println!("{FIGURE_REPORT_PREFIX}{}", serde_json::to_string(&row)?);
     Ok(())
 }
@@ -1952,7 +1972,7 @@ fn report_json(
             "arch": std::env::consts::ARCH,
         },
         "build": { "profile": if cfg!(debug_assertions) { "debug" } else { "release" } },
-        "runtime": { "flavor": "multi_thread", "worker_threads": 2 },
+        "runtime": { "flavor": "multi_thread", "worker_threads": 2, "driver": if args.in_block_on { "block_on" } else { "task" } },
         "quick": args.quick,
         "params": sizes,
         "phases": args.only.iter().map(|phase| phase.name()).collect::<Vec<_>>(),
@@ -1981,16 +2001,17 @@ fn run() -> Result<()> {
         return flood_phase(kind, sizes.flood_callers);
     }
     if let Some(id) = &args.figure_phase {
-        return figure_phase(id, sizes);
+        return figure_phase(id, sizes, args.in_block_on);
     }
     let started = SystemTime::now();
     let clock = Instant::now();
     let phases: Vec<&str> = args.only.iter().map(|phase| phase.name()).collect();
     eprintln!(
-        "loadgen: {} build, phases {}, {} rounds per figure, actor and baseline interleaved",
+        "loadgen: {} build, phases {}, {} rounds per figure, actor and baseline interleaved{}",
         if cfg!(debug_assertions) { "debug" } else { "release" },
         phases.join(","),
-        sizes.rounds
+        sizes.rounds,
+        if args.in_block_on { ", figures driven from block_on" } else { "" }
     );
     let mut rows = Vec::new();
     let mut activation = None;
