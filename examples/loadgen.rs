@@ -786,7 +786,6 @@ impl Fixture {
 async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
     let subject = match (figure, kind) {
         (Figure::AppendSequentialHandoff, Kind::Actor) => Subject::baseline_behind_an_actor().await?,
-        (Figure::AppendSequentialHandoff, Kind::Baseline) => Subject::start(Kind::Baseline).await?,
         _ => Subject::start(kind).await?,
     };
     let fixture = Fixture { subject, process_id: String::new(), scope: SessionScope::new("loadgen") };
@@ -855,16 +854,8 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
             }
             Sample::Throughput(per_second(sizes.registrations, start.elapsed()))
         }
-        Figure::AppendSequential => {
-            let process_id = format!("seq-{round}");
-            register(registry, &process_id).await?;
-            let start = Instant::now();
-            for n in 0..sizes.sequential_appends {
-                registry.append_event(&process_id, tick(n)).await.map_err(|err| format!("append: {err}"))?;
-            }
-            Sample::Throughput(per_second(sizes.sequential_appends, start.elapsed()))
-        }
-        Figure::AppendSequentialHandoff => {
+        Figure::AppendSequential | Figure::AppendSequentialHandoff => {
+            // The forwarder is there only on the ceiling's forwarded side.
             let process_id: Arc<str> = format!("seq-{round}").into();
             register(registry, &process_id).await?;
             let forwarder = fixture.subject.forwarder.as_ref();
