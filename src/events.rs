@@ -4,8 +4,8 @@
 //! Schema for its payload and *semantics*: whether an event of the type ends
 //! the process (terminal) and whether it wakes a session (wake). At append
 //! time the declared [`ProcessEventSemanticsSpec`] is *materialized* into the
-//! concrete [`ProcessEventSemantics`] stored on the event; see
-//! [`crate::rules::semantics`].
+//! concrete [`ProcessEventSemantics`] stored on the event, as section 4 of
+//! the specification describes (step 6 of an append).
 
 use std::collections::BTreeMap;
 

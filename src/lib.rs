@@ -68,11 +68,13 @@
 //! # Layers
 //!
 //! - [`model`] and [`events`]: plain data types, as the specification names them.
-//! - [`rules`]: pure functions that decide (validation, hashing, semantics,
-//!   leases, grants), unit-tested without actors.
+//! - `rules`: pure functions that decide (validation, hashing, semantics,
+//!   append planning, leases), unit-tested without actors. Internal; public
+//!   with the `testing` feature, for oracles and model-based tests.
 //! - [`runtime`]: the actors that sequence calls and own state, and the
 //!   [`ActorProcessRegistry`] facade implementing [`ProcessRegistry`].
 //! - [`store`]: where committed state is kept, behind one seam.
+//! - [`clock`], [`error`], [`registry`]: time, the typed errors, the trait.
 
 #![deny(missing_docs)]
 
@@ -81,7 +83,10 @@ pub mod error;
 pub mod events;
 pub mod model;
 pub mod registry;
+#[cfg(feature = "testing")]
 pub mod rules;
+#[cfg(not(feature = "testing"))]
+mod rules;
 pub mod runtime;
 pub mod store;
 #[cfg(feature = "testing")]

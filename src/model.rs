@@ -1,7 +1,7 @@
 //! The registry's data model: registrations, records, grants, leases.
 //!
 //! These are plain serde types with no behaviour beyond builders and small
-//! accessors; the rules that act on them live in [`crate::rules`]. Times are
+//! accessors; the rules that act on them are internal to the crate. Times are
 //! epoch milliseconds.
 
 use std::fmt;
@@ -197,7 +197,8 @@ impl ProcessInput {
 }
 
 /// Everything needed to register a process. Registering the same
-/// registration twice is idempotent; see [`crate::rules::registration`].
+/// registration twice is idempotent: two registrations are the same when
+/// the SHA-256 of their canonical JSON (core event types added) is equal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRegistration {
     /// The process id, chosen by the caller (idempotency key).

@@ -33,7 +33,7 @@ use std::time::Duration;
 use process_registry::rules::append::check_and_hash_payload;
 use process_registry::rules::hashing::wake_id;
 use process_registry::rules::registration::prepare_registration;
-use process_registry::rules::schema::{self, CompiledSchemas, SchemaCache};
+use process_registry::rules::schema::{self, CompileEach, CompiledSchemas};
 use process_registry::rules::semantics::materialize;
 use process_registry::{
     ActorProcessRegistry, CausalRef, InvocationScope, InvocationSubject, Limits, ManualClock, ProcessAwaitOutput,
@@ -448,7 +448,7 @@ struct ModelGrant {
 struct Model {
     clock: Arc<ManualClock>,
     limits: Limits,
-    schema_cache: SchemaCache,
+    schemas: CompileEach,
     processes: BTreeMap<String, ModelProcess>,
     /// Scope id -> process id -> grant.
     grants: BTreeMap<String, BTreeMap<String, ModelGrant>>,
@@ -472,7 +472,7 @@ impl Model {
         Self {
             clock,
             limits: Limits::default(),
-            schema_cache: SchemaCache::new(),
+            schemas: CompileEach,
             processes: BTreeMap::new(),
             grants: BTreeMap::new(),
         }
@@ -492,7 +492,7 @@ impl Model {
     }
 
     fn register(&mut self, registration: ProcessRegistration) -> Res<ProcessRecord> {
-        let prepared = prepare_registration(registration, &self.limits, &self.schema_cache)?;
+        let prepared = prepare_registration(registration, &self.limits, &self.schemas)?;
         let id = prepared.registration.id.clone();
         if let Some(existing) = self.processes.get(&id) {
             if existing.record.registration_hash == prepared.hash {

@@ -201,7 +201,7 @@ mod tests {
     use crate::events::{ProcessEventType, ProcessValueSelector, ProcessWakeSpec, COMPLETED};
     use crate::model::{ProcessInput, ProcessRegistration};
     use crate::rules::registration::{no_args, prepare_registration, PreparedRegistration};
-    use crate::rules::schema::SchemaCache;
+    use crate::rules::schema::CompileEach;
     use serde_json::json;
 
     fn prepared() -> PreparedRegistration {
@@ -213,7 +213,7 @@ mod tests {
         let registration = ProcessRegistration::new("p", ProcessInput::definition("job", no_args()))
             .with_extra_event_types(vec![note])
             .with_wake_target(SessionScope::new("s"));
-        prepare_registration(registration, &Limits::default(), &SchemaCache::new()).unwrap()
+        prepare_registration(registration, &Limits::default(), &CompileEach).unwrap()
     }
 
     fn plan(

@@ -57,6 +57,7 @@ impl<S: Sink> fmt::Write for Formatted<'_, S> {
 }
 
 /// Writes `value` as canonical JSON: sorted keys, no whitespace.
+#[cfg(test)]
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
     write_canonical(value, &mut out);
@@ -153,6 +154,7 @@ fn hex(digest: &[u8]) -> String {
 }
 
 /// SHA-256 of `bytes` as lowercase hex.
+#[cfg(test)]
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }

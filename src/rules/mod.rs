@@ -8,15 +8,13 @@
 //!
 //! - [`hashing`]: canonical JSON and SHA-256 (registration, payload, wake ids).
 //! - [`limits`]: size and depth limits, checked before anything recursive runs.
-//! - [`schema`]: JSON Schema compilation, interned across processes.
-//! - [`registration`]: preparing and validating a registration.
+//! - [`schema`]: JSON Schema compilation and payload validation.
+//! - [`registration`]: preparing and validating a registration, and when two are the same.
 //! - [`semantics`]: selectors and materialization of terminal and wake semantics.
 //! - [`append`]: the numbered append steps of the spec, as one planning function.
 //! - [`lease`]: claim, renew and release of fenced leases.
-//! - [`grants`]: the session-grant index.
 
 pub mod append;
-pub mod grants;
 pub mod hashing;
 pub mod lease;
 pub mod limits;

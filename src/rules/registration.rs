@@ -8,14 +8,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::RegistryError;
 use crate::events::{core_event_types, ProcessEventType, ProcessTerminalState};
 use crate::model::{ProcessInput, ProcessRecord, ProcessRegistration, ProcessStatus};
 use crate::rules::hashing::sha256_hex_of_json;
 use crate::rules::limits::{dismantle, truncated, Limits};
-use crate::rules::schema::{CompiledSchemas, SchemaCache};
+use crate::rules::schema::{CompiledSchemas, SchemaSource};
 
 /// A validated registration, its hash and its compiled schemas.
 #[derive(Clone, Debug)]
@@ -27,7 +27,9 @@ pub struct PreparedRegistration {
     /// The declared event types, interned: shared by every record that
     /// declares the same ones.
     pub event_types: Arc<Vec<ProcessEventType>>,
-    /// Compiled payload schemas by event type name.
+    /// Compiled payload schemas by event type name. (The baseline reads
+    /// them; process actors find theirs by the interned list's address.)
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub schemas: CompiledSchemas,
 }
 
@@ -52,6 +54,20 @@ impl PreparedRegistration {
     }
 }
 
+/// The existing record when `hash` matches its registration (the call is
+/// a repeat), else a [`RegistryError::RegistrationConflict`].
+pub fn same_registration(existing: &ProcessRecord, hash: &str) -> Result<ProcessRecord, RegistryError> {
+    if existing.registration_hash == hash {
+        Ok(existing.clone())
+    } else {
+        Err(RegistryError::RegistrationConflict {
+            process_id: existing.id.clone(),
+            existing_hash: existing.registration_hash.clone(),
+            requested_hash: hash.to_owned(),
+        })
+    }
+}
+
 /// Adds every core event type the registration does not declare by name.
 pub fn ensure_core_event_types(event_types: &mut Vec<ProcessEventType>) {
     let declared: HashSet<String> = event_types.iter().map(|ty| ty.name.clone()).collect();
@@ -67,7 +83,7 @@ pub fn ensure_core_event_types(event_types: &mut Vec<ProcessEventType>) {
 pub fn prepare_registration(
     mut registration: ProcessRegistration,
     limits: &Limits,
-    schemas: &SchemaCache,
+    schemas: &impl SchemaSource,
 ) -> Result<PreparedRegistration, RegistryError> {
     let id = registration.id.clone();
     limits.check_id(&id, "process id bytes", &id)?;
@@ -247,14 +263,16 @@ fn selector_constants(declared: &ProcessEventType) -> Vec<&Value> {
 }
 
 /// An empty argument map, for [`ProcessInput::Definition`] without arguments.
-pub fn no_args() -> Map<String, Value> {
-    Map::new()
+#[cfg(any(test, feature = "testing"))]
+pub fn no_args() -> serde_json::Map<String, Value> {
+    serde_json::Map::new()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::{ProcessTerminalSpec, ProcessValueSelector, COMPLETED};
+    use crate::rules::schema::CompileEach;
     use serde_json::json;
 
     fn registration(id: &str) -> ProcessRegistration {
@@ -262,7 +280,7 @@ mod tests {
     }
 
     fn prepare(registration: ProcessRegistration) -> Result<PreparedRegistration, RegistryError> {
-        prepare_registration(registration, &Limits::default(), &SchemaCache::new())
+        prepare_registration(registration, &Limits::default(), &CompileEach)
     }
 
     #[test]

@@ -1,31 +1,20 @@
-//! [`ActorProcessRegistry`]: the trait, as messages.
+//! The [`ProcessRegistry`] trait on [`ActorProcessRegistry`], as messages.
 //!
-//! The facade holds no process state. It validates and hashes input in the
-//! caller's task (pure rules, in parallel across callers), then sends one
-//! message and awaits the reply. Per-process calls look their actor up in the
-//! routing table and go straight to it; registrations of new ids, grants and
-//! session deletion go to the supervisor.
-//!
-//! When a process actor dies under a call, the reply port closes. Reads and
-//! waits are retried on the restarted actor, transparently; a mutation gets
-//! [`RegistryError::ProcessRestarted`] (it was not committed, or the commit
-//! is visible to a read); during shutdown every call gets
-//! [`RegistryError::Stopped`].
+//! The facade holds no process state. Each method bounds and hashes its
+//! input in the caller's task (pure rules, in parallel across callers),
+//! then makes one call: per-process calls go straight to the process's
+//! actor (`ask`, `park`), registrations of new ids, grants and session
+//! deletion go to the supervisor (`ask_supervisor`), and record reads come
+//! from the snapshots actors publish. Every method runs in a tracing span
+//! named after it when a subscriber listens.
 
-use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
-use ractor::{Actor, ActorRef, MessagingErr, RpcReplyPort};
-use serde_json::json;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, TryAcquireError};
-
-use super::messages::{ProcessMsg, Reply, SupervisorMsg};
-use super::routes::{ActiveProcess, Slot};
-use super::supervisor::{same_registration, RegistrySupervisor};
-use super::{OverloadPolicy, RegistryConfig, RegistryStats, Shared};
+use super::call::{traced, Retry};
+use super::input;
+use super::lifecycle::ActorProcessRegistry;
+use super::process::messages::ProcessMsg;
+use super::supervisor::messages::SupervisorMsg;
 use crate::error::{PluginError, RegistryError};
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
 use crate::model::{
@@ -34,282 +23,15 @@ use crate::model::{
     ProcessSessionDeleteReport, SessionScope, WaitState,
 };
 use crate::registry::ProcessRegistry;
-use crate::rules::append::check_and_hash_payload;
-use crate::rules::limits::{dismantle, truncated, Limits};
-use crate::rules::registration::prepare_registration;
+use crate::rules::limits::truncated;
+use crate::rules::registration::{prepare_registration, same_registration};
+use async_trait::async_trait;
 
-/// How long shutdown waits for actors to stop.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How many times a call looks for a restarted actor before giving up.
-const RESTART_ATTEMPTS: u32 = 200;
-
-/// The process registry on per-process actors. Cheap to clone: clones share
-/// one registry.
-#[derive(Clone, Debug)]
-pub struct ActorProcessRegistry {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    shared: Arc<Shared>,
-    supervisor: ActorRef<SupervisorMsg>,
-    supervisor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Ticks the passivation sweep; aborted at shutdown.
-    sweeper: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Inner {
-    /// A registry dropped without `shutdown()` still stops its actors.
-    fn drop(&mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
-        if let Some(sweeper) = &self.sweeper {
-            sweeper.abort();
-        }
-        self.supervisor.stop_children(None);
-        self.supervisor.stop(None);
-    }
-}
-
-/// Whether a call may be sent again to a restarted actor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Retry {
-    /// Reads and waits: the answer does not depend on which actor gives it.
-    Transparent,
-    /// Mutations: report [`RegistryError::ProcessRestarted`].
-    Never,
-}
-
-/// Tells the process actor that a parked caller went away (future dropped).
-struct WaiterGuard {
-    actor: ActorRef<ProcessMsg>,
-    waiter_id: u64,
-    armed: bool,
-}
-
-impl Drop for WaiterGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            // The actor may be gone already; then there is nothing to clean.
-            let _ = self.actor.send_message(ProcessMsg::CancelWaiter { waiter_id: self.waiter_id });
-        }
-    }
+fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
+    events.iter().map(|event| ProcessEvent::clone(event)).collect()
 }
 
 impl ActorProcessRegistry {
-    /// Starts a registry on `config.store`: the supervisor routes every
-    /// process the store already holds (as passive: their actors start on
-    /// first use), and a sweeper ticks passivation when it is enabled.
-    pub async fn start(config: RegistryConfig) -> Result<Self, RegistryError> {
-        let shared = Arc::new(Shared::new(config));
-        let supervisor = RegistrySupervisor { shared: Arc::clone(&shared) };
-        let (supervisor, task) = Actor::spawn(None, supervisor, ()).await.map_err(|err| RegistryError::Storage {
-            process_id: String::new(),
-            message: format!("could not start the registry supervisor: {err}"),
-        })?;
-        let sweeper = shared.passivate_after.map(|idle| {
-            let supervisor = supervisor.clone();
-            let period = (idle / 2).max(Duration::from_millis(50));
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(period);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticks.tick().await;
-                    if supervisor.send_message(SupervisorMsg::Sweep).is_err() {
-                        break;
-                    }
-                }
-            })
-        });
-        Ok(Self { inner: Arc::new(Inner { shared, supervisor, supervisor_task: Mutex::new(Some(task)), sweeper }) })
-    }
-
-    /// Stops every actor. Parked callers, calls in flight and later calls
-    /// get [`RegistryError::Stopped`]; reads of published records
-    /// (`get_process`, `list_processes`, `list_non_terminal`) keep answering
-    /// from the last snapshots. Idempotent.
-    pub async fn shutdown(&self) {
-        let shared = &self.inner.shared;
-        shared.stopping.store(true, Ordering::Release);
-        if let Some(sweeper) = &self.inner.sweeper {
-            sweeper.abort();
-        }
-        let supervisor = &self.inner.supervisor;
-        // Every process actor is linked to the supervisor: this stops them all.
-        supervisor.stop_children_and_wait(None, Some(SHUTDOWN_GRACE)).await;
-        let _ = supervisor.stop_and_wait(None, Some(SHUTDOWN_GRACE)).await;
-        if let Some(task) = self.inner.supervisor_task.lock().await.take() {
-            let _ = task.await;
-        }
-    }
-
-    /// Counters for dashboards; O(1).
-    pub fn stats(&self) -> RegistryStats {
-        self.inner.shared.counters.snapshot()
-    }
-
-    /// Makes the process's actor panic, to exercise supervision.
-    #[cfg(feature = "fault-injection")]
-    pub async fn inject_panic(&self, process_id: &str) -> Result<(), RegistryError> {
-        let active = self.active(process_id).await?;
-        active.actor.send_message(ProcessMsg::InjectPanic).map_err(|_| RegistryError::stopped(process_id))
-    }
-
-    /// Asks every actor idle for the configured time (by the registry clock)
-    /// to passivate now, instead of at the next periodic sweep.
-    pub fn passivate_idle(&self) {
-        let _ = self.inner.supervisor.send_message(SupervisorMsg::Sweep);
-    }
-
-    fn shared(&self) -> &Shared {
-        &self.inner.shared
-    }
-
-    /// The running actor of a process, activating one when it is passive.
-    async fn active(&self, process_id: &str) -> Result<Arc<ActiveProcess>, RegistryError> {
-        match self.shared().routes.slot(process_id) {
-            None => Err(RegistryError::unknown(process_id)),
-            Some(Slot::Active(active)) => Ok(active),
-            Some(Slot::Quarantined) => Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
-            Some(Slot::Passive) => {
-                self.ask_supervisor(process_id, |reply| SupervisorMsg::Activate {
-                    process_id: process_id.to_owned(),
-                    reply,
-                })
-                .await
-            }
-        }
-    }
-
-    /// A mailbox slot on `active`, per the overload policy; `None` when the
-    /// actor is passivating (its permits are closed) and the call must be
-    /// routed again.
-    async fn permit(
-        &self,
-        process_id: &str,
-        active: &ActiveProcess,
-    ) -> Result<Option<OwnedSemaphorePermit>, RegistryError> {
-        let permits = Arc::clone(&active.permits);
-        match self.shared().mailbox.policy {
-            OverloadPolicy::Wait => Ok(permits.acquire_owned().await.ok()),
-            OverloadPolicy::Reject => match permits.try_acquire_owned() {
-                Ok(permit) => Ok(Some(permit)),
-                Err(TryAcquireError::Closed) => Ok(None),
-                Err(TryAcquireError::NoPermits) => Err(RegistryError::Overloaded {
-                    process_id: process_id.to_owned(),
-                    capacity: self.shared().mailbox.capacity,
-                }),
-            },
-        }
-    }
-
-    fn lost(&self, process_id: &str) -> RegistryError {
-        if self.shared().is_stopping() {
-            RegistryError::stopped(process_id)
-        } else {
-            RegistryError::ProcessRestarted { process_id: process_id.to_owned() }
-        }
-    }
-
-    /// Sends `build(reply)` to the process's actor and awaits the answer.
-    ///
-    /// A send refused by an actor that is stopping hands the message back,
-    /// and it is re-sent unchanged to the replacement actor: it was never
-    /// seen, so this is safe for every call. A message that was delivered
-    /// but never answered died with its actor: during shutdown that is
-    /// `Stopped`; otherwise a `Transparent` call is built and sent again,
-    /// and a mutation reports `ProcessRestarted`.
-    async fn ask<T: Send + 'static>(
-        &self,
-        process_id: &str,
-        retry: Retry,
-        mut build: impl FnMut(Reply<T>) -> Option<ProcessMsg>,
-    ) -> Result<T, RegistryError> {
-        let mut attempts = 0u32;
-        loop {
-            let (tx, rx) = ractor::concurrency::oneshot();
-            let Some(mut message) = build(RpcReplyPort::from(tx)) else {
-                return Err(self.lost(process_id));
-            };
-            loop {
-                let active = self.active(process_id).await?;
-                let Some(_permit) = self.permit(process_id, &active).await? else {
-                    // Passivating: the supervisor marks the process passive next.
-                    tokio::task::yield_now().await;
-                    continue;
-                };
-                match active.actor.send_message(message) {
-                    Ok(()) => match rx.await {
-                        Ok(answer) => return answer,
-                        Err(_) => break,
-                    },
-                    Err(MessagingErr::SendErr(refused)) => message = refused,
-                    Err(_) => return Err(self.lost(process_id)),
-                }
-                self.before_retry(process_id, &mut attempts).await?;
-            }
-            if retry == Retry::Never {
-                return Err(self.lost(process_id));
-            }
-            self.before_retry(process_id, &mut attempts).await?;
-        }
-    }
-
-    /// Waits a moment for the supervisor to replace a dead actor; gives up
-    /// on shutdown or after `RESTART_ATTEMPTS`.
-    async fn before_retry(&self, process_id: &str, attempts: &mut u32) -> Result<(), RegistryError> {
-        *attempts += 1;
-        if self.shared().is_stopping() || *attempts > RESTART_ATTEMPTS {
-            return Err(self.lost(process_id));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        Ok(())
-    }
-
-    /// Parks on the process's actor until `build`'s wait is answered; the
-    /// guard cancels the wait if this future is dropped first.
-    async fn park<T: Send + 'static>(
-        &self,
-        process_id: &str,
-        build: impl Fn(u64, Reply<T>) -> ProcessMsg,
-    ) -> Result<T, RegistryError> {
-        let mut attempts = 0u32;
-        loop {
-            let actor = self.active(process_id).await?.actor.clone();
-            let waiter_id = self.shared().next_waiter_id();
-            let (tx, rx) = ractor::concurrency::oneshot();
-            if actor.send_message(build(waiter_id, RpcReplyPort::from(tx))).is_ok() {
-                let mut guard = WaiterGuard { actor, waiter_id, armed: true };
-                let answer = rx.await;
-                guard.armed = false;
-                match answer {
-                    Ok(answer) => return answer,
-                    Err(_) if self.shared().is_stopping() => return Err(RegistryError::stopped(process_id)),
-                    // Restarted: re-park on the new actor straight away.
-                    Err(_) => continue,
-                }
-            }
-            self.before_retry(process_id, &mut attempts).await?;
-        }
-    }
-
-    /// Sends `build(reply)` to the supervisor and awaits the answer.
-    async fn ask_supervisor<T: Send + 'static>(
-        &self,
-        process_id: &str,
-        build: impl FnOnce(Reply<T>) -> SupervisorMsg,
-    ) -> Result<T, RegistryError> {
-        if self.shared().is_stopping() {
-            return Err(RegistryError::stopped(process_id));
-        }
-        let (tx, rx) = ractor::concurrency::oneshot();
-        self.inner
-            .supervisor
-            .send_message(build(RpcReplyPort::from(tx)))
-            .map_err(|_| RegistryError::stopped(process_id))?;
-        rx.await.unwrap_or_else(|_| Err(RegistryError::stopped(process_id)))
-    }
-
     async fn grant_entries(
         &self,
         session_scope: &SessionScope,
@@ -324,46 +46,6 @@ impl ActorProcessRegistry {
                 keep(&record).then(|| (grant, ProcessRecord::clone(&record)))
             })
             .collect())
-    }
-}
-
-/// Refuses an await output whose values nest deeper than the limit (they
-/// are serialized recursively), dropping them without recursion.
-fn bounded_output(
-    limits: &Limits,
-    process_id: &str,
-    output: ProcessAwaitOutput,
-) -> Result<ProcessAwaitOutput, RegistryError> {
-    let what = "await output depth";
-    Ok(match output {
-        ProcessAwaitOutput::Success { value } => {
-            ProcessAwaitOutput::Success { value: limits.bounded(process_id, what, value)? }
-        }
-        ProcessAwaitOutput::Failure { code, message, raw } => ProcessAwaitOutput::Failure {
-            code,
-            message,
-            raw: raw.map(|raw| limits.bounded(process_id, what, raw)).transpose()?,
-        },
-        ProcessAwaitOutput::Cancelled { message, raw } => ProcessAwaitOutput::Cancelled {
-            message,
-            raw: raw.map(|raw| limits.bounded(process_id, what, raw)).transpose()?,
-        },
-    })
-}
-
-fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
-    events.iter().map(|event| ProcessEvent::clone(event)).collect()
-}
-
-/// Runs `call` inside a span naming the operation and the process, when a
-/// subscriber listens at debug level. Otherwise the call runs bare: even a
-/// disabled span's wrapper costs about 3% of a sequential append.
-async fn traced<T>(operation: &'static str, process_id: &str, call: impl Future<Output = T>) -> T {
-    use tracing::Instrument;
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        call.instrument(tracing::debug_span!("process_registry", operation, process_id = %truncated(process_id))).await
-    } else {
-        call.await
     }
 }
 
@@ -396,11 +78,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         external_ref: ProcessExternalRef,
     ) -> Result<ProcessRecord, PluginError> {
         traced("set_external_ref", process_id, async {
-            let mut external_ref = external_ref;
-            if let Some(metadata) = external_ref.metadata.take() {
-                external_ref.metadata = Some(self.shared().limits.bounded(process_id, "metadata depth", metadata)?);
-            }
-            let mut external_ref = Some(external_ref);
+            let mut external_ref = Some(input::bounded_external_ref(&self.shared().limits, process_id, external_ref)?);
             self.ask(process_id, Retry::Never, |reply| {
                 Some(ProcessMsg::SetExternalRef { external_ref: external_ref.take()?, reply })
             })
@@ -509,14 +187,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         request: ProcessEventAppendRequest,
     ) -> Result<ProcessEventAppendResult, PluginError> {
         traced("append_event", process_id, async {
-            let payload_hash = match check_and_hash_payload(&self.shared().limits, process_id, &request) {
-                Ok(hash) => hash,
-                Err(err) => {
-                    dismantle(request.payload);
-                    return Err(err);
-                }
-            };
-            let mut unsent = Some((request, payload_hash));
+            let mut unsent = Some(input::checked_append(&self.shared().limits, process_id, request)?);
             let (event, wake_delivery) = self
                 .ask(process_id, Retry::Never, |reply| {
                     let (request, payload_hash) = unsent.take()?;
@@ -608,16 +279,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         process_id: &str,
         await_output: ProcessAwaitOutput,
     ) -> Result<ProcessRecord, PluginError> {
-        let event_type = await_output.terminal_state().event_type();
-        let await_output = bounded_output(&self.shared().limits, process_id, await_output)?;
-        let output = serde_json::to_value(&await_output).map_err(|err| RegistryError::InvalidPayload {
-            process_id: process_id.to_owned(),
-            event_type: event_type.to_owned(),
-            path: "/await_output".to_owned(),
-            message: err.to_string(),
-        })?;
-        let request = ProcessEventAppendRequest::new(event_type, json!({ "await_output": output }))
-            .with_replay_key(format!("process:{process_id}:terminal:{event_type}"));
+        let request = input::terminal_request(&self.shared().limits, process_id, await_output)?;
         self.append_event(process_id, request).await?;
         self.shared()
             .routes

@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use ractor::{ActorId, ActorRef};
 use tokio::sync::Semaphore;
 
-use super::messages::ProcessMsg;
+use super::process::messages::ProcessMsg;
 use crate::model::ProcessRecord;
 
 /// The record a process actor publishes: written only by that actor, before

@@ -2,24 +2,27 @@
 //!
 //! A process actor commits each change in two steps: first the store
 //! records it ([`ProcessStore::commit_process`]), then the actor applies the
-//! same [`ProcessChange`] to its own [`ProcessState`]. A change the store
+//! same [`ProcessChange`] to its own working state. A change the store
 //! refused is not applied, so the actor never holds state the store lacks,
 //! and a restarted actor rebuilds exactly the committed state from
-//! [`ProcessStore::load_process`].
+//! [`ProcessStore::load_process`]. The supervisor commits grant changes the
+//! same way ([`ProcessStore::commit_grant`]) before it updates its index.
 //!
-//! - [`state`]: the committed state of one process and the changes that move it.
+//! - [`committed`]: what a store keeps of one process and the changes that move it.
 //! - [`memory`]: the default in-memory store ([`DurabilityTier::Inline`]).
 
+pub mod committed;
 pub mod memory;
-pub mod state;
 
 use async_trait::async_trait;
 
 use crate::error::RegistryError;
 use crate::model::{DurabilityTier, ProcessHandleDescriptor, SessionScope};
 
+pub use crate::rules::append::ReplayEntry;
+pub use crate::rules::lease::LeaseState;
+pub use committed::{ProcessChange, StoredProcess};
 pub use memory::MemoryStore;
-pub use state::{EventLog, ProcessChange, ProcessState, StoredProcess};
 
 /// A change to the session-grant index, for stores that persist grants.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

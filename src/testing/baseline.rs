@@ -51,11 +51,11 @@ use crate::model::{
 };
 use crate::registry::ProcessRegistry;
 use crate::rules::append::{check_and_hash_payload, plan_append, wake_delivery, AppendPlan, AppendView, ReplayEntry};
-use crate::rules::grants::GrantIndex;
 use crate::rules::lease::{self, LeaseState};
 use crate::rules::limits::{dismantle, exceeds_depth, Limits};
 use crate::rules::registration::prepare_registration;
-use crate::rules::schema::{CompiledSchemas, SchemaCache};
+use crate::rules::schema::CompiledSchemas;
+use crate::runtime::{GrantIndex, SchemaCache};
 
 /// A complete [`ProcessRegistry`] with all state behind one global
 /// [`tokio::sync::Mutex`]: the performance baseline and test oracle.

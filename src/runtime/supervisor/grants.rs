@@ -4,7 +4,8 @@
 //! a scope's grants list in process-id order; process -> scopes, so the
 //! grants of one process are found without scanning every scope; and
 //! session -> scopes, so deleting a session touches only its own frames. The
-//! supervisor actor owns the one live index; this module is the data
+//! supervisor actor owns the one live index, in its state, and changes it
+//! only after the store has committed the change; this module is the data
 //! structure and its rules, with no knowledge of actors.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,7 +23,7 @@ struct StoredGrant {
 
 /// Both grant indexes.
 #[derive(Clone, Debug, Default)]
-pub struct GrantIndex {
+pub(crate) struct GrantIndex {
     by_scope: HashMap<SessionScopeId, BTreeMap<String, StoredGrant>>,
     by_process: HashMap<String, BTreeSet<SessionScopeId>>,
     by_session: HashMap<String, BTreeSet<SessionScopeId>>,
@@ -30,7 +31,7 @@ pub struct GrantIndex {
 
 /// Which grants a session deletion removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RevokedGrants {
+pub(crate) struct RevokedGrants {
     /// How many grants were removed.
     pub revoked: usize,
     /// Processes that lost at least one grant, sorted and deduplicated.
@@ -39,7 +40,8 @@ pub struct RevokedGrants {
 
 impl GrantIndex {
     /// An empty index.
-    pub fn new() -> Self {
+    #[cfg(test)]
+    fn new() -> Self {
         Self::default()
     }
 
@@ -223,12 +225,14 @@ impl GrantIndex {
     }
 
     /// Number of grants.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_scope.values().map(BTreeMap::len).sum()
     }
 
     /// True when there are no grants.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.by_scope.is_empty()
     }
 }

@@ -1,4 +1,4 @@
-//! The messages of the two actor kinds.
+//! The messages a process actor handles.
 //!
 //! Every request carries its reply port; replies are `Result`s with the
 //! crate's typed error, so a failed call is an answer, not a crash.
@@ -7,23 +7,13 @@
 
 use std::sync::Arc;
 
-use ractor::RpcReplyPort;
-
-use super::routes::ActiveProcess;
-use crate::error::RegistryError;
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
-use crate::model::{
-    ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessLease, ProcessLeaseCompletion,
-    ProcessRecord, ProcessSessionDeleteReport, SessionScope, WaitState,
-};
-use crate::rules::registration::PreparedRegistration;
-
-/// A reply carrying a result.
-pub(crate) type Reply<T> = RpcReplyPort<Result<T, RegistryError>>;
+use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
+use crate::runtime::call::Reply;
 
 /// Messages a process actor handles.
 #[derive(Debug)]
-pub enum ProcessMsg {
+pub(crate) enum ProcessMsg {
     /// Append one event (steps 2-10 of the spec).
     Append {
         /// The request.
@@ -140,86 +130,4 @@ pub enum ProcessMsg {
     /// Panic inside the handler (tests of supervision only).
     #[cfg(feature = "fault-injection")]
     InjectPanic,
-}
-
-/// Messages the supervisor handles.
-#[derive(Debug)]
-pub enum SupervisorMsg {
-    /// Create the process unless its id exists (then compare hashes).
-    Register {
-        /// The prepared registration.
-        prepared: Box<PreparedRegistration>,
-        /// Where the answer goes.
-        reply: Reply<ProcessRecord>,
-    },
-    /// Start an actor for a passive process (no-op when one runs).
-    Activate {
-        /// The process.
-        process_id: String,
-        /// Where the answer goes.
-        reply: Reply<Arc<ActiveProcess>>,
-    },
-    /// Ask every active actor idle for the configured time to passivate.
-    Sweep,
-    /// Grant a handle.
-    Grant {
-        /// The scope.
-        scope: SessionScope,
-        /// The process.
-        process_id: String,
-        /// The descriptor.
-        descriptor: ProcessHandleDescriptor,
-        /// Where the answer goes.
-        reply: Reply<ProcessHandleGrant>,
-    },
-    /// Revoke a handle.
-    Revoke {
-        /// The scope.
-        scope: SessionScope,
-        /// The process.
-        process_id: String,
-        /// Where the answer goes.
-        reply: Reply<()>,
-    },
-    /// Move grants between scopes, all or nothing.
-    Transfer {
-        /// From this scope.
-        from: SessionScope,
-        /// To this scope.
-        to: SessionScope,
-        /// These processes.
-        process_ids: Vec<String>,
-        /// Where the answer goes.
-        reply: Reply<()>,
-    },
-    /// A scope's grants.
-    ListGrants {
-        /// The scope.
-        scope: SessionScope,
-        /// Where the answer goes.
-        reply: Reply<Vec<ProcessHandleGrant>>,
-    },
-    /// Whether a scope holds a grant.
-    HasGrant {
-        /// The scope.
-        scope: SessionScope,
-        /// The process.
-        process_id: String,
-        /// Where the answer goes.
-        reply: Reply<bool>,
-    },
-    /// A process's grants.
-    GrantsOfProcess {
-        /// The process.
-        process_id: String,
-        /// Where the answer goes.
-        reply: Reply<Vec<ProcessHandleGrant>>,
-    },
-    /// Remove every grant of a session.
-    DeleteSession {
-        /// The session.
-        session_id: String,
-        /// Where the answer goes.
-        reply: Reply<ProcessSessionDeleteReport>,
-    },
 }

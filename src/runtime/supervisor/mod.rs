@@ -22,39 +22,41 @@
 //! grant index ([`GrantIndex`]), since grants relate sessions to many
 //! processes and belong to no single process actor.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::messages::{ProcessMsg, SupervisorMsg};
+pub(crate) mod grants;
+pub(crate) mod messages;
+mod restarts;
+
+use self::grants::GrantIndex;
+use self::messages::SupervisorMsg;
+use self::restarts::FailureHistory;
+use super::process::messages::ProcessMsg;
 use super::process::{ProcessActor, ProcessActorArgs};
 use super::routes::{ActiveProcess, ProcessEntry, RecordSnapshot, Slot};
-use super::Shared;
+use super::shared::Shared;
 use crate::error::RegistryError;
 use crate::model::{ProcessRecord, ProcessSessionDeleteReport, SessionScope};
-use crate::rules::grants::GrantIndex;
-use crate::rules::registration::PreparedRegistration;
-use crate::store::{GrantChange, ProcessChange, ProcessState};
-
-/// How many processes' failure histories are kept before the stale ones are
-/// forgotten.
-const FAILURE_HISTORY: usize = 1024;
+use crate::rules::registration::{same_registration, PreparedRegistration};
+use crate::store::{GrantChange, ProcessChange};
 
 /// The supervisor actor.
 #[derive(Debug)]
-pub struct RegistrySupervisor {
+pub(crate) struct RegistrySupervisor {
     pub(crate) shared: Arc<Shared>,
 }
 
 /// The supervisor's state.
 #[derive(Debug, Default)]
-pub struct SupervisorState {
+pub(crate) struct SupervisorState {
     grants: GrantIndex,
     /// The running process actors: the only ones a sweep has to visit.
     children: HashMap<ActorId, (String, ActorRef<ProcessMsg>)>,
     /// Recent failure times per process, for the restart intensity.
-    failures: HashMap<String, VecDeque<u64>>,
+    failures: FailureHistory,
 }
 
 impl Actor for RegistrySupervisor {
@@ -164,7 +166,7 @@ impl Actor for RegistrySupervisor {
                 if self.shared.is_stopping() {
                     return Ok(());
                 }
-                if self.exceeds_restart_intensity(state, &process_id) {
+                if state.failures.exceeds(&process_id, self.shared.now_ms(), self.shared.restart_intensity) {
                     tracing::error!(process_id = %process_id, %reason, "process actor keeps failing; quarantined");
                     self.shared.routes.set_slot(&process_id, Slot::Quarantined);
                     self.shared.counters.quarantine(&process_id);
@@ -220,12 +222,7 @@ impl RegistrySupervisor {
             .schemas_for(&stored.record.event_types)
             .map_err(|(name, reason)| storage(format!("stored schema of `{name}` does not compile: {reason}")))?;
         let permits = Arc::new(tokio::sync::Semaphore::new(self.shared.mailbox.capacity.max(1)));
-        let args = ProcessActorArgs {
-            state: ProcessState::from_stored(stored),
-            permits: Arc::clone(&permits),
-            schemas,
-            snapshot,
-        };
+        let args = ProcessActorArgs { stored, permits: Arc::clone(&permits), schemas, snapshot };
         let actor = ProcessActor { shared: Arc::clone(&self.shared) };
         let (actor, _join) = Actor::spawn_linked(None, actor, args, myself.get_cell())
             .await
@@ -235,24 +232,6 @@ impl RegistrySupervisor {
         self.shared.routes.set_slot(process_id, Slot::Active(Arc::clone(&active)));
         self.shared.counters.activated();
         Ok(active)
-    }
-
-    /// Records a failure; true when it exceeds the restart intensity.
-    fn exceeds_restart_intensity(&self, state: &mut SupervisorState, process_id: &str) -> bool {
-        let intensity = self.shared.restart_intensity;
-        let now = self.shared.now_ms();
-        let recent = |at: u64| now.saturating_sub(at) <= intensity.within_ms;
-        if state.failures.len() >= FAILURE_HISTORY {
-            // Forget processes whose last failure left the window, so the
-            // history stays bounded however many processes ever failed once.
-            state.failures.retain(|_, failures| failures.back().is_some_and(|&at| recent(at)));
-        }
-        let failures = state.failures.entry(process_id.to_owned()).or_default();
-        failures.push_back(now);
-        while failures.front().is_some_and(|&at| !recent(at)) {
-            failures.pop_front();
-        }
-        failures.len() > intensity.max_restarts
     }
 
     /// Commits a new process (passive: its actor starts on first use), or
@@ -325,18 +304,5 @@ impl RegistrySupervisor {
         }
         let routes = &self.shared.routes;
         Ok(state.grants.delete_session(&session_id, |id| routes.record(id).is_some_and(|record| !record.is_terminal())))
-    }
-}
-
-/// The existing record when `hash` matches its registration, else a conflict.
-pub(crate) fn same_registration(existing: &ProcessRecord, hash: &str) -> Result<ProcessRecord, RegistryError> {
-    if existing.registration_hash == hash {
-        Ok(existing.clone())
-    } else {
-        Err(RegistryError::RegistrationConflict {
-            process_id: existing.id.clone(),
-            existing_hash: existing.registration_hash.clone(),
-            requested_hash: hash.to_owned(),
-        })
     }
 }

@@ -14,135 +14,48 @@
 //! polling and no timer. A caller that gives up sends
 //! [`ProcessMsg::CancelWaiter`] from its drop guard, so nothing stays behind.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
 
-use super::messages::{ProcessMsg, Reply};
+pub(crate) mod messages;
+mod state;
+mod waiters;
+
+use self::messages::ProcessMsg;
+use self::state::ProcessState;
+use self::waiters::Waiters;
 use super::routes::RecordSnapshot;
-use super::Shared;
+use super::shared::Shared;
 use crate::error::RegistryError;
-use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
+use crate::events::{ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
 use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
 use crate::rules::append::{plan_append, wake_delivery, AppendPlan, AppendView};
 use crate::rules::lease;
 use crate::rules::schema::CompiledSchemas;
-use crate::store::{ProcessChange, ProcessState};
+use crate::store::{ProcessChange, StoredProcess};
 
 /// The process actor (stateless; its state is [`ProcessActorState`]).
 #[derive(Debug)]
-pub struct ProcessActor {
+pub(crate) struct ProcessActor {
     pub(crate) shared: Arc<Shared>,
 }
 
 /// What a process actor starts from.
 #[derive(Debug)]
-pub struct ProcessActorArgs {
-    pub(crate) state: ProcessState,
+pub(crate) struct ProcessActorArgs {
+    /// The committed state the actor starts from.
+    pub(crate) stored: StoredProcess,
     /// The mailbox permits callers hold while a call is in flight.
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) schemas: CompiledSchemas,
     pub(crate) snapshot: Arc<RecordSnapshot>,
 }
 
-/// A caller parked for the first event of a type after `after`.
-#[derive(Debug)]
-struct EventWaiter {
-    after: u64,
-    reply: Reply<Arc<ProcessEvent>>,
-}
-
-/// Callers parked on one process.
-#[derive(Debug)]
-pub struct Waiters {
-    shared: Arc<Shared>,
-    by_type: HashMap<String, HashMap<u64, EventWaiter>>,
-    type_of: HashMap<u64, String>,
-    outputs: HashMap<u64, Reply<ProcessAwaitOutput>>,
-}
-
-impl Waiters {
-    fn new(shared: Arc<Shared>) -> Self {
-        Self { shared, by_type: HashMap::new(), type_of: HashMap::new(), outputs: HashMap::new() }
-    }
-
-    fn len(&self) -> usize {
-        self.type_of.len() + self.outputs.len()
-    }
-
-    fn park_event(&mut self, event_type: String, after: u64, waiter_id: u64, reply: Reply<Arc<ProcessEvent>>) {
-        self.type_of.insert(waiter_id, event_type.clone());
-        self.by_type.entry(event_type).or_default().insert(waiter_id, EventWaiter { after, reply });
-        self.shared.counters.parked(1);
-    }
-
-    fn park_output(&mut self, waiter_id: u64, reply: Reply<ProcessAwaitOutput>) {
-        self.outputs.insert(waiter_id, reply);
-        self.shared.counters.parked(1);
-    }
-
-    fn cancel(&mut self, waiter_id: u64) {
-        let removed = match self.type_of.remove(&waiter_id) {
-            Some(event_type) => {
-                let removed = self.by_type.get_mut(&event_type).and_then(|ports| ports.remove(&waiter_id));
-                if self.by_type.get(&event_type).is_some_and(HashMap::is_empty) {
-                    self.by_type.remove(&event_type);
-                }
-                removed.is_some()
-            }
-            None => self.outputs.remove(&waiter_id).is_some(),
-        };
-        if removed {
-            self.shared.counters.parked(-1);
-        }
-    }
-
-    /// Answers every caller waiting for an event of `event.event_type`
-    /// after a sequence below the new event's. Callers that asked for
-    /// events after a sequence the log has not reached yet stay parked.
-    fn event_committed(&mut self, event: &Arc<ProcessEvent>) {
-        if self.by_type.is_empty() {
-            return;
-        }
-        let Some(waiters) = self.by_type.get_mut(&event.event_type) else {
-            return;
-        };
-        let due: Vec<u64> =
-            waiters.iter().filter(|(_, waiter)| waiter.after < event.sequence).map(|(&id, _)| id).collect();
-        for waiter_id in &due {
-            if let Some(waiter) = waiters.remove(waiter_id) {
-                // A caller that went away no longer needs the answer.
-                let _ = waiter.reply.send(Ok(Arc::clone(event)));
-            }
-            self.type_of.remove(waiter_id);
-        }
-        if waiters.is_empty() {
-            self.by_type.remove(&event.event_type);
-        }
-        self.shared.counters.parked(-(due.len() as i64));
-    }
-
-    fn terminal_committed(&mut self, output: &ProcessAwaitOutput) {
-        self.shared.counters.parked(-(self.outputs.len() as i64));
-        for (_, port) in self.outputs.drain() {
-            let _ = port.send(Ok(output.clone()));
-        }
-    }
-}
-
-impl Drop for Waiters {
-    fn drop(&mut self) {
-        // Dropping the ports tells each caller its actor is gone; the facade
-        // turns that into `Stopped` (shutdown) or a transparent retry (restart).
-        self.shared.counters.parked(-(self.len() as i64));
-    }
-}
-
 /// A process actor's state.
 #[derive(Debug)]
-pub struct ProcessActorState {
+pub(crate) struct ProcessActorState {
     process_id: String,
     state: ProcessState,
     schemas: CompiledSchemas,
@@ -164,10 +77,11 @@ impl Actor for ProcessActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         self.shared.counters.actor_started();
-        args.snapshot.publish(Arc::clone(args.state.record()));
+        let state = ProcessState::from_stored(args.stored);
+        args.snapshot.publish(Arc::clone(state.record()));
         Ok(ProcessActorState {
-            process_id: args.state.record().id.clone(),
-            state: args.state,
+            process_id: state.record().id.clone(),
+            state,
             schemas: args.schemas,
             snapshot: args.snapshot,
             waiters: Waiters::new(Arc::clone(&self.shared)),

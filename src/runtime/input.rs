@@ -1,0 +1,86 @@
+//! Bounds on caller input, checked in the caller's task before any message.
+//!
+//! Values that are serialized or hashed recursively (await outputs,
+//! external-ref metadata, payloads) are refused when they nest deeper than
+//! the limits, and dropped without recursion, so hostile input can neither
+//! overflow the stack nor reach an actor.
+
+use serde_json::json;
+
+use crate::error::RegistryError;
+use crate::events::{ProcessAwaitOutput, ProcessEventAppendRequest};
+use crate::model::ProcessExternalRef;
+use crate::rules::append::check_and_hash_payload;
+use crate::rules::limits::{dismantle, Limits};
+
+/// Refuses an await output whose values nest deeper than the limit (they
+/// are serialized recursively), dropping them without recursion.
+fn bounded_output(
+    limits: &Limits,
+    process_id: &str,
+    output: ProcessAwaitOutput,
+) -> Result<ProcessAwaitOutput, RegistryError> {
+    let what = "await output depth";
+    Ok(match output {
+        ProcessAwaitOutput::Success { value } => {
+            ProcessAwaitOutput::Success { value: limits.bounded(process_id, what, value)? }
+        }
+        ProcessAwaitOutput::Failure { code, message, raw } => ProcessAwaitOutput::Failure {
+            code,
+            message,
+            raw: raw.map(|raw| limits.bounded(process_id, what, raw)).transpose()?,
+        },
+        ProcessAwaitOutput::Cancelled { message, raw } => ProcessAwaitOutput::Cancelled {
+            message,
+            raw: raw.map(|raw| limits.bounded(process_id, what, raw)).transpose()?,
+        },
+    })
+}
+
+/// Bounds an append request (step 1 of the spec) and returns it with its
+/// payload hash; a refused request is dismantled without recursion.
+pub(super) fn checked_append(
+    limits: &Limits,
+    process_id: &str,
+    request: ProcessEventAppendRequest,
+) -> Result<(ProcessEventAppendRequest, String), RegistryError> {
+    match check_and_hash_payload(limits, process_id, &request) {
+        Ok(hash) => Ok((request, hash)),
+        Err(err) => {
+            dismantle(request.payload);
+            Err(err)
+        }
+    }
+}
+
+/// Bounds the metadata of an external reference.
+pub(super) fn bounded_external_ref(
+    limits: &Limits,
+    process_id: &str,
+    mut external_ref: ProcessExternalRef,
+) -> Result<ProcessExternalRef, RegistryError> {
+    if let Some(metadata) = external_ref.metadata.take() {
+        external_ref.metadata = Some(limits.bounded(process_id, "metadata depth", metadata)?);
+    }
+    Ok(external_ref)
+}
+
+/// The append that `complete_process` makes: the terminal event type of
+/// `output`'s state, payload `{"await_output": output}`, and the replay key
+/// `process:{id}:terminal:{event_type}`, so repeating the call is idempotent.
+pub(super) fn terminal_request(
+    limits: &Limits,
+    process_id: &str,
+    output: ProcessAwaitOutput,
+) -> Result<ProcessEventAppendRequest, RegistryError> {
+    let event_type = output.terminal_state().event_type();
+    let output = bounded_output(limits, process_id, output)?;
+    let output = serde_json::to_value(&output).map_err(|err| RegistryError::InvalidPayload {
+        process_id: process_id.to_owned(),
+        event_type: event_type.to_owned(),
+        path: "/await_output".to_owned(),
+        message: err.to_string(),
+    })?;
+    Ok(ProcessEventAppendRequest::new(event_type, json!({ "await_output": output }))
+        .with_replay_key(format!("process:{process_id}:terminal:{event_type}")))
+}

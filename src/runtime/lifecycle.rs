@@ -1,0 +1,131 @@
+//! [`ActorProcessRegistry`]: the handle users hold, and its lifecycle.
+//!
+//! `start` creates the shared state, spawns the supervisor (which routes
+//! every process the store already holds, as passive) and the passivation
+//! sweeper; `shutdown` stops them and fails every parked caller; `stats`
+//! reads the counters. The trait itself is implemented in the facade, and
+//! the machinery that carries each call to an actor in `call`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::Mutex;
+
+use super::config::RegistryConfig;
+use super::shared::Shared;
+use super::stats::RegistryStats;
+use super::supervisor::messages::SupervisorMsg;
+use super::supervisor::RegistrySupervisor;
+use crate::error::RegistryError;
+
+/// How long shutdown waits for actors to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The process registry on per-process actors. Cheap to clone: clones share
+/// one registry.
+#[derive(Clone, Debug)]
+pub struct ActorProcessRegistry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Ticks the passivation sweep; aborted at shutdown.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// A registry dropped without `shutdown()` still stops its actors.
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some(sweeper) = &self.sweeper {
+            sweeper.abort();
+        }
+        self.supervisor.stop_children(None);
+        self.supervisor.stop(None);
+    }
+}
+
+impl ActorProcessRegistry {
+    /// Starts a registry on `config.store`: the supervisor routes every
+    /// process the store already holds (as passive: their actors start on
+    /// first use), and a sweeper ticks passivation when it is enabled.
+    pub async fn start(config: RegistryConfig) -> Result<Self, RegistryError> {
+        let shared = Arc::new(Shared::new(config));
+        let supervisor = RegistrySupervisor { shared: Arc::clone(&shared) };
+        let (supervisor, task) = Actor::spawn(None, supervisor, ()).await.map_err(|err| RegistryError::Storage {
+            process_id: String::new(),
+            message: format!("could not start the registry supervisor: {err}"),
+        })?;
+        let sweeper = shared.passivate_after.map(|idle| {
+            let supervisor = supervisor.clone();
+            let period = (idle / 2).max(Duration::from_millis(50));
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if supervisor.send_message(SupervisorMsg::Sweep).is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        Ok(Self { inner: Arc::new(Inner { shared, supervisor, supervisor_task: Mutex::new(Some(task)), sweeper }) })
+    }
+
+    /// Stops every actor. Parked callers, calls in flight and later calls
+    /// get [`RegistryError::Stopped`]; reads of published records
+    /// (`get_process`, `list_processes`, `list_non_terminal`) keep answering
+    /// from the last snapshots. Idempotent.
+    pub async fn shutdown(&self) {
+        let shared = &self.inner.shared;
+        shared.stopping.store(true, Ordering::Release);
+        if let Some(sweeper) = &self.inner.sweeper {
+            sweeper.abort();
+        }
+        let supervisor = &self.inner.supervisor;
+        // Every process actor is linked to the supervisor: this stops them all.
+        supervisor.stop_children_and_wait(None, Some(SHUTDOWN_GRACE)).await;
+        let _ = supervisor.stop_and_wait(None, Some(SHUTDOWN_GRACE)).await;
+        if let Some(task) = self.inner.supervisor_task.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Counters for dashboards; O(1).
+    pub fn stats(&self) -> RegistryStats {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// Makes the process's actor panic, to exercise supervision.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject_panic(&self, process_id: &str) -> Result<(), RegistryError> {
+        let active = self.active(process_id).await?;
+        active
+            .actor
+            .send_message(super::process::messages::ProcessMsg::InjectPanic)
+            .map_err(|_| RegistryError::stopped(process_id))
+    }
+
+    /// Asks every actor idle for the configured time (by the registry clock)
+    /// to passivate now, instead of at the next periodic sweep.
+    pub fn passivate_idle(&self) {
+        let _ = self.inner.supervisor.send_message(SupervisorMsg::Sweep);
+    }
+
+    /// What every actor and the facade share.
+    pub(super) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// The supervisor actor.
+    pub(super) fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
+        &self.inner.supervisor
+    }
+}

@@ -1,0 +1,123 @@
+//! What the registry counts, for dashboards.
+//!
+//! Every count is an atomic updated where the event happens (the actors,
+//! the supervisor, the waiter bookkeeping); [`RegistryStats`] is a snapshot
+//! of them, O(1), taken without any message.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::ProcessTerminalState;
+use crate::model::ProcessStatus;
+
+/// A cheap snapshot of the registry, for dashboards. Each count is read
+/// from an atomic counter: O(1), no message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryStats {
+    /// Non-terminal processes.
+    pub running: u64,
+    /// Completed processes.
+    pub completed: u64,
+    /// Failed processes.
+    pub failed: u64,
+    /// Cancelled processes.
+    pub cancelled: u64,
+    /// Process actors currently alive.
+    pub live_actors: u64,
+    /// Callers parked in `wait_event_after` / `await_process`.
+    pub parked_waiters: u64,
+    /// Process actor restarts after a panic.
+    pub restarts: u64,
+    /// Actors started for passive processes (first use or after passivation).
+    pub activations: u64,
+    /// Actors stopped because their process was idle.
+    pub passivations: u64,
+    /// Processes quarantined after repeated crashes, by id.
+    pub quarantined: Vec<String>,
+}
+
+/// Counters behind [`RegistryStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    running: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    cancelled: AtomicU64,
+    live_actors: AtomicI64,
+    parked_waiters: AtomicI64,
+    restarts: AtomicU64,
+    activations: AtomicU64,
+    passivations: AtomicU64,
+    quarantined: Mutex<BTreeSet<String>>,
+}
+
+impl Counters {
+    pub(crate) fn count_status(&self, status: &ProcessStatus) {
+        let counter = match status {
+            ProcessStatus::Running => &self.running,
+            ProcessStatus::Completed { .. } => &self.completed,
+            ProcessStatus::Failed { .. } => &self.failed,
+            ProcessStatus::Cancelled { .. } => &self.cancelled,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_terminal(&self, state: ProcessTerminalState) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let counter = match state {
+            ProcessTerminalState::Completed => &self.completed,
+            ProcessTerminalState::Failed => &self.failed,
+            ProcessTerminalState::Cancelled => &self.cancelled,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn actor_started(&self) {
+        self.live_actors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn actor_stopped(&self) {
+        self.live_actors.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn parked(&self, delta: i64) {
+        self.parked_waiters.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub(crate) fn restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn activated(&self) {
+        self.activations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn passivated(&self) {
+        self.passivations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn quarantine(&self, process_id: &str) {
+        if let Ok(mut quarantined) = self.quarantined.lock() {
+            quarantined.insert(process_id.to_owned());
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> RegistryStats {
+        let non_negative = |value: i64| u64::try_from(value).unwrap_or(0);
+        RegistryStats {
+            running: self.running.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            live_actors: non_negative(self.live_actors.load(Ordering::Relaxed)),
+            parked_waiters: non_negative(self.parked_waiters.load(Ordering::Relaxed)),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            activations: self.activations.load(Ordering::Relaxed),
+            passivations: self.passivations.load(Ordering::Relaxed),
+            quarantined: self.quarantined.lock().map(|ids| ids.iter().cloned().collect()).unwrap_or_default(),
+        }
+    }
+}
