@@ -77,6 +77,10 @@
 //! - [`clock`], [`error`], [`registry`]: time, the typed errors, the trait.
 
 #![deny(missing_docs)]
+// The no-panic promise, enforced where it is made: library code neither
+// unwraps nor indexes unchecked. Each exception is a commented `allow` on
+// the one item whose invariant makes it safe. Unit tests may panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod clock;
 pub mod error;

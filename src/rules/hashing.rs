@@ -114,7 +114,6 @@ fn write_entries<'a, S: Sink>(entries: impl Iterator<Item = (&'a String, &'a Val
 /// the short escapes `\b \f \n \r \t`, other control characters as
 /// `\u00xx`; everything else (non-ASCII included) as is.
 fn write_string<S: Sink>(text: &str, out: &mut S) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.put("\"");
     let mut start = 0;
     for (index, byte) in text.bytes().enumerate() {
@@ -129,26 +128,33 @@ fn write_string<S: Sink>(text: &str, out: &mut S) {
             0x00..=0x1f => "",
             _ => continue,
         };
-        out.put(&text[start..index]);
+        // Escaped bytes are ASCII, so `start` and `index` are char boundaries.
+        out.put(text.get(start..index).unwrap_or_default());
         if escape.is_empty() {
-            let code = [b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]];
-            // Six ASCII bytes are valid UTF-8.
-            out.put(std::str::from_utf8(&code).unwrap_or_default());
+            out.put("\\u00");
+            out.put(hex_digit(byte >> 4));
+            out.put(hex_digit(byte & 0xf));
         } else {
             out.put(escape);
         }
         start = index + 1;
     }
-    out.put(&text[start..]);
+    out.put(text.get(start..).unwrap_or_default());
     out.put("\"");
 }
 
+/// The lowercase hex digit of the low four bits of `nibble`.
+fn hex_digit(nibble: u8) -> &'static str {
+    const DIGITS: &str = "0123456789abcdef";
+    let at = usize::from(nibble & 0xf);
+    DIGITS.get(at..=at).unwrap_or("0")
+}
+
 fn hex(digest: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(digest.len() * 2);
     for byte in digest {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+        hex.push_str(hex_digit(byte >> 4));
+        hex.push_str(hex_digit(*byte));
     }
     hex
 }

@@ -3,6 +3,9 @@
 //! - `conformance`: the reusable conformance suite every registry must pass.
 //! - `baseline`: a global-lock reference registry, the oracle and baseline.
 
+// Test support fails a test the way tests do: by panicking.
+#![allow(clippy::panic, clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 pub mod baseline;
 
 pub mod conformance;

@@ -177,7 +177,9 @@ impl Actor for ProcessActor {
                 let result = actor.complete_lease(shared, &completion).await;
                 let _ = reply.send(result);
             }
+            // The one deliberate panic: supervision tests ask for it.
             #[cfg(feature = "fault-injection")]
+            #[allow(clippy::panic)]
             ProcessMsg::InjectPanic => panic!("fault injected into process `{}`", actor.process_id),
         }
         Ok(())

@@ -81,14 +81,14 @@ impl ProcessState {
 
     /// Events after `after`, ascending. O(result).
     pub fn events_after(&self, after: u64) -> &[Arc<ProcessEvent>] {
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(self.stored.events.len());
-        &self.stored.events[start..]
+        let start = usize::try_from(after).unwrap_or(usize::MAX);
+        self.stored.events.get(start..).unwrap_or_default()
     }
 
     /// The last `limit` events, ascending. O(result).
     pub fn recent(&self, limit: usize) -> &[Arc<ProcessEvent>] {
         let events = &self.stored.events;
-        &events[events.len().saturating_sub(limit)..]
+        events.get(events.len().saturating_sub(limit)..).unwrap_or_default()
     }
 
     /// Events of `event_type` with sequence <= `up_to`. O(log n).
@@ -109,7 +109,10 @@ impl ProcessState {
     /// Unacked wake events after `after`, ascending. O(wakes after `after`).
     pub fn wake_events_after(&self, after: u64) -> Vec<Arc<ProcessEvent>> {
         let start = self.index.wakes.partition_point(|&sequence| sequence <= after);
-        self.index.wakes[start..]
+        self.index
+            .wakes
+            .get(start..)
+            .unwrap_or_default()
             .iter()
             .filter(|sequence| !self.stored.acked.contains(sequence))
             .filter_map(|&sequence| self.event(sequence).cloned())
