@@ -25,6 +25,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The process registry on per-process actors. Cheap to clone: clones share
 /// one registry.
+///
+/// Call it from tasks on the tokio runtime it was started on
+/// (`tokio::spawn`): a caller outside the runtime's workers (a thread in
+/// `block_on`) pays a thread wake-up per message. Dropping the last clone
+/// without [`shutdown`](Self::shutdown) still stops every actor.
 #[derive(Clone, Debug)]
 pub struct ActorProcessRegistry {
     inner: Arc<Inner>,
@@ -55,6 +60,11 @@ impl ActorProcessRegistry {
     /// Starts a registry on `config.store`: the supervisor routes every
     /// process the store already holds (as passive: their actors start on
     /// first use), and a sweeper ticks passivation when it is enabled.
+    ///
+    /// Must run inside a tokio runtime. Waits on: the store's `recover`.
+    /// Cost: O(stored processes + grants). Errors: `Storage` when the store
+    /// cannot be read or the supervisor cannot start. Cancel safety: a
+    /// dropped `start` leaves no registry behind.
     pub async fn start(config: RegistryConfig) -> Result<Self, RegistryError> {
         let shared = Arc::new(Shared::new(config));
         let supervisor = RegistrySupervisor { shared: Arc::clone(&shared) };
@@ -83,6 +93,10 @@ impl ActorProcessRegistry {
     /// get [`RegistryError::Stopped`]; reads of published records
     /// (`get_process`, `list_processes`, `list_non_terminal`) keep answering
     /// from the last snapshots. Idempotent.
+    ///
+    /// Waits on: every actor stopping, at most 5 s each for the process
+    /// actors and the supervisor. Cancel safety: the stop is already under
+    /// way when the future is dropped; later calls still get `Stopped`.
     pub async fn shutdown(&self) {
         let shared = &self.inner.shared;
         shared.stopping.store(true, Ordering::Release);
@@ -98,7 +112,8 @@ impl ActorProcessRegistry {
         }
     }
 
-    /// Counters for dashboards; O(1).
+    /// Counters for dashboards. Waits on nothing: atomic reads, O(1) (plus
+    /// a copy of the quarantined ids).
     pub fn stats(&self) -> RegistryStats {
         self.inner.shared.counters.snapshot()
     }
@@ -114,7 +129,8 @@ impl ActorProcessRegistry {
     }
 
     /// Asks every actor idle for the configured time (by the registry clock)
-    /// to passivate now, instead of at the next periodic sweep.
+    /// to passivate now, instead of at the next periodic sweep. Returns at
+    /// once; the actors passivate asynchronously.
     pub fn passivate_idle(&self) {
         let _ = self.inner.supervisor.send_message(SupervisorMsg::Sweep);
     }

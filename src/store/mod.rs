@@ -64,15 +64,22 @@ pub trait ProcessStore: Send + Sync + std::fmt::Debug + 'static {
     /// What this store guarantees.
     fn durability_tier(&self) -> DurabilityTier;
 
-    /// Everything the store holds, read once when a registry starts.
+    /// Everything the store holds, read once when a registry starts (by the
+    /// supervisor, before it answers any call).
     async fn recover(&self) -> Result<Recovered, RegistryError>;
 
-    /// The committed state of one process, for restarting its actor.
+    /// The committed state of one process, for starting its actor. Called by
+    /// the supervisor on activation and restart; it answers no other call
+    /// until this returns, so it should cost O(the process's state).
     async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError>;
 
-    /// Records one committed change of one process.
+    /// Records one committed change of one process. Called by that
+    /// process's actor, which applies the change only after this returns
+    /// `Ok`; later calls on the process wait behind it, calls on other
+    /// processes do not. An error must leave nothing recorded.
     async fn commit_process(&self, process_id: &str, change: &ProcessChange) -> Result<(), RegistryError>;
 
-    /// Records one change of the grant index.
+    /// Records one change of the grant index. Called by the supervisor,
+    /// which updates its index only after this returns `Ok`.
     async fn commit_grant(&self, change: &GrantChange) -> Result<(), RegistryError>;
 }
