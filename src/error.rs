@@ -153,6 +153,33 @@ pub enum RegistryError {
         /// The configured bound.
         capacity: usize,
     },
+    /// The store file is held by another registry: two writers would fork
+    /// its fencing tokens. Read-only inspectors may still open it.
+    #[error("store `{path}` is held by another registry")]
+    StoreLocked {
+        /// The store's path.
+        path: String,
+    },
+    /// The store was written with a schema version this build does not
+    /// read; the file was not touched.
+    #[error("store `{path}` has schema version {found}; this build reads version {supported}")]
+    StoreVersion {
+        /// The store's path.
+        path: String,
+        /// The version found in the file.
+        found: i64,
+        /// The version this build reads and writes.
+        supported: i64,
+    },
+    /// The store could not be opened: not a database, truncated,
+    /// unreadable, or not writable.
+    #[error("cannot open store `{path}`: {message}")]
+    StoreOpen {
+        /// The store's path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The store failed to record a change; nothing was committed.
     #[error("storage failure for process `{process_id}`: {message}")]
     Storage {
@@ -188,6 +215,7 @@ impl RegistryError {
             | Self::Quarantined { process_id }
             | Self::Overloaded { process_id, .. }
             | Self::Storage { process_id, .. } => process_id,
+            Self::StoreLocked { .. } | Self::StoreVersion { .. } | Self::StoreOpen { .. } => "",
         }
     }
 

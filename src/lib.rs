@@ -105,7 +105,7 @@ pub use rules::limits::Limits;
 pub use runtime::{
     ActorProcessRegistry, MailboxConfig, OverloadPolicy, RegistryConfig, RegistryStats, RestartIntensity,
 };
-pub use store::{MemoryStore, ProcessStore};
+pub use store::{CommitMode, MemoryStore, ProcessStore, SqliteOptions, SqliteStore, SyncMode};
 
 /// The README's usage example, compiled and run as a doc-test.
 #[doc = include_str!("../README.md")]

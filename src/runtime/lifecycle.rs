@@ -89,6 +89,32 @@ impl ActorProcessRegistry {
         Ok(Self { inner: Arc::new(Inner { shared, supervisor, supervisor_task: Mutex::new(Some(task)), sweeper }) })
     }
 
+    /// Opens (or creates) the durable SQLite store at `path` with default
+    /// [`SqliteOptions`](crate::SqliteOptions) (fsync every commit, group
+    /// commit) and starts a registry on it; `config.store` is replaced.
+    /// Every process the file holds is routed as passive; their logs are
+    /// read when they are first used.
+    ///
+    /// Errors: those of [`SqliteStore::open`](crate::SqliteStore::open)
+    /// (another registry holds the file, an unknown schema version, not a
+    /// database) and of [`Self::start`].
+    pub async fn open(path: impl AsRef<std::path::Path>, config: RegistryConfig) -> Result<Self, RegistryError> {
+        Self::open_with(path, crate::SqliteOptions::default(), config).await
+    }
+
+    /// [`Self::open`] with explicit store options.
+    pub async fn open_with(
+        path: impl AsRef<std::path::Path>,
+        options: crate::SqliteOptions,
+        config: RegistryConfig,
+    ) -> Result<Self, RegistryError> {
+        let path = path.as_ref().to_owned();
+        let store = tokio::task::spawn_blocking(move || crate::SqliteStore::open(path, options))
+            .await
+            .map_err(|error| RegistryError::Storage { process_id: String::new(), message: error.to_string() })??;
+        Self::start(config.with_store(Arc::new(store))).await
+    }
+
     /// Stops every actor. Parked callers, calls in flight and later calls
     /// get [`RegistryError::Stopped`]; reads of published records
     /// (`get_process`, `list_processes`, `list_non_terminal`) keep answering
@@ -109,6 +135,10 @@ impl ActorProcessRegistry {
         let _ = supervisor.stop_and_wait(None, Some(SHUTDOWN_GRACE)).await;
         if let Some(task) = self.inner.supervisor_task.lock().await.take() {
             let _ = task.await;
+        }
+        // Every actor is gone: flush and release the store.
+        if let Err(error) = shared.store.close().await {
+            tracing::error!(%error, "closing the store failed");
         }
     }
 

@@ -19,11 +19,6 @@ use crate::rules::lease::LeaseState;
 /// One committed change of a process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProcessChange {
-    /// The process was registered with this record.
-    Registered {
-        /// The new record.
-        record: Arc<ProcessRecord>,
-    },
     /// An event was appended.
     Appended {
         /// The event.
@@ -81,7 +76,7 @@ impl StoredProcess {
     /// Applies one change.
     pub fn apply(&mut self, change: &ProcessChange) {
         match change {
-            ProcessChange::Registered { record } | ProcessChange::RecordUpdated { record } => {
+            ProcessChange::RecordUpdated { record } => {
                 self.record = Arc::clone(record);
             }
             ProcessChange::Appended { event, replay, record } => {

@@ -4,13 +4,17 @@
 //! map, sharing events with the actors (`Arc<ProcessEvent>`), so a process
 //! actor that panics is restarted with everything it had committed. It
 //! reports [`DurabilityTier::Inline`]: nothing survives the OS process.
-//! Grants live in the supervisor, which outlives every process actor, so
-//! this store has nothing to do for them.
+//! Every commit is answered inside `submit`. Grants live in the supervisor,
+//! which outlives every process actor, so this store has nothing to do for
+//! them.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{GrantChange, ProcessChange, ProcessStore, Recovered, StoredProcess};
+use super::{Commit, CommitCallback, CommitResult, Committed, ProcessStore, Recovered, StoredProcess};
 use crate::error::RegistryError;
 use crate::model::DurabilityTier;
 
@@ -41,6 +45,34 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    fn apply(&self, commit: Commit) -> CommitResult {
+        match commit {
+            Commit::Register { record } => match self.processes.entry(record.id.as_str().into()) {
+                Entry::Occupied(existing) => Ok(Committed::AlreadyRegistered(Arc::clone(&existing.get().record))),
+                Entry::Vacant(slot) => {
+                    slot.insert(Box::new(StoredProcess::new(record)));
+                    Ok(Committed::Done)
+                }
+            },
+            Commit::Process { process_id, changes } => match self.processes.get_mut(process_id.as_str()) {
+                Some(mut stored) => {
+                    for change in &changes {
+                        stored.apply(change);
+                    }
+                    Ok(Committed::Done)
+                }
+                None => Err(RegistryError::Storage {
+                    process_id,
+                    message: "change for a process the store does not hold".to_owned(),
+                }),
+            },
+            // Grants live in the supervisor, which outlives every actor.
+            Commit::Grants { .. } => Ok(Committed::Done),
+        }
+    }
+}
+
 #[async_trait]
 impl ProcessStore for MemoryStore {
     fn durability_tier(&self) -> DurabilityTier {
@@ -49,7 +81,7 @@ impl ProcessStore for MemoryStore {
 
     async fn recover(&self) -> Result<Recovered, RegistryError> {
         Ok(Recovered {
-            processes: self.processes.iter().map(|entry| StoredProcess::clone(entry.value())).collect(),
+            records: self.processes.iter().map(|entry| Arc::clone(&entry.value().record)).collect(),
             grants: Vec::new(),
         })
     }
@@ -58,25 +90,7 @@ impl ProcessStore for MemoryStore {
         Ok(self.processes.get(process_id).map(|entry| StoredProcess::clone(entry.value())))
     }
 
-    async fn commit_process(&self, process_id: &str, change: &ProcessChange) -> Result<(), RegistryError> {
-        match change {
-            ProcessChange::Registered { record } => {
-                self.processes.insert(process_id.into(), Box::new(StoredProcess::new(record.clone())));
-            }
-            other => match self.processes.get_mut(process_id) {
-                Some(mut stored) => stored.apply(other),
-                None => {
-                    return Err(RegistryError::Storage {
-                        process_id: process_id.to_owned(),
-                        message: "change for a process the store does not hold".to_owned(),
-                    })
-                }
-            },
-        }
-        Ok(())
-    }
-
-    async fn commit_grant(&self, _change: &GrantChange) -> Result<(), RegistryError> {
-        Ok(())
+    fn submit(&self, commit: Commit, _later: CommitCallback) -> Option<CommitResult> {
+        Some(self.apply(commit))
     }
 }

@@ -1,28 +1,42 @@
 //! Storage: the one seam between committed state and where it is kept.
 //!
-//! A process actor commits each change in two steps: first the store
-//! records it ([`ProcessStore::commit_process`]), then the actor applies the
-//! same [`ProcessChange`] to its own working state. A change the store
-//! refused is not applied, so the actor never holds state the store lacks,
-//! and a restarted actor rebuilds exactly the committed state from
-//! [`ProcessStore::load_process`]. The supervisor commits grant changes the
-//! same way ([`ProcessStore::commit_grant`]) before it updates its index.
+//! Every change is a [`Commit`] handed to [`ProcessStore::submit`]: a
+//! registration (inserted only if the id is absent), the changes of one
+//! process, or the changes of the grant index, each all or nothing. The
+//! store answers when the commit is as durable as its
+//! [`DurabilityTier`] says, and only then does the caller make it visible:
+//! a process actor applies its [`ProcessChange`]s to the state it publishes
+//! and answers its callers; the supervisor routes the new process or
+//! updates its grant index. A commit the store refused is never applied,
+//! so nothing in memory is ahead of the store, and a restarted actor
+//! rebuilds exactly the committed state from [`ProcessStore::load_process`].
+//!
+//! Ownership: the store owns what is committed. Opening a registry reads
+//! records and grants only ([`ProcessStore::recover`]); a process's log,
+//! replay index, acks and lease are read when its actor activates and
+//! dropped from memory when it passivates.
 //!
 //! - [`committed`]: what a store keeps of one process and the changes that move it.
 //! - [`memory`]: the default in-memory store ([`DurabilityTier::Inline`]).
+//! - [`sqlite`]: the embedded durable store ([`DurabilityTier::Durable`]),
+//!   with group commit on one writer thread.
 
 pub mod committed;
 pub mod memory;
+pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::error::RegistryError;
-use crate::model::{DurabilityTier, ProcessHandleDescriptor, SessionScope};
+use crate::model::{DurabilityTier, ProcessHandleDescriptor, ProcessRecord, SessionScope};
 
 pub use crate::rules::append::ReplayEntry;
 pub use crate::rules::lease::LeaseState;
 pub use committed::{ProcessChange, StoredProcess};
 pub use memory::MemoryStore;
+pub use sqlite::{CommitMode, SqliteOptions, SqliteStore, StoreFaults, StoreFaultsHandle, SyncMode};
 
 /// A change to the session-grant index, for stores that persist grants.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,41 +59,107 @@ pub enum GrantChange {
     },
 }
 
-/// Everything a store holds, as handed to a registry that opens it.
+/// One atomic unit of work for a store: all of it is committed, or none.
+#[derive(Clone, Debug)]
+pub enum Commit {
+    /// A new process, inserted only if its id is absent.
+    Register {
+        /// Its record.
+        record: Arc<ProcessRecord>,
+    },
+    /// Changes of one process, in order.
+    Process {
+        /// The process.
+        process_id: String,
+        /// Its changes.
+        changes: Vec<ProcessChange>,
+    },
+    /// Changes of the grant index, in order (a transfer, a session deletion).
+    Grants {
+        /// The changes.
+        changes: Vec<GrantChange>,
+    },
+}
+
+/// What a successful commit did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// Everything was recorded.
+    Done,
+    /// A [`Commit::Register`] found its id taken: nothing was recorded, and
+    /// this is the record the store holds.
+    AlreadyRegistered(Arc<ProcessRecord>),
+}
+
+/// The answer to a commit.
+pub type CommitResult = Result<Committed, RegistryError>;
+
+/// Called once with the answer to a commit that did not finish inside
+/// [`ProcessStore::submit`]; from any thread.
+pub type CommitCallback = Box<dyn FnOnce(CommitResult) + Send>;
+
+/// Everything a registry reads when it opens a store.
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
-    /// Every committed process.
-    pub processes: Vec<StoredProcess>,
+    /// Every committed process's record. Records with equal declarations
+    /// should share one `event_types` list.
+    pub records: Vec<Arc<ProcessRecord>>,
     /// Every grant, in commit order.
     pub grants: Vec<GrantChange>,
 }
 
 /// Where committed state is kept.
 ///
-/// Implementations must make a change visible to [`Self::load_process`] (and,
-/// for [`DurabilityTier::Durable`], durable) before `commit_*` returns, and
-/// must leave nothing behind when they return an error.
+/// A store must answer a commit only once it is as durable as
+/// [`Self::durability_tier`] says, must answer the commits of one submitter
+/// in the order they were submitted, and must leave nothing of a commit it
+/// refused. After a failed write whose outcome it cannot know (a failed
+/// fsync), a store refuses every later commit until it is reopened.
 #[async_trait]
 pub trait ProcessStore: Send + Sync + std::fmt::Debug + 'static {
     /// What this store guarantees.
     fn durability_tier(&self) -> DurabilityTier;
 
-    /// Everything the store holds, read once when a registry starts (by the
-    /// supervisor, before it answers any call).
+    /// Every record and grant, read once when a registry starts (by the
+    /// supervisor, before it answers any call). Event logs are not read.
     async fn recover(&self) -> Result<Recovered, RegistryError>;
 
-    /// The committed state of one process, for starting its actor. Called by
-    /// the supervisor on activation and restart; it answers no other call
-    /// until this returns, so it should cost O(the process's state).
+    /// The committed state of one process, for starting its actor: it
+    /// reflects every commit answered before the call. Called by the
+    /// supervisor on activation and restart; it answers no other call until
+    /// this returns, so it should cost O(the process's state).
     async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError>;
 
-    /// Records one committed change of one process. Called by that
-    /// process's actor, which applies the change only after this returns
-    /// `Ok`; later calls on the process wait behind it, calls on other
-    /// processes do not. An error must leave nothing recorded.
-    async fn commit_process(&self, process_id: &str, change: &ProcessChange) -> Result<(), RegistryError>;
+    /// Hands `commit` to the store. A store that commits inline returns
+    /// `Some(answer)` and drops `later` uncalled; otherwise it returns
+    /// `None` and calls `later` exactly once, when the commit is durable or
+    /// has failed. Never blocks on I/O. The submitter makes the commit
+    /// visible only after an `Ok` answer.
+    fn submit(&self, commit: Commit, later: CommitCallback) -> Option<CommitResult>;
 
-    /// Records one change of the grant index. Called by the supervisor,
-    /// which updates its index only after this returns `Ok`.
-    async fn commit_grant(&self, change: &GrantChange) -> Result<(), RegistryError>;
+    /// Flushes what was submitted and releases the store (for SQLite:
+    /// checkpoints the WAL and drops the file lock). Later commits are
+    /// refused. Called by the registry's shutdown; idempotent.
+    async fn close(&self) -> Result<(), RegistryError> {
+        Ok(())
+    }
+}
+
+/// Submits `commit` and waits for its answer; for callers that may wait
+/// (the supervisor's grant changes, tests, tools).
+pub async fn commit(store: &dyn ProcessStore, commit: Commit) -> CommitResult {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let later: CommitCallback = Box::new(move |answer| {
+        // The waiter may have gone away; the commit stands regardless.
+        let _ = tx.send(answer);
+    });
+    match store.submit(commit, later) {
+        Some(answer) => answer,
+        None => rx.await.unwrap_or_else(|_| {
+            Err(RegistryError::Storage {
+                process_id: String::new(),
+                message: "the store dropped a commit without answering it".to_owned(),
+            })
+        }),
+    }
 }

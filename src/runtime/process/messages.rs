@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
 use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
 use crate::runtime::call::Reply;
+use crate::store::CommitResult;
 
 /// Messages a process actor handles.
 #[derive(Debug)]
@@ -126,6 +127,13 @@ pub(crate) enum ProcessMsg {
     Passivate {
         /// How long the actor must have been idle.
         idle_ms: u64,
+    },
+    /// The store's answer to a commit the actor submitted.
+    Committed {
+        /// The commit's ticket.
+        ticket: u64,
+        /// The answer.
+        result: CommitResult,
     },
     /// Panic inside the handler (tests of supervision only).
     #[cfg(feature = "fault-injection")]

@@ -2,12 +2,19 @@
 //!
 //! Every call on a process is a message to its actor, handled one at a time,
 //! so the actor needs no lock. A mutating handler first *plans* with the pure
-//! rules (which may refuse and change nothing), then *commits*: the store
-//! records the [`ProcessChange`], the actor applies it to its
-//! [`ProcessState`] with infallible pushes and inserts, and publishes the new
-//! record snapshot before replying. Nothing that can panic runs between the
-//! store accepting a change and the actor applying it, so a panic anywhere
-//! in a handler leaves the committed state whole for the restarted actor.
+//! rules (which may refuse and change nothing), then *submits* the
+//! [`ProcessChange`] to the store and applies it to its [`ProcessState`] as
+//! planned, so the next call is planned on top of it. Once the store says
+//! the change is durable (at once for the memory store, after the group
+//! commit's fsync for SQLite), the actor *settles* it: the durable
+//! watermark moves, the record snapshot is published, parked waiters it
+//! satisfies are answered, and so is the caller. Until then nothing of the
+//! change is visible; a commit in flight never holds the actor up (see
+//! `pipeline`). A commit the store fails voids everything planned on top
+//! of it: those callers get the error and the state rolls back to what is
+//! durable. Nothing that can panic runs between the store accepting a
+//! change and the actor applying it, so a panic anywhere in a handler
+//! leaves the committed state whole for the restarted actor.
 //!
 //! Parked callers (`wait_event_after`, `await_process`) are reply ports kept
 //! in [`Waiters`]; the commit that satisfies them answers them. There is no
@@ -20,10 +27,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
 
 pub(crate) mod messages;
+mod pipeline;
 mod state;
 mod waiters;
 
 use self::messages::ProcessMsg;
+use self::pipeline::{Answer, Pipeline};
 use self::state::ProcessState;
 use self::waiters::Waiters;
 use super::routes::RecordSnapshot;
@@ -34,7 +43,8 @@ use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, Pro
 use crate::rules::append::{plan_append, wake_delivery, AppendPlan, AppendView};
 use crate::rules::lease;
 use crate::rules::schema::CompiledSchemas;
-use crate::store::{ProcessChange, StoredProcess};
+use crate::runtime::call::Reply;
+use crate::store::{Commit, CommitResult, ProcessChange, StoredProcess};
 
 /// The process actor (stateless; its state is [`ProcessActorState`]).
 #[derive(Debug)]
@@ -62,6 +72,8 @@ pub(crate) struct ProcessActorState {
     snapshot: Arc<RecordSnapshot>,
     waiters: Waiters,
     permits: Arc<Semaphore>,
+    /// Commits in flight and the answers behind them.
+    pipeline: Pipeline,
     /// When the last call arrived, by the registry clock.
     last_active_ms: u64,
 }
@@ -86,6 +98,7 @@ impl Actor for ProcessActor {
             snapshot: args.snapshot,
             waiters: Waiters::new(Arc::clone(&self.shared)),
             permits: args.permits,
+            pipeline: Pipeline::default(),
             last_active_ms: self.shared.now_ms(),
         })
     }
@@ -106,41 +119,50 @@ impl Actor for ProcessActor {
         actor: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let shared = &self.shared;
-        if let ProcessMsg::Passivate { idle_ms } = message {
-            if actor.try_passivate(shared, idle_ms) {
-                // Route callers to a fresh activation at once rather than
-                // let them find closed permits until the supervisor hears
-                // of the stop; the committed state is all in the store.
-                shared.routes.passivate_if_current(&actor.process_id, myself.get_id());
-                myself.stop(None);
-            }
-            return Ok(());
-        }
-        let now_ms = shared.now_ms();
-        actor.last_active_ms = now_ms;
         match message {
-            ProcessMsg::Passivate { .. } => {}
-            ProcessMsg::Append { request, payload_hash, reply } => {
-                let result = actor.append(shared, request, payload_hash, now_ms).await;
-                let _ = reply.send(result);
+            ProcessMsg::Passivate { idle_ms } => {
+                if actor.try_passivate(shared, idle_ms) {
+                    // Route callers to a fresh activation at once rather than
+                    // let them find closed permits until the supervisor hears
+                    // of the stop; the committed state is all in the store.
+                    shared.routes.passivate_if_current(&actor.process_id, myself.get_id());
+                    myself.stop(None);
+                }
+                return Ok(());
             }
+            ProcessMsg::Committed { ticket, result } => {
+                actor.committed(shared, ticket, result);
+                return Ok(());
+            }
+            message => actor.handle_call(shared, &myself, message),
+        }
+        Ok(())
+    }
+}
+
+impl ProcessActorState {
+    fn handle_call(&mut self, shared: &Shared, myself: &ActorRef<ProcessMsg>, message: ProcessMsg) {
+        let now_ms = shared.now_ms();
+        self.last_active_ms = now_ms;
+        let mut calls = Calls { actor: self, shared, myself };
+        match message {
+            ProcessMsg::Passivate { .. } | ProcessMsg::Committed { .. } => {}
+            ProcessMsg::Append { request, payload_hash, reply } => calls.append(request, payload_hash, now_ms, reply),
             ProcessMsg::EventsAfter { after, reply } => {
-                let _ = reply.send(Ok(actor.state.events_after(after).to_vec()));
+                let _ = reply.send(Ok(calls.actor.state.events_after(after).to_vec()));
             }
             ProcessMsg::CountThrough { event_type, up_to, reply } => {
-                let _ = reply.send(Ok(actor.state.count_through(&event_type, up_to)));
+                let _ = reply.send(Ok(calls.actor.state.count_through(&event_type, up_to)));
             }
             ProcessMsg::Recent { limit, reply } => {
-                let _ = reply.send(Ok(actor.state.recent(limit).to_vec()));
+                let _ = reply.send(Ok(calls.actor.state.recent(limit).to_vec()));
             }
             ProcessMsg::WakeEventsAfter { after, reply } => {
-                let _ = reply.send(Ok(actor.state.wake_events_after(after)));
+                let _ = reply.send(Ok(calls.actor.state.wake_events_after(after)));
             }
-            ProcessMsg::AckWake { sequence, reply } => {
-                let result = actor.ack_wake(shared, sequence).await;
-                let _ = reply.send(result);
-            }
+            ProcessMsg::AckWake { sequence, reply } => calls.ack_wake(sequence, reply),
             ProcessMsg::WaitEvent { event_type, after, waiter_id, reply } => {
+                let actor = calls.actor;
                 match actor.state.first_of_type_after(&event_type, after) {
                     Some(event) => {
                         let _ = reply.send(Ok(Arc::clone(event)));
@@ -149,52 +171,38 @@ impl Actor for ProcessActor {
                     None => {}
                 }
             }
-            ProcessMsg::AwaitOutput { waiter_id, reply } => match actor.state.record().status.await_output() {
-                Some(output) => {
-                    let _ = reply.send(Ok(output.clone()));
+            ProcessMsg::AwaitOutput { waiter_id, reply } => {
+                let actor = calls.actor;
+                match actor.state.durable_record().status.await_output() {
+                    Some(output) => {
+                        let _ = reply.send(Ok(output.clone()));
+                    }
+                    None if !reply.is_closed() => actor.waiters.park_output(waiter_id, reply),
+                    None => {}
                 }
-                None if !reply.is_closed() => actor.waiters.park_output(waiter_id, reply),
-                None => {}
-            },
-            ProcessMsg::CancelWaiter { waiter_id } => actor.waiters.cancel(waiter_id),
-            ProcessMsg::SetWait { wait, reply } => {
-                let result = actor.set_wait(shared, wait).await;
-                let _ = reply.send(result);
             }
-            ProcessMsg::SetExternalRef { external_ref, reply } => {
-                let result = actor.set_external_ref(shared, external_ref).await;
-                let _ = reply.send(result);
-            }
-            ProcessMsg::ClaimLease { owner_id, ttl_ms, reply } => {
-                let result = actor.claim_lease(shared, &owner_id, ttl_ms).await;
-                let _ = reply.send(result);
-            }
-            ProcessMsg::RenewLease { lease, ttl_ms, reply } => {
-                let result = actor.renew_lease(shared, &lease, ttl_ms).await;
-                let _ = reply.send(result);
-            }
-            ProcessMsg::CompleteLease { completion, reply } => {
-                let result = actor.complete_lease(shared, &completion).await;
-                let _ = reply.send(result);
-            }
+            ProcessMsg::CancelWaiter { waiter_id } => calls.actor.waiters.cancel(waiter_id),
+            ProcessMsg::SetWait { wait, reply } => calls.set_wait(wait, reply),
+            ProcessMsg::SetExternalRef { external_ref, reply } => calls.set_external_ref(external_ref, reply),
+            ProcessMsg::ClaimLease { owner_id, ttl_ms, reply } => calls.claim_lease(&owner_id, ttl_ms, now_ms, reply),
+            ProcessMsg::RenewLease { lease, ttl_ms, reply } => calls.renew_lease(&lease, ttl_ms, now_ms, reply),
+            ProcessMsg::CompleteLease { completion, reply } => calls.complete_lease(&completion, reply),
             // The one deliberate panic: supervision tests ask for it.
             #[cfg(feature = "fault-injection")]
             #[allow(clippy::panic)]
-            ProcessMsg::InjectPanic => panic!("fault injected into process `{}`", actor.process_id),
+            ProcessMsg::InjectPanic => panic!("fault injected into process `{}`", calls.actor.process_id),
         }
-        Ok(())
     }
-}
 
-impl ProcessActorState {
-    /// Decides to passivate: idle long enough, nothing parked, and no call
-    /// in flight. The last is proven by taking every mailbox permit (each
-    /// caller holds one from before it sends until it has its answer), and
-    /// closing the semaphore makes later callers re-route to a new actor
-    /// instead of sending here. So no call is ever dropped unanswered.
+    /// Decides to passivate: idle long enough, nothing parked, nothing in
+    /// the pipeline, and no call in flight. The last is proven by taking
+    /// every mailbox permit (each caller holds one from before it sends
+    /// until it has its answer), and closing the semaphore makes later
+    /// callers re-route to a new actor instead of sending here. So no call
+    /// is ever dropped unanswered.
     fn try_passivate(&mut self, shared: &Shared, idle_ms: u64) -> bool {
         let idle_for = shared.now_ms().saturating_sub(self.last_active_ms);
-        if self.waiters.len() > 0 || idle_for < idle_ms {
+        if self.waiters.len() > 0 || !self.pipeline.is_empty() || idle_for < idle_ms {
             return false;
         }
         let capacity = u32::try_from(shared.mailbox.capacity.max(1)).unwrap_or(u32::MAX);
@@ -207,139 +215,213 @@ impl ProcessActorState {
         true
     }
 
-    /// Records `change` in the store, then applies and publishes it.
-    async fn commit(&mut self, shared: &Shared, change: ProcessChange) -> Result<(), RegistryError> {
-        shared.store.commit_process(&self.process_id, &change).await?;
-        self.state.apply(&change);
-        if matches!(
-            change,
-            ProcessChange::Appended { .. } | ProcessChange::RecordUpdated { .. } | ProcessChange::Registered { .. }
-        ) {
-            self.snapshot.publish(Arc::clone(self.state.record()));
+    /// The store's answer to commit `ticket`.
+    fn committed(&mut self, shared: &Shared, ticket: u64, result: CommitResult) {
+        match result {
+            Ok(_) => {
+                for settled in self.pipeline.durable(ticket) {
+                    for change in &settled.changes {
+                        self.settle(shared, change);
+                    }
+                    (settled.answer)(Ok(()));
+                }
+            }
+            // A ticket failed already (with everything behind it) is done.
+            Err(error) if self.pipeline.holds(ticket) => {
+                tracing::error!(process_id = %self.process_id, %error, "commit failed; rolling back to the durable state");
+                self.pipeline.fail_all(&error);
+                self.state.roll_back();
+            }
+            Err(_) => {}
         }
-        Ok(())
     }
 
-    async fn append(
-        &mut self,
-        shared: &Shared,
-        request: ProcessEventAppendRequest,
-        payload_hash: String,
-        now_ms: u64,
-    ) -> Result<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>), RegistryError> {
-        let target = request.wake_target_scope.clone();
-        let view = AppendView {
-            record: self.state.record(),
-            last_sequence: self.state.last_sequence(),
-            schemas: &self.schemas,
-            replayed: request.replay_key().and_then(|key| self.state.replay_entry(key)),
-        };
-        match plan_append(view, request, payload_hash, now_ms)? {
-            AppendPlan::Replay { sequence } => {
-                let event = self.state.event(sequence).cloned().ok_or_else(|| RegistryError::Storage {
-                    process_id: self.process_id.clone(),
-                    message: format!("replay index names missing event {sequence}"),
-                })?;
-                let delivery = wake_delivery(self.state.record(), &event, target.as_ref());
-                Ok((event, delivery))
-            }
-            AppendPlan::Commit(planned) => {
-                let planned = *planned;
-                let event = Arc::new(planned.event);
-                let terminal = event.semantics.terminal.clone();
-                let record = Arc::new(planned.record);
-                let change = ProcessChange::Appended { event: Arc::clone(&event), replay: planned.replay, record };
-                self.commit(shared, change).await?;
-                let delivery = wake_delivery(self.state.record(), &event, target.as_ref());
-                self.waiters.event_committed(&event);
-                if let Some(terminal) = terminal {
+    /// Makes one durable change visible: the watermark, the snapshot, the
+    /// waiters it satisfies, the counters.
+    fn settle(&mut self, shared: &Shared, change: &ProcessChange) {
+        self.state.make_durable(change);
+        match change {
+            ProcessChange::Appended { event, record, .. } => {
+                self.snapshot.publish(Arc::clone(record));
+                self.waiters.event_committed(event);
+                if let Some(terminal) = &event.semantics.terminal {
                     shared.counters.count_terminal(terminal.state);
                     self.waiters.terminal_committed(&terminal.await_output);
                 }
-                Ok((event, delivery))
+            }
+            ProcessChange::RecordUpdated { record } => self.snapshot.publish(Arc::clone(record)),
+            ProcessChange::WakeAcked { .. } | ProcessChange::LeaseUpdated { .. } => {}
+        }
+    }
+}
+
+/// One call being handled: the actor's state and what it needs to commit.
+struct Calls<'a> {
+    actor: &'a mut ProcessActorState,
+    shared: &'a Shared,
+    myself: &'a ActorRef<ProcessMsg>,
+}
+
+impl Calls<'_> {
+    /// Answers `reply` with `result`: now when nothing is in flight, else
+    /// behind everything in flight (the result may rest on a pending change).
+    fn answer<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, RegistryError>) {
+        if self.actor.pipeline.is_empty() {
+            let _ = reply.send(result);
+        } else {
+            self.actor.pipeline.push_answer(answer_with(reply, result));
+        }
+    }
+
+    /// Submits `changes` and answers `reply` with `value` once they are
+    /// durable (or with the store's error).
+    fn commit<T: Send + 'static>(&mut self, changes: Vec<ProcessChange>, reply: Reply<T>, value: T) {
+        let actor = &mut *self.actor;
+        let ticket = actor.pipeline.next_ticket();
+        let myself = self.myself.clone();
+        let later = Box::new(move |result| {
+            // The actor may be gone (shutdown); then nobody waits for this.
+            let _ = myself.send_message(ProcessMsg::Committed { ticket, result });
+        });
+        let commit = Commit::Process { process_id: actor.process_id.clone(), changes: changes.clone() };
+        match self.shared.store.submit(commit, later) {
+            Some(Err(error)) => self.answer(reply, Err(error)),
+            Some(Ok(_)) if actor.pipeline.is_empty() => {
+                for change in &changes {
+                    actor.state.plan(change);
+                    actor.settle(self.shared, change);
+                }
+                let _ = reply.send(Ok(value));
+            }
+            answered => {
+                for change in &changes {
+                    actor.state.plan(change);
+                }
+                actor.pipeline.push_commit(ticket, changes, answer_with(reply, Ok(value)));
+                if let Some(Ok(_)) = answered {
+                    self.actor.committed(self.shared, ticket, Ok(crate::store::Committed::Done));
+                }
             }
         }
     }
 
-    async fn ack_wake(&mut self, shared: &Shared, sequence: u64) -> Result<(), RegistryError> {
-        let last_sequence = self.state.last_sequence();
+    fn append(
+        &mut self,
+        request: ProcessEventAppendRequest,
+        payload_hash: String,
+        now_ms: u64,
+        reply: Reply<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>)>,
+    ) {
+        let actor = &*self.actor;
+        let target = request.wake_target_scope.clone();
+        let view = AppendView {
+            record: actor.state.record(),
+            last_sequence: actor.state.last_sequence(),
+            schemas: &actor.schemas,
+            replayed: request.replay_key().and_then(|key| actor.state.replay_entry(key)),
+        };
+        match plan_append(view, request, payload_hash, now_ms) {
+            Err(error) => self.answer(reply, Err(error)),
+            Ok(AppendPlan::Replay { sequence }) => {
+                let result = match actor.state.event(sequence) {
+                    Some(event) => {
+                        let delivery = wake_delivery(actor.state.record(), event, target.as_ref());
+                        Ok((Arc::clone(event), delivery))
+                    }
+                    None => Err(RegistryError::Storage {
+                        process_id: actor.process_id.clone(),
+                        message: format!("replay index names missing event {sequence}"),
+                    }),
+                };
+                self.answer(reply, result);
+            }
+            Ok(AppendPlan::Commit(planned)) => {
+                let planned = *planned;
+                let event = Arc::new(planned.event);
+                let record = Arc::new(planned.record);
+                let delivery = wake_delivery(&record, &event, target.as_ref());
+                let change = ProcessChange::Appended { event: Arc::clone(&event), replay: planned.replay, record };
+                self.commit(vec![change], reply, (event, delivery));
+            }
+        }
+    }
+
+    fn ack_wake(&mut self, sequence: u64, reply: Reply<()>) {
+        let state = &self.actor.state;
+        let last_sequence = state.last_sequence();
         if sequence == 0 || sequence > last_sequence {
-            return Err(RegistryError::SequenceOutOfRange {
-                process_id: self.process_id.clone(),
+            let error = RegistryError::SequenceOutOfRange {
+                process_id: self.actor.process_id.clone(),
                 sequence,
                 last_sequence,
-            });
+            };
+            return self.answer(reply, Err(error));
         }
-        if self.state.is_acked(sequence) {
-            return Ok(());
+        if state.is_acked(sequence) {
+            return self.answer(reply, Ok(()));
         }
-        self.commit(shared, ProcessChange::WakeAcked { sequence }).await
+        self.commit(vec![ProcessChange::WakeAcked { sequence }], reply, ());
     }
 
-    async fn update_record(
-        &mut self,
-        shared: &Shared,
-        update: impl FnOnce(&mut ProcessRecord),
-    ) -> Result<ProcessRecord, RegistryError> {
-        let mut record = ProcessRecord::clone(self.state.record());
+    fn update_record(&mut self, update: impl FnOnce(&mut ProcessRecord), reply: Reply<ProcessRecord>) {
+        let mut record = ProcessRecord::clone(self.actor.state.record());
         update(&mut record);
-        record.updated_at_ms = shared.now_ms();
-        let record = Arc::new(record);
-        self.commit(shared, ProcessChange::RecordUpdated { record: Arc::clone(&record) }).await?;
-        Ok(ProcessRecord::clone(&record))
+        record.updated_at_ms = self.shared.now_ms();
+        let answer = record.clone();
+        self.commit(vec![ProcessChange::RecordUpdated { record: Arc::new(record) }], reply, answer);
     }
 
-    async fn set_wait(&mut self, shared: &Shared, wait: Option<WaitState>) -> Result<ProcessRecord, RegistryError> {
-        if wait.is_some() && self.state.record().is_terminal() {
-            return Err(RegistryError::AlreadyTerminal { process_id: self.process_id.clone() });
+    fn set_wait(&mut self, wait: Option<WaitState>, reply: Reply<ProcessRecord>) {
+        if wait.is_some() && self.actor.state.record().is_terminal() {
+            let error = RegistryError::AlreadyTerminal { process_id: self.actor.process_id.clone() };
+            return self.answer(reply, Err(error));
         }
-        self.update_record(shared, |record| record.wait = wait).await
+        self.update_record(|record| record.wait = wait, reply);
     }
 
-    async fn set_external_ref(
-        &mut self,
-        shared: &Shared,
-        external_ref: ProcessExternalRef,
-    ) -> Result<ProcessRecord, RegistryError> {
-        self.update_record(shared, |record| record.external_ref = Some(external_ref)).await
+    fn set_external_ref(&mut self, external_ref: ProcessExternalRef, reply: Reply<ProcessRecord>) {
+        self.update_record(|record| record.external_ref = Some(external_ref), reply);
     }
 
-    async fn claim_lease(
-        &mut self,
-        shared: &Shared,
-        owner_id: &str,
-        ttl_ms: u64,
-    ) -> Result<ProcessLease, RegistryError> {
-        if self.state.record().is_terminal() {
-            return Err(RegistryError::AlreadyTerminal { process_id: self.process_id.clone() });
+    fn claim_lease(&mut self, owner_id: &str, ttl_ms: u64, now_ms: u64, reply: Reply<ProcessLease>) {
+        let actor = &*self.actor;
+        if actor.state.record().is_terminal() {
+            let error = RegistryError::AlreadyTerminal { process_id: actor.process_id.clone() };
+            return self.answer(reply, Err(error));
         }
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let claimed = lease::claim(self.state.lease(), &self.process_id, owner_id, ttl_ms, shared.now_ms(), token)?;
-        let next = lease::granted(self.state.lease(), claimed.clone());
-        self.commit(shared, ProcessChange::LeaseUpdated { lease: next }).await?;
-        Ok(claimed)
-    }
-
-    async fn renew_lease(
-        &mut self,
-        shared: &Shared,
-        presented: &ProcessLease,
-        ttl_ms: u64,
-    ) -> Result<ProcessLease, RegistryError> {
-        let renewed = lease::renew(self.state.lease(), presented, ttl_ms, shared.now_ms())?;
-        let next = lease::granted(self.state.lease(), renewed.clone());
-        self.commit(shared, ProcessChange::LeaseUpdated { lease: next }).await?;
-        Ok(renewed)
-    }
-
-    async fn complete_lease(
-        &mut self,
-        shared: &Shared,
-        completion: &ProcessLeaseCompletion,
-    ) -> Result<(), RegistryError> {
-        match lease::release(self.state.lease(), completion) {
-            Some(next) => self.commit(shared, ProcessChange::LeaseUpdated { lease: next }).await,
-            None => Ok(()),
+        match lease::claim(actor.state.lease(), &actor.process_id, owner_id, ttl_ms, now_ms, token) {
+            Ok(claimed) => {
+                let next = lease::granted(actor.state.lease(), claimed.clone());
+                self.commit(vec![ProcessChange::LeaseUpdated { lease: next }], reply, claimed);
+            }
+            Err(error) => self.answer(reply, Err(error)),
         }
     }
+
+    fn renew_lease(&mut self, presented: &ProcessLease, ttl_ms: u64, now_ms: u64, reply: Reply<ProcessLease>) {
+        let current = self.actor.state.lease();
+        match lease::renew(current, presented, ttl_ms, now_ms) {
+            Ok(renewed) => {
+                let next = lease::granted(current, renewed.clone());
+                self.commit(vec![ProcessChange::LeaseUpdated { lease: next }], reply, renewed);
+            }
+            Err(error) => self.answer(reply, Err(error)),
+        }
+    }
+
+    fn complete_lease(&mut self, completion: &ProcessLeaseCompletion, reply: Reply<()>) {
+        match lease::release(self.actor.state.lease(), completion) {
+            Some(next) => self.commit(vec![ProcessChange::LeaseUpdated { lease: next }], reply, ()),
+            None => self.answer(reply, Ok(())),
+        }
+    }
+}
+
+/// An [`Answer`] that sends `result` to `reply`, or the pipeline's error.
+fn answer_with<T: Send + 'static>(reply: Reply<T>, result: Result<T, RegistryError>) -> Answer {
+    Box::new(move |outcome| {
+        // A caller that went away no longer needs the answer.
+        let _ = reply.send(outcome.and(result));
+    })
 }

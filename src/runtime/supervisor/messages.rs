@@ -9,6 +9,7 @@ use crate::model::{
 use crate::rules::registration::PreparedRegistration;
 use crate::runtime::call::Reply;
 use crate::runtime::routes::ActiveProcess;
+use crate::store::CommitResult;
 
 /// Messages the supervisor handles.
 #[derive(Debug)]
@@ -19,6 +20,13 @@ pub(crate) enum SupervisorMsg {
         prepared: Box<PreparedRegistration>,
         /// Where the answer goes.
         reply: Reply<ProcessRecord>,
+    },
+    /// The store's answer to a registration the supervisor submitted.
+    Registered {
+        /// The record written.
+        record: Arc<ProcessRecord>,
+        /// The answer.
+        result: CommitResult,
     },
     /// Start an actor for a passive process (no-op when one runs).
     Activate {

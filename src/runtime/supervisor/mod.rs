@@ -41,7 +41,8 @@ use super::shared::Shared;
 use crate::error::RegistryError;
 use crate::model::{ProcessRecord, ProcessSessionDeleteReport, SessionScope};
 use crate::rules::registration::{same_registration, PreparedRegistration};
-use crate::store::{GrantChange, ProcessChange};
+use crate::runtime::call::Reply;
+use crate::store::{self, Commit, CommitCallback, CommitResult, Committed, GrantChange};
 
 /// The supervisor actor.
 #[derive(Debug)]
@@ -57,6 +58,8 @@ pub(crate) struct SupervisorState {
     children: HashMap<ActorId, (String, ActorRef<ProcessMsg>)>,
     /// Recent failure times per process, for the restart intensity.
     failures: FailureHistory,
+    /// Registrations being written, by id: the callers waiting for each.
+    registering: HashMap<String, Vec<(String, Reply<ProcessRecord>)>>,
 }
 
 impl Actor for RegistrySupervisor {
@@ -67,10 +70,8 @@ impl Actor for RegistrySupervisor {
     async fn pre_start(&self, _myself: ActorRef<Self::Msg>, (): ()) -> Result<Self::State, ActorProcessingErr> {
         let mut state = SupervisorState::default();
         let recovered = self.shared.store.recover().await?;
-        for stored in recovered.processes {
-            self.shared.counters.count_status(&stored.record.status);
-            let snapshot = Arc::new(RecordSnapshot::new(Arc::clone(&stored.record)));
-            self.shared.routes.insert(stored.record.id.clone(), ProcessEntry { slot: Slot::Passive, record: snapshot });
+        for record in recovered.records {
+            self.route_new(record);
         }
         for change in recovered.grants {
             match change {
@@ -92,9 +93,8 @@ impl Actor for RegistrySupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Register { prepared, reply } => {
-                let _ = reply.send(self.register(*prepared).await);
-            }
+            SupervisorMsg::Register { prepared, reply } => self.register(&myself, state, *prepared, reply),
+            SupervisorMsg::Registered { record, result } => self.registered(state, record, result),
             SupervisorMsg::Activate { process_id, reply } => {
                 let _ = reply.send(self.activate(&myself, state, &process_id).await);
             }
@@ -113,8 +113,8 @@ impl Actor for RegistrySupervisor {
                         process_id: process_id.clone(),
                         descriptor: descriptor.clone(),
                     };
-                    match self.shared.store.commit_grant(&change).await {
-                        Ok(()) => Ok(state.grants.grant(&scope, &process_id, descriptor)),
+                    match store::commit(&*self.shared.store, Commit::Grants { changes: vec![change] }).await {
+                        Ok(_) => Ok(state.grants.grant(&scope, &process_id, descriptor)),
                         Err(err) => Err(err),
                     }
                 } else {
@@ -234,22 +234,67 @@ impl RegistrySupervisor {
         Ok(active)
     }
 
-    /// Commits a new process (passive: its actor starts on first use), or
-    /// answers for the existing one.
-    async fn register(&self, prepared: PreparedRegistration) -> Result<ProcessRecord, RegistryError> {
-        let process_id = prepared.registration.id.clone();
-        if let Some(existing) = self.shared.routes.record(&process_id) {
-            return same_registration(&existing, &prepared.hash);
+    /// Routes a committed process, passive: its actor starts on first use.
+    fn route_new(&self, record: Arc<ProcessRecord>) {
+        if self.shared.routes.contains(&record.id) {
+            return;
         }
-        let record = Arc::new(prepared.new_record(self.shared.now_ms()));
-        self.shared
-            .store
-            .commit_process(&process_id, &ProcessChange::Registered { record: Arc::clone(&record) })
-            .await?;
         self.shared.counters.count_status(&record.status);
         let snapshot = Arc::new(RecordSnapshot::new(Arc::clone(&record)));
-        self.shared.routes.insert(process_id, ProcessEntry { slot: Slot::Passive, record: snapshot });
-        Ok(ProcessRecord::clone(&record))
+        self.shared.routes.insert(record.id.clone(), ProcessEntry { slot: Slot::Passive, record: snapshot });
+    }
+
+    /// Answers for an existing process, or submits a new one. Creation is
+    /// pipelined: the supervisor goes on with other calls while the store
+    /// writes, and the process becomes visible (routed) only once durable.
+    /// A registration of an id already being written waits for that write.
+    fn register(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        prepared: PreparedRegistration,
+        reply: Reply<ProcessRecord>,
+    ) {
+        let process_id = prepared.registration.id.clone();
+        if let Some(existing) = self.shared.routes.record(&process_id) {
+            let _ = reply.send(same_registration(&existing, &prepared.hash));
+            return;
+        }
+        if let Some(waiting) = state.registering.get_mut(&process_id) {
+            waiting.push((prepared.hash, reply));
+            return;
+        }
+        let record = Arc::new(prepared.new_record(self.shared.now_ms()));
+        let myself = myself.clone();
+        let written = Arc::clone(&record);
+        let later: CommitCallback = Box::new(move |result| {
+            let _ = myself.send_message(SupervisorMsg::Registered { record: written, result });
+        });
+        state.registering.insert(process_id, vec![(prepared.hash, reply)]);
+        if let Some(result) = self.shared.store.submit(Commit::Register { record: Arc::clone(&record) }, later) {
+            self.registered(state, record, result);
+        }
+    }
+
+    /// The store's answer to a registration: route it and answer everyone
+    /// who registered that id meanwhile.
+    fn registered(&self, state: &mut SupervisorState, record: Arc<ProcessRecord>, result: CommitResult) {
+        let waiting = state.registering.remove(&record.id).unwrap_or_default();
+        let stored = match result {
+            Ok(Committed::Done) => Ok(record),
+            Ok(Committed::AlreadyRegistered(existing)) => Ok(existing),
+            Err(error) => Err(error),
+        };
+        if let Ok(stored) = &stored {
+            self.route_new(Arc::clone(stored));
+        }
+        for (hash, reply) in waiting {
+            let answer = match &stored {
+                Ok(stored) => same_registration(stored, &hash),
+                Err(error) => Err(error.clone()),
+            };
+            let _ = reply.send(answer);
+        }
     }
 
     async fn revoke(
@@ -262,10 +307,8 @@ impl RegistrySupervisor {
         if !state.grants.has(&scope_id, process_id) {
             return Ok(());
         }
-        self.shared
-            .store
-            .commit_grant(&GrantChange::Revoked { scope_id: scope_id.0.clone(), process_id: process_id.to_owned() })
-            .await?;
+        let change = GrantChange::Revoked { scope_id: scope_id.0.clone(), process_id: process_id.to_owned() };
+        store::commit(&*self.shared.store, Commit::Grants { changes: vec![change] }).await?;
         state.grants.revoke(&scope_id, process_id);
         Ok(())
     }
@@ -281,13 +324,14 @@ impl RegistrySupervisor {
         if let Some(missing) = state.grants.missing(&from_id, process_ids).into_iter().next() {
             return Err(RegistryError::HandleNotGranted { process_id: missing, scope_id: from_id.0 });
         }
+        let mut changes = Vec::with_capacity(process_ids.len() * 2);
         for process_id in process_ids {
             let descriptor = state.grants.descriptor(&from_id, process_id).cloned().unwrap_or_default();
-            let revoked = GrantChange::Revoked { scope_id: from_id.0.clone(), process_id: process_id.clone() };
-            self.shared.store.commit_grant(&revoked).await?;
-            let granted = GrantChange::Granted { scope: to.clone(), process_id: process_id.clone(), descriptor };
-            self.shared.store.commit_grant(&granted).await?;
+            changes.push(GrantChange::Revoked { scope_id: from_id.0.clone(), process_id: process_id.clone() });
+            changes.push(GrantChange::Granted { scope: to.clone(), process_id: process_id.clone(), descriptor });
         }
+        // One commit: on disk, too, everything moves or nothing does.
+        store::commit(&*self.shared.store, Commit::Grants { changes }).await?;
         state.grants.transfer(from, to, process_ids).map_err(|missing| RegistryError::HandleNotGranted {
             process_id: missing.into_iter().next().unwrap_or_default(),
             scope_id: from_id.0,
@@ -299,8 +343,14 @@ impl RegistrySupervisor {
         state: &mut SupervisorState,
         session_id: String,
     ) -> Result<ProcessSessionDeleteReport, RegistryError> {
-        for (scope_id, process_id) in state.grants.grants_of_session(&session_id) {
-            self.shared.store.commit_grant(&GrantChange::Revoked { scope_id: scope_id.0, process_id }).await?;
+        let changes: Vec<GrantChange> = state
+            .grants
+            .grants_of_session(&session_id)
+            .into_iter()
+            .map(|(scope_id, process_id)| GrantChange::Revoked { scope_id: scope_id.0, process_id })
+            .collect();
+        if !changes.is_empty() {
+            store::commit(&*self.shared.store, Commit::Grants { changes }).await?;
         }
         let routes = &self.shared.routes;
         Ok(state.grants.delete_session(&session_id, |id| routes.record(id).is_some_and(|record| !record.is_terminal())))

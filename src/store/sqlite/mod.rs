@@ -1,0 +1,393 @@
+//! The embedded durable store: one SQLite file, group commit, crash-safe by
+//! default.
+//!
+//! # What each sync mode survives
+//!
+//! - [`SyncMode::Full`] (default): every commit is fsynced (WAL with
+//!   `synchronous = FULL`) before any caller it answers is answered. An
+//!   answered call survives a killed process, a kernel panic and a power
+//!   loss. The store reports [`DurabilityTier::Durable`].
+//! - [`SyncMode::Normal`]: the WAL is fsynced at checkpoints only. An
+//!   answered call survives a killed process (the OS holds the page cache),
+//!   but the last commits before a power loss or a kernel panic may be
+//!   lost (the file stays consistent). The store reports
+//!   [`DurabilityTier::Inline`], since it does not keep the durable promise.
+//!
+//! # Who owns what
+//!
+//! - The **writer thread** owns the write connection and drains a queue of
+//!   commits from every process actor and the supervisor, many per
+//!   transaction and one fsync per transaction (`writer`). A failed commit
+//!   poisons the store: every later commit is refused until reopen.
+//! - A **read connection** serves `recover` (records and grants, at open)
+//!   and `load_process` (one process's log, at activation), on tokio's
+//!   blocking pool so no worker blocks on the disk; it first waits for the
+//!   writer to flush what was submitted before, so it never reads behind a
+//!   commit that was answered.
+//! - A **lock file** beside the database (`PATH-lock`) is held exclusively
+//!   while the store is open, so a second registry on the same file gets
+//!   [`RegistryError::StoreLocked`] instead of forking the fencing tokens.
+//!   Read-only inspectors (the `process-registry` CLI) open the database
+//!   without it.
+//!
+//! [`SqliteStore::close`] (called by the registry's shutdown) flushes the
+//! queue, checkpoints and truncates the WAL, and releases the lock.
+
+mod rows;
+mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+
+use self::schema::Found;
+use self::writer::Job;
+use super::{Commit, CommitCallback, CommitResult, ProcessStore, Recovered, StoredProcess};
+use crate::error::RegistryError;
+use crate::events::ProcessEventType;
+use crate::model::DurabilityTier;
+
+/// The schema version this build reads and writes.
+pub const SQLITE_SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
+
+/// How a commit reaches the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync every commit: survives power loss (the default).
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a killed process, not a power loss.
+    Normal,
+}
+
+/// How commits are grouped into transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Everything queued (up to `max_batch` commits) in one transaction
+    /// and one fsync (the default, with a bound of 1,024).
+    Grouped {
+        /// The most commits in one transaction.
+        max_batch: usize,
+    },
+    /// One transaction per commit, as a naive store writes: for comparison.
+    PerCall,
+}
+
+impl Default for CommitMode {
+    fn default() -> Self {
+        Self::Grouped { max_batch: 1024 }
+    }
+}
+
+/// How to open a [`SqliteStore`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// When commits are fsynced.
+    pub sync: SyncMode,
+    /// How commits are grouped.
+    pub commit: CommitMode,
+    /// The size the WAL is truncated to after a checkpoint, in bytes.
+    pub journal_size_limit: u64,
+    /// Faults to inject (tests of failure handling only).
+    pub faults: StoreFaultsHandle,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Full,
+            commit: CommitMode::default(),
+            journal_size_limit: 64 * 1024 * 1024,
+            faults: StoreFaultsHandle::default(),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Sets the sync mode.
+    #[must_use]
+    pub fn with_sync(mut self, sync: SyncMode) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets the commit mode.
+    #[must_use]
+    pub fn with_commit(mut self, commit: CommitMode) -> Self {
+        self.commit = commit;
+        self
+    }
+}
+
+/// Faults a test can inject into the writer: the next commit fails (it is
+/// rolled back), or the next fsync fails (the commit reached SQLite but its
+/// outcome on disk is unknown). Either poisons the store.
+#[derive(Debug, Default)]
+pub struct StoreFaults {
+    fail_commit: AtomicBool,
+    fail_sync: AtomicBool,
+}
+
+impl StoreFaults {
+    /// Makes the next group commit fail before `COMMIT`.
+    pub fn fail_next_commit(&self) {
+        self.fail_commit.store(true, Ordering::Release);
+    }
+
+    /// Makes the next group commit report a failed fsync after `COMMIT`.
+    pub fn fail_next_sync(&self) {
+        self.fail_sync.store(true, Ordering::Release);
+    }
+}
+
+/// A shared handle on [`StoreFaults`]; without the `fault-injection`
+/// feature it never injects anything.
+#[derive(Clone, Debug, Default)]
+pub struct StoreFaultsHandle(Arc<StoreFaults>);
+
+impl StoreFaultsHandle {
+    /// The faults to arm.
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(&self) -> &StoreFaults {
+        &self.0
+    }
+
+    fn take_commit_failure(&self) -> bool {
+        cfg!(feature = "fault-injection") && self.0.fail_commit.swap(false, Ordering::AcqRel)
+    }
+
+    fn take_sync_failure(&self) -> bool {
+        cfg!(feature = "fault-injection") && self.0.fail_sync.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// What the store and its writer share.
+#[derive(Debug)]
+struct Shared {
+    path: String,
+    max_batch: usize,
+    /// A commit failed: every later one is refused until reopen.
+    poisoned: AtomicBool,
+    /// Transactions committed (for figures: commits per fsync).
+    batches: AtomicU64,
+}
+
+impl Shared {
+    fn storage(&self, message: String) -> RegistryError {
+        RegistryError::Storage { process_id: String::new(), message: format!("{}: {message}", self.path) }
+    }
+
+    fn refused(&self) -> RegistryError {
+        self.storage("the store refuses writes after a failed commit; reopen it".to_owned())
+    }
+}
+
+/// Committed state in one SQLite file. See the module docs for what it
+/// guarantees and who owns what.
+#[derive(Debug)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    sync: SyncMode,
+    jobs: Mutex<Option<Sender<Job>>>,
+    reader: Arc<Mutex<Reader>>,
+    lock: Mutex<Option<File>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The read connection and the declarations it has seen.
+#[derive(Debug)]
+struct Reader {
+    connection: Connection,
+    declarations: HashMap<String, Arc<Vec<ProcessEventType>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if absent) the store at `path`, exclusively.
+    ///
+    /// Blocks the calling thread on the disk (call it from a blocking
+    /// context or accept a short stall: it reads nothing but the header).
+    /// Errors: [`RegistryError::StoreLocked`] when another registry holds
+    /// the file, [`RegistryError::StoreVersion`] for another schema version
+    /// (the file is not touched), [`RegistryError::StoreOpen`] for a file
+    /// that is not a database, is truncated or cannot be written.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, RegistryError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let open_error = |message: String| RegistryError::StoreOpen { path: shown.clone(), message };
+        let lock = take_lock(path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags).map_err(|error| open_error(error.to_string()))?;
+        match schema::found_version(&connection).map_err(|error| open_error(error.to_string()))? {
+            Found::Other(found) => {
+                return Err(RegistryError::StoreVersion { path: shown, found, supported: schema::SCHEMA_VERSION })
+            }
+            Found::Empty => {
+                schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
+                schema::create(&connection).map_err(|error| open_error(error.to_string()))?;
+            }
+            Found::Current => {
+                schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
+            }
+        }
+        let reader =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|error| open_error(error.to_string()))?;
+        let max_batch = match options.commit {
+            CommitMode::Grouped { max_batch } => max_batch.max(1),
+            CommitMode::PerCall => 1,
+        };
+        let shared = Arc::new(Shared {
+            path: shown.clone(),
+            max_batch,
+            poisoned: AtomicBool::new(false),
+            batches: AtomicU64::new(0),
+        });
+        let (jobs, queue) = mpsc::channel();
+        let writer = {
+            let shared = Arc::clone(&shared);
+            let faults = options.faults.clone();
+            std::thread::Builder::new()
+                .name("process-registry-sqlite-writer".to_owned())
+                .spawn(move || writer::run(connection, queue, shared, faults))
+                .map_err(|error| open_error(format!("cannot start the writer thread: {error}")))?
+        };
+        Ok(Self {
+            shared,
+            sync: options.sync,
+            jobs: Mutex::new(Some(jobs)),
+            reader: Arc::new(Mutex::new(Reader { connection: reader, declarations: HashMap::new() })),
+            lock: Mutex::new(Some(lock)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The file's path, as given.
+    pub fn path(&self) -> &str {
+        &self.shared.path
+    }
+
+    /// True once a commit failed: the store refuses writes until reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Transactions committed since open: commits per fsync is the number
+    /// of commits divided by this.
+    pub fn transactions(&self) -> u64 {
+        self.shared.batches.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, job: Job) -> Result<(), Job> {
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        match jobs.as_ref() {
+            Some(jobs) => jobs.send(job).map_err(|refused| refused.0),
+            None => Err(job),
+        }
+    }
+
+    /// Waits until everything submitted before is written (or failed).
+    async fn flush(&self) {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if self.send(Job::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut Reader) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, RegistryError> {
+        let reader = Arc::clone(&self.reader);
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            read(&mut reader).map_err(|message| shared.storage(message))
+        })
+        .await
+        .map_err(|error| self.shared.storage(format!("a read task failed: {error}")))?
+    }
+}
+
+/// Takes the exclusive lock beside the database.
+fn take_lock(path: &Path) -> Result<File, RegistryError> {
+    let shown = path.display().to_string();
+    let mut lock_path = PathBuf::from(path).into_os_string();
+    lock_path.push("-lock");
+    let file =
+        OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|error| {
+            RegistryError::StoreOpen { path: shown.clone(), message: format!("lock file: {error}") }
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(RegistryError::StoreLocked { path: shown }),
+        Err(TryLockError::Error(error)) => {
+            Err(RegistryError::StoreOpen { path: shown, message: format!("lock file: {error}") })
+        }
+    }
+}
+
+#[async_trait]
+impl ProcessStore for SqliteStore {
+    fn durability_tier(&self) -> DurabilityTier {
+        match self.sync {
+            SyncMode::Full => DurabilityTier::Durable,
+            SyncMode::Normal => DurabilityTier::Inline,
+        }
+    }
+
+    async fn recover(&self) -> Result<Recovered, RegistryError> {
+        self.flush().await;
+        self.read(|reader| {
+            let (records, grants) = rows::read_all(&reader.connection, &mut reader.declarations)?;
+            Ok(Recovered { records, grants })
+        })
+        .await
+    }
+
+    async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {
+        self.flush().await;
+        let process_id = process_id.to_owned();
+        self.read(move |reader| rows::read_process(&reader.connection, &process_id, &mut reader.declarations)).await
+    }
+
+    fn submit(&self, commit: Commit, later: CommitCallback) -> Option<CommitResult> {
+        if self.is_poisoned() {
+            return Some(Err(self.shared.refused()));
+        }
+        match self.send(Job::Commit(commit, later)) {
+            Ok(()) => None,
+            Err(_) => Some(Err(self.shared.storage("the store is closed".to_owned()))),
+        }
+    }
+
+    async fn close(&self) -> Result<(), RegistryError> {
+        let (done, closed) = tokio::sync::oneshot::channel();
+        let sent = self.send(Job::Close(done)).is_ok();
+        // Later commits are refused: nobody may write after the checkpoint.
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let result = if sent { closed.await.unwrap_or(Ok(())) } else { Ok(()) };
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        // Dropping the file releases the lock.
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
+        result
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Without close(): stop the writer after what is queued; the WAL
+        // stays (SQLite replays it on the next open), the lock goes with
+        // the file handle.
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+}

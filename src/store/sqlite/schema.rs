@@ -1,0 +1,128 @@
+//! The file: its tables, its version, and how a connection to it is set up.
+//!
+//! Version 1 of the schema:
+//!
+//! - `declarations`: each distinct list of event types once, by the SHA-256
+//!   of its canonical JSON; records point at it, so a million processes
+//!   declaring the same types store them once.
+//! - `processes`: one row per process: the record as JSON (without its
+//!   event types), the columns that change on every append kept apart
+//!   (`updated_at_ms`, `last_sequence`) so an append does not rewrite the
+//!   record, the status for counts, and the lease state as JSON (its
+//!   fencing token survives release and reopen).
+//! - `events`: `WITHOUT ROWID`, keyed by (process, sequence); an index on
+//!   (process, event type, sequence) for typed counts and waits.
+//! - `replay_keys`, `wake_acks`, `grants`: keyed as their names say.
+//!
+//! The version is SQLite's `user_version`. A file with another version is
+//! refused before anything writes to it.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::{SqliteOptions, SyncMode};
+
+/// The schema version this build reads and writes.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const TABLES: &str = "
+CREATE TABLE declarations (
+    hash TEXT PRIMARY KEY,
+    event_types TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE processes (
+    id TEXT PRIMARY KEY,
+    declarations TEXT NOT NULL,
+    record TEXT NOT NULL,
+    status TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    last_sequence INTEGER NOT NULL DEFAULT 0,
+    lease TEXT
+) WITHOUT ROWID;
+CREATE INDEX processes_by_status ON processes (status, id);
+CREATE TABLE events (
+    process_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    wake INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (process_id, sequence)
+) WITHOUT ROWID;
+CREATE INDEX events_by_type ON events (process_id, event_type, sequence);
+CREATE TABLE replay_keys (
+    process_id TEXT NOT NULL,
+    replay_key TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    payload_hash TEXT NOT NULL,
+    PRIMARY KEY (process_id, replay_key)
+) WITHOUT ROWID;
+CREATE TABLE wake_acks (
+    process_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    PRIMARY KEY (process_id, sequence)
+) WITHOUT ROWID;
+CREATE TABLE grants (
+    scope_id TEXT NOT NULL,
+    process_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    descriptor TEXT NOT NULL,
+    PRIMARY KEY (scope_id, process_id)
+) WITHOUT ROWID;
+";
+
+/// What the file says about its own version.
+pub(crate) enum Found {
+    /// No tables yet: a new file.
+    Empty,
+    /// A file of this version.
+    Current,
+    /// Another version (or a foreign database).
+    Other(i64),
+}
+
+/// Reads the version without writing anything.
+pub(crate) fn found_version(connection: &Connection) -> rusqlite::Result<Found> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let tables: i64 = connection.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
+    Ok(match (version, tables) {
+        (0, 0) => Found::Empty,
+        (SCHEMA_VERSION, _) => Found::Current,
+        (other, _) => Found::Other(other),
+    })
+}
+
+/// Sets up the writer's connection: WAL, the sync mode, bounded WAL growth.
+pub(crate) fn configure_writer(connection: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
+    connection.busy_timeout(Duration::from_secs(5))?;
+    // Switching to WAL takes a lock another connection may hold a moment.
+    let mut attempts = 0;
+    loop {
+        match connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
+            Ok(_) => break,
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 50 =>
+            {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let synchronous = match options.sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    connection.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous};
+         PRAGMA journal_size_limit = {};
+         PRAGMA wal_autocheckpoint = 1000;",
+        options.journal_size_limit
+    ))?;
+    Ok(())
+}
+
+/// Creates the tables of a new file, in one transaction.
+pub(crate) fn create(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch(&format!("BEGIN IMMEDIATE; {TABLES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+}
