@@ -42,7 +42,8 @@ use process_registry::{
     ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessProvenance, ProcessRecord, ProcessRegistration,
     ProcessRegistry, ProcessSessionDeleteReport, ProcessStatus, ProcessStatusFilter, ProcessTerminalSpec,
     ProcessTerminalState, ProcessValueSelector, ProcessWakeDedupeKey, ProcessWakeDelivery, ProcessWakeSpec,
-    RegistryConfig, RegistryError, SessionScope, WaitKind, WaitState, CANCEL_REQUESTED, PROCESS_LEASE_SCHEMA_VERSION,
+    RegistryConfig, RegistryError, SessionScope, SqliteOptions, SyncMode, WaitKind, WaitState, CANCEL_REQUESTED,
+    PROCESS_LEASE_SCHEMA_VERSION,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -354,6 +355,9 @@ enum Op {
         filter: usize,
     },
     ListNonTerminal,
+    /// Durable runs only: shut the registry down (every parked caller gets
+    /// `Stopped`) and open a new one on the same file.
+    Reopen,
 }
 
 const TTLS: [u64; 5] = [0, 1, 50, 1_000, u64::MAX];
@@ -362,11 +366,20 @@ const ADVANCES: [u64; 6] = [0, 1, 49, 50, 1_000, 30_000];
 /// Histories: most processes registered up front (so later calls find
 /// them), then random operations, registrations included.
 fn history_strategy() -> impl Strategy<Value = Vec<Op>> {
+    histories(op_strategy().boxed())
+}
+
+/// Histories for a durable store: the same operations, with reopens among them.
+fn durable_history_strategy() -> impl Strategy<Value = Vec<Op>> {
+    histories(prop_oneof![12 => op_strategy(), 1 => Just(Op::Reopen)].boxed())
+}
+
+fn histories(ops: BoxedStrategy<Op>) -> impl Strategy<Value = Vec<Op>> {
     let upfront = proptest::collection::vec(
         (0..PROCESSES.len(), prop_oneof![3 => Just(RegKind::Standard), 1 => Just(RegKind::Variant)]),
         0..=PROCESSES.len(),
     );
-    (upfront, proptest::collection::vec(op_strategy(), 1..MAX_OPS)).prop_map(|(upfront, mut ops)| {
+    (upfront, proptest::collection::vec(ops, 1..MAX_OPS)).prop_map(|(upfront, mut ops)| {
         let mut history: Vec<Op> = upfront.into_iter().map(|(p, kind)| Op::Register { p, kind }).collect();
         history.append(&mut ops);
         history
@@ -989,6 +1002,8 @@ fn without_token(lease: &Res<ProcessLease>) -> Res<ProcessLease> {
 
 struct Run {
     registry: ActorProcessRegistry,
+    /// The file of a durable run (its directory lives as long as the run).
+    durable: Option<(tempfile::TempDir, std::path::PathBuf)>,
     model: Model,
     clock: Arc<ManualClock>,
     leases: Vec<ProcessLease>,
@@ -997,19 +1012,61 @@ struct Run {
 }
 
 impl Run {
-    async fn start() -> Self {
+    async fn start(durable: bool) -> Self {
         let clock = Arc::new(ManualClock::new(START_MS));
-        let registry = ActorProcessRegistry::start(RegistryConfig::default().with_clock(clock.clone()))
-            .await
-            .expect("registry starts");
+        let durable = durable.then(|| {
+            let directory = tempfile::tempdir().expect("a temporary directory");
+            let path = directory.path().join("registry.db");
+            (directory, path)
+        });
+        let registry = Self::open(durable.as_ref().map(|(_, path)| path.as_path()), &clock).await;
         Self {
             registry,
+            durable,
             model: Model::new(Arc::clone(&clock)),
             clock,
             leases: Vec::new(),
             tokens: BTreeSet::new(),
             pending: Vec::new(),
         }
+    }
+
+    /// A registry on the memory store, or on the SQLite file at `path`
+    /// (relaxed sync: what is checked here is what a reopen answers, not
+    /// the fsync, and the relaxed mode survives a clean close alike).
+    async fn open(path: Option<&std::path::Path>, clock: &Arc<ManualClock>) -> ActorProcessRegistry {
+        let config = RegistryConfig::default().with_clock(clock.clone());
+        match path {
+            None => ActorProcessRegistry::start(config).await.expect("registry starts"),
+            Some(path) => {
+                let options = SqliteOptions::default().with_sync(SyncMode::Normal);
+                ActorProcessRegistry::open_with(path, options, config).await.expect("registry opens")
+            }
+        }
+    }
+
+    /// Shuts the registry down (parked callers must get `Stopped`) and
+    /// opens its file again.
+    async fn reopen(&mut self, step: usize, op: &Op) -> Result<(), TestCaseError> {
+        let Some((_, path)) = &self.durable else {
+            return Ok(());
+        };
+        self.registry.shutdown().await;
+        for pending in std::mem::take(&mut self.pending) {
+            let stopped = match pending {
+                PendingWait::Event { task, .. } => joined_within(task).await?.map(drop),
+                PendingWait::Output { task, .. } => joined_within(task).await?.map(drop),
+            };
+            prop_assert!(
+                matches!(stopped, Err(RegistryError::Stopped { .. })),
+                "step {} {:?}: a caller parked at shutdown got {:?}",
+                step,
+                op,
+                stopped
+            );
+        }
+        self.registry = Self::open(Some(path), &self.clock).await;
+        Ok(())
     }
 
     fn lease(&self, index: usize) -> ProcessLease {
@@ -1165,6 +1222,7 @@ impl Run {
                 }
             }
             Op::PassivateIdle => registry.passivate_idle(),
+            Op::Reopen => self.reopen(step, op).await?,
             Op::Grant { scope: s, p, descriptor: d } => {
                 let expected = model.grant(&scope(*s), PROCESSES[*p], descriptor(*d));
                 agree(step, op, &registry.grant_handle(&scope(*s), PROCESSES[*p], descriptor(*d)).await, &expected)?;
@@ -1383,7 +1441,11 @@ async fn joined_within<T>(task: Task<T>) -> Result<Res<T>, TestCaseError> {
 }
 
 async fn run_history(ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut run = Run::start().await;
+    run_history_on(ops, false).await
+}
+
+async fn run_history_on(ops: &[Op], durable: bool) -> Result<(), TestCaseError> {
+    let mut run = Run::start(durable).await;
     for (step, op) in ops.iter().enumerate() {
         if let Err(err) = run.step(step, op).await {
             run.registry.shutdown().await;
@@ -1409,6 +1471,21 @@ fn actor_registry_agrees_with_the_sequential_model() {
     let mut runner = TestRunner::new(config);
     let histories = history_strategy();
     let result = runner.run(&histories, |ops| runtime.block_on(run_history(&ops)));
+    if let Err(err) = result {
+        panic!("{err}");
+    }
+}
+
+/// The same histories, with reopens among them, on the SQLite store: a
+/// reopened registry answers as the closed one did. `PROPTEST_CASES`
+/// applies here too, at a quarter of it (each case writes a file).
+#[test]
+fn durable_registry_with_reopens_agrees_with_the_sequential_model() {
+    let runtime = runtime();
+    let config = Config { cases: (cases() / 4).max(1), failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new(config);
+    let histories = durable_history_strategy();
+    let result = runner.run(&histories, |ops| runtime.block_on(run_history_on(&ops, true)));
     if let Err(err) = result {
         panic!("{err}");
     }
