@@ -30,7 +30,10 @@
 //!   process and changes nothing; nothing on an input path panics.
 //! - **Durability tier.** [`ProcessRegistry::durability_tier`] reports what
 //!   the store really guarantees: [`DurabilityTier::Inline`] for the default
-//!   [`MemoryStore`] (state survives actor restarts, not the OS process).
+//!   [`MemoryStore`] (state survives actor restarts, not the OS process);
+//!   [`DurabilityTier::Durable`] for [`SqliteStore`]
+//!   ([`ActorProcessRegistry::open`]), which fsyncs every change before the
+//!   call that made it returns and shows nothing that is not yet durable.
 //!
 //! # Example
 //!
