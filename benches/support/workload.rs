@@ -1,7 +1,7 @@
 //! The workload the benches and the loadgen share: how a benchmark process
 //! is registered and what its events look like, so both measure the same
 //! thing. Included by path from `benches/registry.rs` and
-//! `examples/loadgen.rs`.
+//! `benches/loadgen/main.rs`.
 
 use process_registry::{ProcessEventAppendRequest, ProcessEventType, ProcessInput, ProcessRegistration};
 use serde_json::{json, Map};
