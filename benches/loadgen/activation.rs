@@ -11,8 +11,8 @@ use crate::args::Sizes;
 use crate::figures::expect_len;
 use crate::passivation::{passivating_actor_config, until_passivated, PASSIVATION_IDLE};
 use crate::report::{count, latency_side, ratio_of_medians, Row, Unit};
-use crate::subject::{register, Kind, Subject};
-use crate::sys::runtime;
+use crate::support::subject::{Kind, Subject};
+use crate::support::workload::{register, runtime};
 use crate::Result;
 
 /// What the activation phase saw on the actor registry, besides latencies.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::subject::Kind;
+use crate::support::subject::Kind;
 use crate::Result;
 
 /// The hidden flag the memory phase re-executes this binary with.
@@ -75,11 +75,10 @@ pub struct Args {
 }
 
 fn parse_kind(flag: &str, text: &str) -> Result<Kind> {
-    match text {
-        "actor" => Ok(Kind::Actor),
-        "baseline" => Ok(Kind::Baseline),
-        other => Err(format!("unknown registry kind {other:?} for {flag}").into()),
-    }
+    Kind::BOTH
+        .into_iter()
+        .find(|kind| kind.name() == text)
+        .ok_or_else(|| format!("unknown registry kind {text:?} for {flag}").into())
 }
 
 fn parse_phases(text: &str) -> Result<BTreeSet<Phase>> {

@@ -10,13 +10,13 @@ use process_registry::{
 };
 
 use crate::args::{Args, Sizes, FIGURE_PHASE_FLAG};
+use crate::forwarder::Forwarder;
 use crate::report::{count, per_second, Collected, Row, Sample, Unit};
-use crate::subject::{await_once, register, wake_once, Kind, Subject};
-use crate::sys::{run_child, runtime};
-use crate::workload::{signal, tick, SIGNAL};
+use crate::support::parking::{await_once, wake_once};
+use crate::support::subject::{Kind, Subject};
+use crate::support::workload::{fill_log, register, runtime, tick, LEASE_TTL_MS, SIGNAL};
+use crate::sys::run_child;
 use crate::{BoxError, Result};
-
-const LEASE_TTL_MS: u64 = 60_000;
 
 /// The line prefix a figure child reports its row with.
 const FIGURE_REPORT_PREFIX: &str = "LOADGEN-FIGURE ";
@@ -133,6 +133,9 @@ impl Figure {
 /// A registry prepared for one figure.
 struct Fixture {
     subject: Subject,
+    /// Only on the handoff ceiling's forwarded side: an actor in front of
+    /// the subject (a baseline).
+    forwarder: Option<Forwarder>,
     process_id: String,
     scope: SessionScope,
 }
@@ -141,24 +144,31 @@ impl Fixture {
     fn registry(&self) -> &Arc<dyn ProcessRegistry> {
         &self.subject.registry
     }
+
+    async fn shutdown(&self) {
+        self.subject.shutdown().await;
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.stop();
+        }
+    }
 }
 
 async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
-    let subject = match (figure, kind) {
-        (Figure::AppendSequentialHandoff, Kind::Actor) => Subject::baseline_behind_an_actor().await?,
-        _ => Subject::start(kind).await?,
+    let (subject, forwarder) = match (figure, kind) {
+        // The ceiling's "actor" side: the baseline with a forwarder in front.
+        (Figure::AppendSequentialHandoff, Kind::Actor) => {
+            let subject = Subject::start(Kind::Baseline).await?;
+            let forwarder = Forwarder::start(Arc::clone(&subject.registry)).await?;
+            (subject, Some(forwarder))
+        }
+        _ => (Subject::start(kind).await?, None),
     };
-    let fixture = Fixture { subject, process_id: String::new(), scope: SessionScope::new("loadgen") };
+    let fixture = Fixture { subject, forwarder, process_id: String::new(), scope: SessionScope::new("loadgen") };
     let registry = fixture.registry();
     let process_id = match figure {
         Figure::EventsAfterHead | Figure::EventsAfterTail | Figure::CountEventsThrough | Figure::RecentEvents => {
             let process_id = "log".to_owned();
-            register(registry, &process_id).await?;
-            // Every 10th event is a signal, the others ticks.
-            for n in 1..=sizes.log_len {
-                let request = if n % 10 == 0 { signal(n) } else { tick(n) };
-                registry.append_event(&process_id, request).await.map_err(|err| format!("fill the log: {err}"))?;
-            }
+            fill_log(registry, &process_id, sizes.log_len).await?;
             process_id
         }
         Figure::LeaseCycle => {
@@ -208,7 +218,7 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
             // The forwarder is there only on the ceiling's forwarded side.
             let process_id: Arc<str> = format!("seq-{round}").into();
             register(registry, &process_id).await?;
-            let forwarder = fixture.subject.forwarder.as_ref();
+            let forwarder = fixture.forwarder.as_ref();
             let start = Instant::now();
             for n in 0..sizes.sequential_appends {
                 let appended = match forwarder {
@@ -353,8 +363,8 @@ async fn run_figure(figure: Figure, sizes: Sizes) -> Result<Row> {
             }
         }
     }
-    actor.subject.shutdown().await;
-    baseline.subject.shutdown().await;
+    actor.shutdown().await;
+    baseline.shutdown().await;
     drop((actor, baseline));
     let unit = figure.unit();
     let row = Row::new(figure.id(), figure.label(&sizes), unit, actor_samples.side(unit), baseline_samples.side(unit));

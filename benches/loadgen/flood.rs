@@ -10,9 +10,9 @@ use tokio::sync::watch;
 
 use crate::args::{Sizes, FLOOD_PHASE_FLAG};
 use crate::report::{count, per_second, single_side, Row, Unit};
-use crate::subject::{register, Kind, Subject};
-use crate::sys::{page_size, rss_bytes, run_child, runtime, trim_heap, RssSampler};
-use crate::workload::tick;
+use crate::support::subject::{Kind, Subject};
+use crate::support::workload::{register, runtime, tick};
+use crate::sys::{page_size, rss_bytes, run_child, trim_heap, RssSampler};
 use crate::{BoxError, Result};
 
 /// The line prefix a flood-phase child reports its result with.

@@ -78,9 +78,10 @@
 //! The modules, by job: [`args`] (command line and sizes), [`figures`],
 //! [`activation`], [`memory`] and [`flood`] (one phase each, parent and
 //! child side), [`passivation`] (the passivating actor registry two phases
-//! measure), [`forwarder`] (the ceiling row's actor), [`subject`] (the two
-//! registries and the parked-caller timings), [`report`] (statistics,
-//! table, JSON) and [`sys`] (RSS, CPU, child processes).
+//! measure), [`forwarder`] (the ceiling row's actor), [`report`]
+//! (statistics, table, JSON) and [`sys`] (RSS, CPU, child processes). The
+//! registries under test, the workload and the parked-caller timings are
+//! the criterion benches' too: [`support`] (`benches/support/`).
 
 use std::error::Error;
 use std::time::{Instant, SystemTime};
@@ -93,10 +94,9 @@ mod forwarder;
 mod memory;
 mod passivation;
 mod report;
-mod subject;
+#[path = "../support/mod.rs"]
+mod support;
 mod sys;
-#[path = "../support/workload.rs"]
-mod workload;
 
 use args::{Args, Phase, Sizes};
 

@@ -12,8 +12,9 @@ use crate::args::{Sizes, MEMORY_PHASE_FLAG};
 use crate::figures::expect_len;
 use crate::passivation::{passivating_actor_config, until_passivated};
 use crate::report::{count, single_side, Row, Unit};
-use crate::subject::{register, Kind, Subject};
-use crate::sys::{idle_cpu_percent, page_size, rss_bytes, run_child, runtime, trim_heap};
+use crate::support::subject::{Kind, Subject};
+use crate::support::workload::{register, runtime};
+use crate::sys::{idle_cpu_percent, page_size, rss_bytes, run_child, trim_heap};
 use crate::{BoxError, Result};
 
 /// The line prefix a memory-phase child reports its result with.
@@ -113,7 +114,7 @@ pub fn memory_phase(kind: Kind, processes: u64) -> Result<()> {
             let registry = Arc::clone(&subject.registry);
             for_each_concurrently(processes, move |i| {
                 let registry = Arc::clone(&registry);
-                async move { register(&registry, &memory_id(i)).await }
+                async move { Ok(register(&registry, &memory_id(i)).await?) }
             })
             .await?;
             let register_seconds = start.elapsed().as_secs_f64();

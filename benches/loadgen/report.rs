@@ -13,7 +13,7 @@ use crate::activation::ActivationReport;
 use crate::args::{Args, Sizes};
 use crate::flood::FloodReport;
 use crate::memory::MemoryReport;
-use crate::subject::Kind;
+use crate::support::subject::Kind;
 use crate::sys::cpu_model;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

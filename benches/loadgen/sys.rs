@@ -139,11 +139,3 @@ pub fn run_child<T: for<'de> Deserialize<'de>>(what: &str, args: &[String], pref
         .ok_or_else(|| format!("the {what} printed no report"))?;
     Ok(serde_json::from_str(line).map_err(|err| format!("the {what} report: {err}"))?)
 }
-
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|err| format!("building the tokio runtime: {err}"))?)
-}
