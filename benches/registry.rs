@@ -58,8 +58,8 @@ const CONCURRENT_TASKS: u64 = 64;
 // Sizes
 // ---------------------------------------------------------------------------
 
-/// Fixture sizes: the figures under `cargo bench`, small ones when
-/// criterion runs the benches once as tests.
+/// Fixture sizes: the ones the group names state under `cargo bench`, small
+/// ones when criterion runs the benches once as tests.
 #[derive(Clone, Copy, Debug)]
 struct Sizes {
     log_len: u64,

@@ -5,7 +5,7 @@
 //!                                 [--callers N] [--only PHASES] [--in-block-on]]
 //! ```
 //!
-//! Runs every figure of issue 4 for
+//! Runs every figure of the README's "Performance" section for
 //! [`ActorProcessRegistry`](process_registry::ActorProcessRegistry) and for
 //! the global-lock baseline
 //! ([`GlobalLockRegistry`](process_registry::testing::baseline::GlobalLockRegistry)),
@@ -52,9 +52,10 @@
 //!   has passivated. After a settle it reads RSS again ("called once"). Per
 //!   process: (RSS then - RSS before registering) / processes, RSS read from
 //!   `/proc/self/statm`.
-//! - `flood` ([`flood`]): issue 3 item 3, in child processes (`--flood-phase
-//!   actor|baseline`): `--callers` tasks, released at once, each append one
-//!   event to ONE process; the actor registry has the default mailbox bound
+//! - `flood` ([`flood`]): many callers on one process, in child processes
+//!   (`--flood-phase actor|baseline`): `--callers` tasks, released at once,
+//!   each append one event to ONE process; the actor registry has the
+//!   default mailbox bound
 //!   ([`MailboxConfig::default`](process_registry::MailboxConfig::default):
 //!   1,024 calls in flight, callers beyond wait). A thread samples RSS every
 //!   [`FLOOD_SAMPLE_EVERY`](flood::FLOOD_SAMPLE_EVERY); the figure is (peak
