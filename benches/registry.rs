@@ -33,37 +33,33 @@
 //! Under `cargo test --all-targets` criterion runs each function once; the
 //! fixtures are then scaled down (see [`Sizes`]) so that stays quick.
 
-use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput};
-use process_registry::testing::baseline::GlobalLockRegistry;
 use process_registry::{
-    ActorProcessRegistry, ProcessAwaitOutput, ProcessHandleDescriptor, ProcessLeaseCompletion, ProcessListFilter,
-    ProcessRegistry, RegistryConfig, SessionScope,
+    ProcessHandleDescriptor, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistry, SessionScope,
 };
-use serde_json::json;
-#[path = "support/workload.rs"]
-mod workload;
-
 use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
-use workload::{registration, signal, tick, SIGNAL};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::parking::{await_once, wake_once};
+use support::subject::{Kind, Subject};
+use support::workload::{fill_log, register, tick, LEASE_TTL_MS, SIGNAL};
 
 const CONCURRENT_TASKS: u64 = 64;
-const LEASE_TTL_MS: u64 = 60_000;
 
 // ---------------------------------------------------------------------------
 // Sizes
 // ---------------------------------------------------------------------------
 
-/// Fixture sizes: the figures under `cargo bench`, small ones when
-/// criterion runs the benches once as tests.
+/// Fixture sizes: the ones the group names state under `cargo bench`, small
+/// ones when criterion runs the benches once as tests.
 #[derive(Clone, Copy, Debug)]
 struct Sizes {
     log_len: u64,
@@ -85,50 +81,8 @@ impl Sizes {
 }
 
 // ---------------------------------------------------------------------------
-// The two registries
+// Fixtures
 // ---------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Actor,
-    Baseline,
-}
-
-impl Kind {
-    const BOTH: [Kind; 2] = [Kind::Actor, Kind::Baseline];
-
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Actor => "actor",
-            Kind::Baseline => "baseline",
-        }
-    }
-}
-
-/// One registry behind the trait object both kinds are driven through.
-struct Subject {
-    registry: Arc<dyn ProcessRegistry>,
-    actor: Option<ActorProcessRegistry>,
-}
-
-impl Subject {
-    async fn start(kind: Kind) -> Self {
-        match kind {
-            Kind::Actor => {
-                let actor =
-                    ActorProcessRegistry::start(RegistryConfig::default()).await.expect("start the actor registry");
-                Self { registry: Arc::new(actor.clone()), actor: Some(actor) }
-            }
-            Kind::Baseline => Self { registry: Arc::new(GlobalLockRegistry::new()), actor: None },
-        }
-    }
-
-    async fn shutdown(&self) {
-        if let Some(actor) = &self.actor {
-            actor.shutdown().await;
-        }
-    }
-}
 
 /// What a bench function works on: a registry and, per group, some
 /// prepared processes.
@@ -144,7 +98,7 @@ impl Fixture {
     async fn empty(kind: Kind, sizes: Sizes) -> Self {
         Self {
             kind,
-            subject: Subject::start(kind).await,
+            subject: Subject::start(kind).await.expect("start the registry"),
             process_id: String::new(),
             scope: SessionScope::new("bench-session"),
             sizes,
@@ -157,7 +111,7 @@ impl Fixture {
 }
 
 // ---------------------------------------------------------------------------
-// Workload
+// Process ids
 // ---------------------------------------------------------------------------
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -167,104 +121,12 @@ fn fresh_id(prefix: &str) -> String {
     format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn register(registry: &Arc<dyn ProcessRegistry>, process_id: &str) {
-    registry.register_process(registration(process_id)).await.expect("register a bench process");
-}
-
-/// A process with `len` events: every 10th a `bench.signal`, else `bench.tick`.
-async fn fill_log(registry: &Arc<dyn ProcessRegistry>, process_id: &str, len: u64) {
-    register(registry, process_id).await;
-    for n in 1..=len {
-        let request = if n % 10 == 0 { signal(n) } else { tick(n) };
-        registry.append_event(process_id, request).await.expect("fill the log");
-    }
-}
-
-/// Polls a parking call once; panics if it completed at once, which would
-/// mean the bench does not measure a parked caller. For the baseline one
-/// poll is enough to be parked (it took the fair, uncontended lock, found
-/// nothing and registered on the process's `Notify`); the actor call may
-/// first have to activate the process's actor: see [`until_parked`].
-async fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) {
-    let mut future = Some(future);
-    let ready = poll_fn(|cx| Poll::Ready(future.take().map(|f| f.poll(cx).is_ready()))).await;
-    assert_eq!(ready, Some(false), "the waiter was answered before it parked");
-}
-
-/// For the actor registry: waits until its count of parked callers exceeds
-/// `before`, i.e. the waiter reached the process actor and parked.
-async fn until_parked(actor: Option<&ActorProcessRegistry>, before: u64) {
-    let Some(actor) = actor else { return };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while actor.stats().parked_waiters <= before {
-        assert!(Instant::now() < deadline, "the waiter did not park within 10 s");
-        tokio::task::yield_now().await;
-    }
-}
-
-fn parked_now(actor: Option<&ActorProcessRegistry>) -> u64 {
-    actor.map_or(0, |actor| actor.stats().parked_waiters)
-}
-
-/// One wake: a spawned task parks in `wait_event_after(SIGNAL, after)`, then
-/// this task appends the signal. Returns the time from just before the
-/// append to the waiter running again.
-async fn wake_once(subject: &Subject, process_id: &str, after: u64) -> Duration {
-    let (registry, actor) = (&subject.registry, subject.actor.as_ref());
-    let before = parked_now(actor);
-    let (parked_tx, parked_rx) = oneshot::channel();
-    let waiter_registry = Arc::clone(registry);
-    let waiter_process = process_id.to_owned();
-    let waiter = tokio::spawn(async move {
-        let mut wait = pin!(waiter_registry.wait_event_after(&waiter_process, SIGNAL, after));
-        poll_once(wait.as_mut()).await;
-        let _ = parked_tx.send(());
-        let event = wait.await.expect("wait_event_after");
-        let woke = Instant::now();
-        assert_eq!(event.sequence, after + 1, "woken by the wrong event");
-        woke
-    });
-    parked_rx.await.expect("the waiter parks");
-    until_parked(actor, before).await;
-    let start = Instant::now();
-    registry.append_event(process_id, signal(after + 1)).await.expect("append the signal");
-    let woke = waiter.await.expect("the waiter task");
-    woke.saturating_duration_since(start)
-}
-
-/// One await: a spawned task parks in `await_process`, then this task
-/// completes the process. Returns the time from just before
-/// `complete_process` to the waiter running again.
-async fn await_once(subject: &Subject, process_id: &str) -> Duration {
-    let (registry, actor) = (&subject.registry, subject.actor.as_ref());
-    let before = parked_now(actor);
-    let (parked_tx, parked_rx) = oneshot::channel();
-    let waiter_registry = Arc::clone(registry);
-    let waiter_process = process_id.to_owned();
-    let waiter = tokio::spawn(async move {
-        let mut wait = pin!(waiter_registry.await_process(&waiter_process));
-        poll_once(wait.as_mut()).await;
-        let _ = parked_tx.send(());
-        wait.await.expect("await_process");
-        Instant::now()
-    });
-    parked_rx.await.expect("the waiter parks");
-    until_parked(actor, before).await;
-    let start = Instant::now();
-    registry
-        .complete_process(process_id, ProcessAwaitOutput::success(json!({ "ok": true })))
-        .await
-        .expect("complete the process");
-    let woke = waiter.await.expect("the waiter task");
-    woke.saturating_duration_since(start)
-}
-
 // ---------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------
 
 fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("build the tokio runtime")
+    support::workload::runtime().expect("build the tokio runtime")
 }
 
 /// Runs one group: for each kind, builds its fixture with `setup` (only if
@@ -313,21 +175,21 @@ async fn empty_fixture(kind: Kind, sizes: Sizes) -> Fixture {
 async fn log_fixture(kind: Kind, sizes: Sizes) -> Fixture {
     let mut fixture = Fixture::empty(kind, sizes).await;
     fixture.process_id = fresh_id("log");
-    fill_log(fixture.registry(), &fixture.process_id, sizes.log_len).await;
+    fill_log(fixture.registry(), &fixture.process_id, sizes.log_len).await.expect("fill the log");
     fixture
 }
 
 async fn one_process_fixture(kind: Kind, sizes: Sizes) -> Fixture {
     let mut fixture = Fixture::empty(kind, sizes).await;
     fixture.process_id = fresh_id("one");
-    register(fixture.registry(), &fixture.process_id).await;
+    register(fixture.registry(), &fixture.process_id).await.expect("register a bench process");
     fixture
 }
 
 async fn many_processes_fixture(kind: Kind, sizes: Sizes) -> Fixture {
     let fixture = Fixture::empty(kind, sizes).await;
     for _ in 0..sizes.list_processes {
-        register(fixture.registry(), &fresh_id("many")).await;
+        register(fixture.registry(), &fresh_id("many")).await.expect("register a bench process");
     }
     fixture
 }
@@ -336,7 +198,7 @@ async fn grants_fixture(kind: Kind, sizes: Sizes) -> Fixture {
     let fixture = Fixture::empty(kind, sizes).await;
     for _ in 0..sizes.grants {
         let process_id = fresh_id("granted");
-        register(fixture.registry(), &process_id).await;
+        register(fixture.registry(), &process_id).await.expect("register a bench process");
         fixture
             .registry()
             .grant_handle(&fixture.scope, &process_id, ProcessHandleDescriptor::default())
@@ -351,11 +213,11 @@ async fn grants_fixture(kind: Kind, sizes: Sizes) -> Fixture {
 // ---------------------------------------------------------------------------
 
 async fn register_routine(fixture: Arc<Fixture>, iters: u64) -> Duration {
-    let subject = Subject::start(fixture.kind).await;
+    let subject = Subject::start(fixture.kind).await.expect("start the registry");
     let ids: Vec<String> = (0..iters).map(|_| fresh_id("reg")).collect();
     let start = Instant::now();
     for id in &ids {
-        register(&subject.registry, id).await;
+        register(&subject.registry, id).await.expect("register a bench process");
     }
     let elapsed = start.elapsed();
     subject.shutdown().await;
@@ -363,9 +225,9 @@ async fn register_routine(fixture: Arc<Fixture>, iters: u64) -> Duration {
 }
 
 async fn append_sequential_routine(fixture: Arc<Fixture>, iters: u64) -> Duration {
-    let subject = Subject::start(fixture.kind).await;
+    let subject = Subject::start(fixture.kind).await.expect("start the registry");
     let process_id = fresh_id("seq");
-    register(&subject.registry, &process_id).await;
+    register(&subject.registry, &process_id).await.expect("register a bench process");
     let start = Instant::now();
     for n in 0..iters {
         subject.registry.append_event(&process_id, tick(n)).await.expect("append");
@@ -376,11 +238,11 @@ async fn append_sequential_routine(fixture: Arc<Fixture>, iters: u64) -> Duratio
 }
 
 async fn append_concurrent_routine(fixture: Arc<Fixture>, iters: u64) -> Duration {
-    let subject = Subject::start(fixture.kind).await;
+    let subject = Subject::start(fixture.kind).await.expect("start the registry");
     let mut ids = Vec::new();
     for _ in 0..CONCURRENT_TASKS {
         let process_id = fresh_id("conc");
-        register(&subject.registry, &process_id).await;
+        register(&subject.registry, &process_id).await.expect("register a bench process");
         ids.push(process_id);
     }
     let start = Instant::now();
@@ -459,22 +321,22 @@ async fn recent_routine(fixture: Arc<Fixture>, iters: u64) -> Duration {
 
 async fn wake_routine(fixture: Arc<Fixture>, iters: u64) -> Duration {
     let process_id = fresh_id("wake");
-    register(fixture.registry(), &process_id).await;
+    register(fixture.registry(), &process_id).await.expect("register a bench process");
     let mut total = Duration::ZERO;
     for after in 0..iters {
-        total += wake_once(&fixture.subject, &process_id, after).await;
+        total += wake_once(&fixture.subject, &process_id, after).await.expect("one wake");
     }
     total
 }
 
 async fn await_routine(fixture: Arc<Fixture>, iters: u64) -> Duration {
     // Completed processes accumulate: a fresh registry per sample.
-    let subject = Subject::start(fixture.kind).await;
+    let subject = Subject::start(fixture.kind).await.expect("start the registry");
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let process_id = fresh_id("await");
-        register(&subject.registry, &process_id).await;
-        total += await_once(&subject, &process_id).await;
+        register(&subject.registry, &process_id).await.expect("register a bench process");
+        total += await_once(&subject, &process_id).await.expect("one await");
     }
     subject.shutdown().await;
     total

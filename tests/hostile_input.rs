@@ -1,5 +1,5 @@
-//! Issue 3, item 6: hostile input gets a typed error or a correct result;
-//! never a panic, a stack overflow or a hang, and the process stays usable.
+//! Hostile input gets a typed error or a correct result; never a panic, a
+//! stack overflow or a hang, and the process stays usable.
 //!
 //! Each case runs in a child process (this test binary re-executed with the
 //! case's exact name), so a stack overflow or an abort in one case is

@@ -1,4 +1,5 @@
-//! Issue 3, item 4: no lost wakeup, proven by racing.
+//! No lost wakeup, proven by racing: a waiter that parks while its writer
+//! commits is always answered, with exactly what the writer committed.
 //!
 //! Every pair is a waiter and a writer that start at the same moment: two
 //! tasks spawned together (in alternating order) that both pass a two-party
@@ -17,7 +18,7 @@
 //! - `await_process` against `complete_process`: one fresh process per pair.
 //!
 //! `PROCESS_REGISTRY_RACE_PAIRS` sets the number of pairs of *each* kind
-//! (default 10,000, so 20,000 per registry; the issue's full run is
+//! (default 10,000, so 20,000 per registry; the nightly run is
 //! `PROCESS_REGISTRY_RACE_PAIRS=1000000 cargo test --release --test lost_wakeup`).
 //! A registry instance is replaced every [`SEGMENT`] pairs so a million-pair
 //! run keeps memory bounded.

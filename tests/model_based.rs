@@ -1,4 +1,5 @@
-//! Issue 3, item 5: model-based property test.
+//! The actor registry agrees with a sequential model of the specification,
+//! step by step, over random histories (a model-based property test).
 //!
 //! Random histories of trait operations over three process ids, four
 //! session scopes (two sessions, with and without frames, and an empty

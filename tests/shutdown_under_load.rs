@@ -1,4 +1,5 @@
-//! Issue 3, item 7: graceful shutdown under load.
+//! Graceful shutdown under load: every call in flight and every parked
+//! caller is answered within a bound, and no task is left behind.
 //!
 //! With [`CALLS`] calls in flight (appends and reads across [`PROCESSES`]
 //! processes) and [`WAITERS`] callers parked (`wait_event_after` on a type
@@ -25,7 +26,7 @@ use tokio::sync::Semaphore;
 const PROCESSES: usize = 100;
 const CALLS: usize = 10_000;
 const WAITERS: usize = 10_000;
-/// The issue's bound, from the start of shutdown to the last task finishing.
+/// The bound shutdown is held to, from its start to the last task finishing.
 const BOUND: Duration = Duration::from_secs(1);
 
 fn registration(id: &str) -> ProcessRegistration {

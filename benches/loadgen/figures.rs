@@ -1,0 +1,422 @@
+//! The per-operation figures (phase `figures`): each figure runs in a child
+//! process of its own, with both registries' rounds interleaved.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use process_registry::{
+    ProcessHandleDescriptor, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistry, SessionScope,
+};
+
+use crate::args::{Args, Sizes, FIGURE_PHASE_FLAG};
+use crate::forwarder::Forwarder;
+use crate::report::{count, per_second, Collected, Row, Sample, Unit};
+use crate::support::parking::{await_once, wake_once};
+use crate::support::subject::{Kind, Subject};
+use crate::support::workload::{fill_log, register, runtime, tick, LEASE_TTL_MS, SIGNAL};
+use crate::sys::run_child;
+use crate::{BoxError, Result};
+
+/// The line prefix a figure child reports its row with.
+const FIGURE_REPORT_PREFIX: &str = "LOADGEN-FIGURE ";
+
+/// Times `samples` calls of `op` one by one.
+async fn time_each<F, Fut>(samples: u64, mut op: F) -> Result<Vec<Duration>>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let mut times = Vec::with_capacity(usize::try_from(samples).unwrap_or(0));
+    for i in 0..samples {
+        let start = Instant::now();
+        op(i).await?;
+        times.push(start.elapsed());
+    }
+    Ok(times)
+}
+
+/// Fails unless a call named `what` returned `expected` items.
+pub fn expect_len(what: &str, got: usize, expected: u64) -> Result<()> {
+    if got as u64 == expected {
+        Ok(())
+    } else {
+        Err(format!("{what} returned {got} items, expected {expected}").into())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Figure {
+    Register,
+    AppendSequential,
+    AppendSequentialHandoff,
+    AppendConcurrent,
+    EventsAfterHead,
+    EventsAfterTail,
+    CountEventsThrough,
+    RecentEvents,
+    WakeLatency,
+    AwaitLatency,
+    LeaseCycle,
+    ListProcesses,
+    ListHandleGrants,
+}
+
+impl Figure {
+    const ALL: [Figure; 13] = [
+        Figure::Register,
+        Figure::AppendSequential,
+        Figure::AppendSequentialHandoff,
+        Figure::AppendConcurrent,
+        Figure::EventsAfterHead,
+        Figure::EventsAfterTail,
+        Figure::CountEventsThrough,
+        Figure::RecentEvents,
+        Figure::WakeLatency,
+        Figure::AwaitLatency,
+        Figure::LeaseCycle,
+        Figure::ListProcesses,
+        Figure::ListHandleGrants,
+    ];
+
+    /// A stable key for tracking (sizes are in `label` and `params`).
+    fn id(self) -> &'static str {
+        match self {
+            Figure::Register => "register",
+            Figure::AppendSequential => "append_sequential",
+            Figure::AppendSequentialHandoff => "append_sequential_handoff_ceiling",
+            Figure::AppendConcurrent => "append_concurrent",
+            Figure::EventsAfterHead => "events_after_head",
+            Figure::EventsAfterTail => "events_after_tail",
+            Figure::CountEventsThrough => "count_events_through",
+            Figure::RecentEvents => "recent_events_10",
+            Figure::WakeLatency => "wake_latency",
+            Figure::AwaitLatency => "await_latency",
+            Figure::LeaseCycle => "lease_cycle",
+            Figure::ListProcesses => "list_processes",
+            Figure::ListHandleGrants => "list_handle_grants",
+        }
+    }
+
+    fn label(self, sizes: &Sizes) -> String {
+        let log = count(sizes.log_len);
+        match self {
+            Figure::Register => "register (sequential)".to_owned(),
+            Figure::AppendSequential => "append, 1 process sequential".to_owned(),
+            Figure::AppendSequentialHandoff => "  same, baseline behind 1 actor (ceiling)".to_owned(),
+            Figure::AppendConcurrent => format!("append, {} processes concurrent", sizes.concurrent_tasks),
+            Figure::EventsAfterHead => format!("events_after, {log} log, cursor 0"),
+            Figure::EventsAfterTail => {
+                format!("events_after, {log} log, cursor {}", count(sizes.log_len.saturating_sub(10)))
+            }
+            Figure::CountEventsThrough => format!("count_events_through, {log} log"),
+            Figure::RecentEvents => format!("recent_events(10), {log} log"),
+            Figure::WakeLatency => "wake latency (wait_event_after <- append)".to_owned(),
+            Figure::AwaitLatency => "await latency (await_process <- complete)".to_owned(),
+            Figure::LeaseCycle => "lease claim+renew+complete".to_owned(),
+            Figure::ListProcesses => format!("list_processes, {} processes", count(sizes.listed_processes)),
+            Figure::ListHandleGrants => format!("list_handle_grants, {} grants", count(sizes.grants)),
+        }
+    }
+
+    fn unit(self) -> Unit {
+        match self {
+            Figure::Register
+            | Figure::AppendSequential
+            | Figure::AppendSequentialHandoff
+            | Figure::AppendConcurrent => Unit::OpsPerSec,
+            _ => Unit::Micros,
+        }
+    }
+}
+
+/// A registry prepared for one figure.
+struct Fixture {
+    subject: Subject,
+    /// Only on the handoff ceiling's forwarded side: an actor in front of
+    /// the subject (a baseline).
+    forwarder: Option<Forwarder>,
+    process_id: String,
+    scope: SessionScope,
+}
+
+impl Fixture {
+    fn registry(&self) -> &Arc<dyn ProcessRegistry> {
+        &self.subject.registry
+    }
+
+    async fn shutdown(&self) {
+        self.subject.shutdown().await;
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.stop();
+        }
+    }
+}
+
+async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
+    let (subject, forwarder) = match (figure, kind) {
+        // The ceiling's "actor" side: the baseline with a forwarder in front.
+        (Figure::AppendSequentialHandoff, Kind::Actor) => {
+            let subject = Subject::start(Kind::Baseline).await?;
+            let forwarder = Forwarder::start(Arc::clone(&subject.registry)).await?;
+            (subject, Some(forwarder))
+        }
+        _ => (Subject::start(kind).await?, None),
+    };
+    let fixture = Fixture { subject, forwarder, process_id: String::new(), scope: SessionScope::new("loadgen") };
+    let registry = fixture.registry();
+    let process_id = match figure {
+        Figure::EventsAfterHead | Figure::EventsAfterTail | Figure::CountEventsThrough | Figure::RecentEvents => {
+            let process_id = "log".to_owned();
+            fill_log(registry, &process_id, sizes.log_len).await?;
+            process_id
+        }
+        Figure::LeaseCycle => {
+            register(registry, "leased").await?;
+            "leased".to_owned()
+        }
+        Figure::ListProcesses => {
+            for i in 0..sizes.listed_processes {
+                register(registry, &format!("listed-{i:07}")).await?;
+            }
+            String::new()
+        }
+        Figure::ListHandleGrants => {
+            for i in 0..sizes.grants {
+                let process_id = format!("granted-{i:05}");
+                register(registry, &process_id).await?;
+                registry
+                    .grant_handle(&fixture.scope, &process_id, ProcessHandleDescriptor::default())
+                    .await
+                    .map_err(|err| format!("grant {process_id}: {err}"))?;
+            }
+            String::new()
+        }
+        Figure::Register
+        | Figure::AppendSequential
+        | Figure::AppendSequentialHandoff
+        | Figure::AppendConcurrent
+        | Figure::WakeLatency
+        | Figure::AwaitLatency => String::new(),
+    };
+    Ok(Fixture { process_id, ..fixture })
+}
+
+async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usize) -> Result<Sample> {
+    let registry = fixture.registry();
+    let process_id = fixture.process_id.as_str();
+    Ok(match figure {
+        Figure::Register => {
+            let ids: Vec<String> = (0..sizes.registrations).map(|i| format!("reg-{round}-{i}")).collect();
+            let start = Instant::now();
+            for id in &ids {
+                register(registry, id).await?;
+            }
+            Sample::Throughput(per_second(sizes.registrations, start.elapsed()))
+        }
+        Figure::AppendSequential | Figure::AppendSequentialHandoff => {
+            // The forwarder is there only on the ceiling's forwarded side.
+            let process_id: Arc<str> = format!("seq-{round}").into();
+            register(registry, &process_id).await?;
+            let forwarder = fixture.forwarder.as_ref();
+            let start = Instant::now();
+            for n in 0..sizes.sequential_appends {
+                let appended = match forwarder {
+                    Some(forwarder) => forwarder.append(&process_id, tick(n)).await,
+                    None => registry.append_event(&process_id, tick(n)).await,
+                };
+                appended.map_err(|err| format!("append: {err}"))?;
+            }
+            Sample::Throughput(per_second(sizes.sequential_appends, start.elapsed()))
+        }
+        Figure::AppendConcurrent => {
+            let mut ids = Vec::new();
+            for task in 0..sizes.concurrent_tasks {
+                let process_id = format!("conc-{round}-{task}");
+                register(registry, &process_id).await?;
+                ids.push(process_id);
+            }
+            let appends = sizes.appends_per_task;
+            let start = Instant::now();
+            let tasks: Vec<_> = ids
+                .into_iter()
+                .map(|process_id| {
+                    let registry = Arc::clone(registry);
+                    tokio::spawn(async move {
+                        for n in 0..appends {
+                            registry
+                                .append_event(&process_id, tick(n))
+                                .await
+                                .map_err(|err| format!("append: {err}"))?;
+                        }
+                        Ok::<_, BoxError>(())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await??;
+            }
+            Sample::Throughput(per_second(sizes.concurrent_tasks * appends, start.elapsed()))
+        }
+        Figure::EventsAfterHead => Sample::Latencies(
+            time_each(sizes.head_samples, |_| async move {
+                let events = registry.events_after(process_id, 0).await?;
+                expect_len("events_after", events.len(), sizes.log_len)
+            })
+            .await?,
+        ),
+        Figure::EventsAfterTail => {
+            let cursor = sizes.log_len.saturating_sub(10);
+            Sample::Latencies(
+                time_each(sizes.read_samples, |_| async move {
+                    let events = registry.events_after(process_id, cursor).await?;
+                    expect_len("events_after", events.len(), sizes.log_len - cursor)
+                })
+                .await?,
+            )
+        }
+        Figure::CountEventsThrough => Sample::Latencies(
+            time_each(sizes.read_samples, |_| async move {
+                let counted = registry.count_events_through(process_id, SIGNAL, sizes.log_len).await?;
+                expect_len("count_events_through", usize::try_from(counted)?, sizes.log_len / 10)
+            })
+            .await?,
+        ),
+        Figure::RecentEvents => Sample::Latencies(
+            time_each(sizes.read_samples, |_| async move {
+                let events = registry.recent_events(process_id, 10).await?;
+                expect_len("recent_events", events.len(), sizes.log_len.min(10))
+            })
+            .await?,
+        ),
+        Figure::WakeLatency => {
+            let process_id = format!("wake-{round}");
+            register(registry, &process_id).await?;
+            let mut times = Vec::new();
+            for after in 0..sizes.park_samples {
+                times.push(wake_once(&fixture.subject, &process_id, after).await?);
+            }
+            Sample::Latencies(times)
+        }
+        Figure::AwaitLatency => {
+            let mut times = Vec::new();
+            for i in 0..sizes.park_samples {
+                let process_id = format!("await-{round}-{i}");
+                register(registry, &process_id).await?;
+                times.push(await_once(&fixture.subject, &process_id).await?);
+            }
+            Sample::Latencies(times)
+        }
+        Figure::LeaseCycle => Sample::Latencies(
+            time_each(sizes.lease_samples, |_| async move {
+                let lease = registry.claim_process_lease(process_id, "loadgen-worker", LEASE_TTL_MS).await?;
+                let lease = registry.renew_process_lease(&lease, LEASE_TTL_MS).await?;
+                registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&lease)).await?;
+                Ok(())
+            })
+            .await?,
+        ),
+        Figure::ListProcesses => {
+            let filter = &ProcessListFilter::any();
+            Sample::Latencies(
+                time_each(sizes.list_samples, |_| async move {
+                    let records = registry.list_processes(filter).await?;
+                    expect_len("list_processes", records.len(), sizes.listed_processes)
+                })
+                .await?,
+            )
+        }
+        Figure::ListHandleGrants => {
+            let scope = &fixture.scope;
+            Sample::Latencies(
+                time_each(sizes.grant_samples, |_| async move {
+                    let entries = registry.list_handle_grants(scope).await?;
+                    expect_len("list_handle_grants", entries.len(), sizes.grants)
+                })
+                .await?,
+            )
+        }
+    })
+}
+
+/// Runs one figure for both registries, rounds interleaved.
+async fn run_figure(figure: Figure, sizes: Sizes) -> Result<Row> {
+    let actor = setup(figure, Kind::Actor, &sizes).await?;
+    let baseline = setup(figure, Kind::Baseline, &sizes).await?;
+    let (mut actor_samples, mut baseline_samples) = (Collected::default(), Collected::default());
+    // Round 0 warms both up (first activations, allocator growth) and is
+    // not recorded.
+    for round in 0..=sizes.rounds {
+        // Alternate who goes first (A B, B A, ...) so neither always runs
+        // on a machine its rival just warmed up or disturbed.
+        let order = if round % 2 == 0 { [Kind::Actor, Kind::Baseline] } else { [Kind::Baseline, Kind::Actor] };
+        for kind in order {
+            let (fixture, collected) = match kind {
+                Kind::Actor => (&actor, &mut actor_samples),
+                Kind::Baseline => (&baseline, &mut baseline_samples),
+            };
+            let sample = run_round(figure, fixture, &sizes, round)
+                .await
+                .map_err(|err| format!("{} / {}: {err}", figure.id(), kind.name()))?;
+            if round > 0 {
+                collected.add(sample);
+            }
+        }
+    }
+    actor.shutdown().await;
+    baseline.shutdown().await;
+    drop((actor, baseline));
+    let unit = figure.unit();
+    let row = Row::new(figure.id(), figure.label(&sizes), unit, actor_samples.side(unit), baseline_samples.side(unit));
+    Ok(match figure {
+        Figure::AppendSequentialHandoff => {
+            let ratio = row.ratio;
+            row.with_ratio(ratio, "forwarded/baseline", "the ceiling of the row above")
+        }
+        _ => row,
+    })
+}
+
+/// Runs every figure, each in a child process of its own (this binary
+/// re-executed with [`FIGURE_PHASE_FLAG`]): a figure then never runs on an
+/// allocator that earlier figures fragmented, which made the throughput
+/// figures swing by a third from run to run when they shared one process.
+pub fn run_figures(args: &Args) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (index, figure) in Figure::ALL.into_iter().enumerate() {
+        eprintln!("[{}/{}] {}", index + 1, Figure::ALL.len(), figure.label(&Sizes::new(args)));
+        let mut child_args = vec![FIGURE_PHASE_FLAG.to_owned(), figure.id().to_owned()];
+        if args.quick {
+            child_args.push("--quick".to_owned());
+        }
+        if args.smoke {
+            child_args.push("--smoke".to_owned());
+        }
+        if let Some(rounds) = args.rounds {
+            child_args.extend(["--rounds".to_owned(), rounds.to_string()]);
+        }
+        if args.in_block_on {
+            child_args.push("--in-block-on".to_owned());
+        }
+        rows.push(run_child(&format!("{} figure", figure.id()), &child_args, FIGURE_REPORT_PREFIX)?);
+    }
+    Ok(rows)
+}
+
+/// The child side: one figure, both registries interleaved, on a fresh
+/// runtime; prints its [`Row`]. The driver is a task on the runtime's
+/// workers, unless `in_block_on`: then it is the `block_on` future itself,
+/// on a thread that is not a worker, so every message to an actor and
+/// every reply crosses threads.
+pub fn figure_phase(id: &str, sizes: Sizes, in_block_on: bool) -> Result<()> {
+    let figure =
+        Figure::ALL.into_iter().find(|figure| figure.id() == id).ok_or_else(|| format!("unknown figure {id:?}"))?;
+    let runtime = runtime()?;
+    let row = if in_block_on {
+        runtime.block_on(run_figure(figure, sizes))?
+    } else {
+        runtime.block_on(async move { tokio::spawn(run_figure(figure, sizes)).await? })?
+    };
+    println!("{FIGURE_REPORT_PREFIX}{}", serde_json::to_string(&row)?);
+    Ok(())
+}
