@@ -1,8 +1,10 @@
 //! # process-registry demo: 1,000 jobs, 8 workers, 10 sessions, one crash
 //!
-//! Run with `cargo run --release --example demo`.
+//! Run with `cargo run --release --example demo`, or on the durable store
+//! with `cargo run --release --example demo -- --store PATH` (a new file:
+//! the demo creates it, and `process-registry inspect PATH` shows it after).
 //!
-//! The demo drives one in-memory registry the way an agent runtime would:
+//! The demo drives one registry the way an agent runtime would:
 //!
 //! 1. **Register** 1,000 `demo.job` processes. Each declares two custom event
 //!    types: `job.progress` (plain, payload checked against a JSON Schema)
@@ -70,12 +72,35 @@ const MILESTONE: &str = "job.milestone";
 // ---------------------------------------------------------------------------
 
 /// The concrete registry the demo runs on: the actor registry on the
-/// default in-memory store.
+/// default in-memory store, or on SQLite with `--store PATH`.
 type DemoRegistry = ActorProcessRegistry;
 
+/// Where the demo keeps its state: `--store PATH`, else memory.
+fn store_path() -> Result<Option<std::path::PathBuf>, BoxError> {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => Ok(None),
+        (Some("--store"), Some(path)) => {
+            let path = std::path::PathBuf::from(path);
+            if path.exists() {
+                return Err(format!(
+                    "{} exists: the demo registers its jobs afresh, give it a new path",
+                    path.display()
+                )
+                .into());
+            }
+            Ok(Some(path))
+        }
+        _ => Err("usage: demo [--store PATH]".into()),
+    }
+}
+
 /// Starts the registry.
-async fn start_registry() -> Result<Arc<DemoRegistry>, BoxError> {
-    Ok(Arc::new(ActorProcessRegistry::start(RegistryConfig::default()).await?))
+async fn start_registry(store: Option<&std::path::Path>) -> Result<Arc<DemoRegistry>, BoxError> {
+    Ok(Arc::new(match store {
+        Some(path) => ActorProcessRegistry::open(path, RegistryConfig::default()).await?,
+        None => ActorProcessRegistry::start(RegistryConfig::default()).await?,
+    }))
 }
 
 /// Stops every actor of the registry.
@@ -611,7 +636,8 @@ fn print_summary(registry_name: &str, victim: &str, summary: &Summary, stats: &R
 async fn main() -> Result<(), BoxError> {
     let started = Instant::now();
     let deadline = Deadline::now() + RUN_LIMIT;
-    let registry_handle = start_registry().await?;
+    let store = store_path()?;
+    let registry_handle = start_registry(store.as_deref()).await?;
     let registry_name = std::any::type_name::<DemoRegistry>().rsplit("::").next().unwrap_or("registry");
     let registry: Arc<dyn ProcessRegistry> = registry_handle.clone();
     let demo = Arc::new(Demo { registry, counters: Counters::default(), bars: Bars::new()? });

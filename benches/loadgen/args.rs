@@ -14,12 +14,14 @@ pub const MEMORY_PHASE_FLAG: &str = "--memory-phase";
 pub const FLOOD_PHASE_FLAG: &str = "--flood-phase";
 /// The hidden flag each figure re-executes this binary with.
 pub const FIGURE_PHASE_FLAG: &str = "--figure-phase";
+/// The hidden flag the durable figures' children run with.
+pub const DURABLE_PHASE_FLAG: &str = "--durable-phase";
 /// The argument `cargo bench` passes, and `cargo test` does not.
 const BENCH_FLAG: &str = "--bench";
 
 const USAGE: &str = "\
 usage: cargo bench --bench loadgen -- [--quick | --smoke] [--json PATH] [--rounds N] [--processes N]
-                                      [--callers N] [--only PHASES] [--in-block-on]
+                                      [--callers N] [--only PHASES] [--in-block-on] [--store sqlite]
 
   --quick          small sizes and 2 rounds
   --smoke          tiny sizes and 1 round: checks that every phase runs
@@ -32,7 +34,10 @@ usage: cargo bench --bench loadgen -- [--quick | --smoke] [--json PATH] [--round
   --only PHASES    run only these phases, comma-separated, of:
                    figures, activation, memory, flood (default: all)
   --in-block-on    drive the figures from the runtime's block_on instead of
-                   a task on its workers, as the body of #[tokio::main] runs";
+                   a task on its workers, as the body of #[tokio::main] runs
+  --store sqlite   run the durable store's figures instead (group commit against
+                   the fsync latency measured in the same run, reads against the
+                   memory store, reopen of --processes processes, relaxed mode)";
 
 /// The parts of a run `--only` selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,6 +74,10 @@ pub struct Args {
     pub memory_phase: Option<Kind>,
     pub flood_phase: Option<Kind>,
     pub figure_phase: Option<String>,
+    /// `--store sqlite`: the durable figures.
+    pub sqlite: bool,
+    /// The words after `--durable-phase` (a durable child).
+    pub durable_phase: Option<Vec<String>>,
     /// Set when the run is `cargo test`'s (no `--bench`): the arguments it
     /// left to the test harness, unread.
     pub harness_args: Option<Vec<String>>,
@@ -110,6 +119,8 @@ impl Args {
             memory_phase: None,
             flood_phase: None,
             figure_phase: None,
+            sqlite: false,
+            durable_phase: None,
             harness_args: None,
         }
     }
@@ -122,9 +133,10 @@ impl Args {
     /// pass of every phase.
     pub fn from_env() -> Result<Self> {
         let words: Vec<String> = std::env::args().skip(1).collect();
-        let flagged = words
-            .iter()
-            .any(|word| [BENCH_FLAG, MEMORY_PHASE_FLAG, FLOOD_PHASE_FLAG, FIGURE_PHASE_FLAG].contains(&word.as_str()));
+        let flagged = words.iter().any(|word| {
+            [BENCH_FLAG, MEMORY_PHASE_FLAG, FLOOD_PHASE_FLAG, FIGURE_PHASE_FLAG, DURABLE_PHASE_FLAG]
+                .contains(&word.as_str())
+        });
         if flagged {
             Self::parse(words)
         } else {
@@ -151,6 +163,14 @@ impl Args {
                     args.memory_phase = Some(parse_kind(MEMORY_PHASE_FLAG, &value(MEMORY_PHASE_FLAG)?)?)
                 }
                 FIGURE_PHASE_FLAG => args.figure_phase = Some(value(FIGURE_PHASE_FLAG)?),
+                DURABLE_PHASE_FLAG => {
+                    args.durable_phase = Some(words.by_ref().collect());
+                }
+                "--store" => match value("--store")?.as_str() {
+                    "sqlite" => args.sqlite = true,
+                    "memory" => args.sqlite = false,
+                    other => return Err(format!("unknown store {other:?} for --store\n{USAGE}").into()),
+                },
                 FLOOD_PHASE_FLAG => args.flood_phase = Some(parse_kind(FLOOD_PHASE_FLAG, &value(FLOOD_PHASE_FLAG)?)?),
                 "-h" | "--help" => {
                     println!("{USAGE}");

@@ -89,6 +89,7 @@ use std::time::{Instant, SystemTime};
 
 mod activation;
 mod args;
+mod durable;
 mod figures;
 mod flood;
 mod forwarder;
@@ -122,6 +123,21 @@ fn run() -> Result<()> {
     }
     if let Some(id) = &args.figure_phase {
         return figures::figure_phase(id, sizes, args.in_block_on);
+    }
+    if let Some(words) = &args.durable_phase {
+        return durable::durable_phase(words);
+    }
+    if args.sqlite {
+        let durable_sizes = durable::Durable::new(&args);
+        let rows = durable::run_durable(&durable_sizes)?;
+        println!("{}", durable::render(&rows));
+        if let Some(path) = &args.json {
+            let json = serde_json::json!({ "sizes": durable_sizes, "durable": rows });
+            std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+                .map_err(|err| format!("writing {}: {err}", path.display()))?;
+            eprintln!("loadgen: wrote {}", path.display());
+        }
+        return Ok(());
     }
     if let Some(ignored) = &args.harness_args {
         eprintln!(
@@ -164,6 +180,10 @@ fn run() -> Result<()> {
     }
 
     println!("{}", report::render_table(&rows));
+    if args.harness_args.is_some() {
+        // The smoke pass runs the durable figures too, at smoke sizes.
+        println!("{}", durable::render(&durable::run_durable(&durable::Durable::new(&args))?));
+    }
     report::print_notes(&sizes, clock.elapsed(), activation.as_ref(), &memory_reports, &flood_reports);
     if let Some(path) = &args.json {
         let json =
