@@ -2,8 +2,9 @@
 //!
 //! One thread owns the write connection. It blocks for the first job, takes
 //! every job queued behind it (up to the batch bound), writes them all in
-//! one `BEGIN IMMEDIATE ... COMMIT` (each job inside its own savepoint, so a
-//! job refused by a constraint fails alone), and answers every job of the
+//! one `BEGIN IMMEDIATE ... COMMIT` (should a constraint refuse a job, the
+//! batch is written again with a savepoint per job, so that job fails
+//! alone), and answers every job of the
 //! batch after the commit returned, which under `synchronous = FULL` is
 //! after the WAL's fsync. So N callers in flight share one fsync.
 //!
@@ -93,47 +94,20 @@ fn write_batch(
         }
         return;
     }
-    let outcome = (|| -> Result<Vec<CommitResult>, RegistryError> {
-        let io = |error: rusqlite::Error| shared.storage(error.to_string());
-        connection.execute_batch("BEGIN IMMEDIATE").map_err(io)?;
-        let mut results = Vec::with_capacity(commits.len());
-        let mut batch_error = None;
-        for (commit, _) in &commits {
-            connection.execute_batch("SAVEPOINT job").map_err(io)?;
-            match write_commit(connection, shared, declarations, commit) {
-                Ok(committed) => {
-                    connection.execute_batch("RELEASE job").map_err(io)?;
-                    results.push(Ok(committed));
-                }
-                Err(Failure::Job(error)) => {
-                    connection.execute_batch("ROLLBACK TO job; RELEASE job").map_err(io)?;
-                    results.push(Err(error));
-                }
-                Err(Failure::Batch(error)) => {
-                    batch_error = Some(error);
-                    break;
-                }
-            }
+    // Fast path: the whole batch in one transaction. A job refused by a
+    // constraint (a bug elsewhere, never expected) rolls the attempt back,
+    // and the batch is written again with one savepoint per job, so only
+    // that job fails.
+    let outcome = match write_transaction(connection, shared, faults, declarations, &commits, false) {
+        Err(Failure::Job(_)) => {
+            declarations.forget();
+            write_transaction(connection, shared, faults, declarations, &commits, true)
         }
-        if let Some(error) = batch_error {
-            let _ = connection.execute_batch("ROLLBACK");
-            return Err(error);
-        }
-        if faults.take_commit_failure() {
-            let _ = connection.execute_batch("ROLLBACK");
-            return Err(shared.storage("injected commit failure".to_owned()));
-        }
-        if let Err(error) = connection.execute_batch("COMMIT") {
-            let _ = connection.execute_batch("ROLLBACK");
-            return Err(io(error));
-        }
-        if faults.take_sync_failure() {
-            // The commit reached SQLite, but its fsync "failed": what the
-            // disk holds is unknown, exactly as after a real EIO.
-            return Err(shared.storage("injected fsync failure".to_owned()));
-        }
-        Ok(results)
-    })();
+        other => other,
+    };
+    let outcome = outcome.map_err(|failure| match failure {
+        Failure::Job(error) | Failure::Batch(error) => error,
+    });
     match outcome {
         Ok(results) => {
             shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -150,6 +124,57 @@ fn write_batch(
             }
         }
     }
+}
+
+/// One transaction over `commits`. With `savepoints`, each job runs in its
+/// own savepoint and a refused job fails alone; without, the first refused
+/// job aborts the attempt with [`Failure::Job`].
+fn write_transaction(
+    connection: &mut Connection,
+    shared: &Shared,
+    faults: &StoreFaultsHandle,
+    declarations: &mut DeclarationIds,
+    commits: &[(Commit, CommitCallback)],
+    savepoints: bool,
+) -> Result<Vec<CommitResult>, Failure> {
+    let io = |error: rusqlite::Error| Failure::Batch(shared.storage(error.to_string()));
+    connection.execute_batch("BEGIN IMMEDIATE").map_err(io)?;
+    let mut results = Vec::with_capacity(commits.len());
+    for (commit, _) in commits {
+        if savepoints {
+            connection.execute_batch("SAVEPOINT job").map_err(io)?;
+        }
+        match write_commit(connection, shared, declarations, commit) {
+            Ok(committed) => {
+                if savepoints {
+                    connection.execute_batch("RELEASE job").map_err(io)?;
+                }
+                results.push(Ok(committed));
+            }
+            Err(Failure::Job(error)) if savepoints => {
+                connection.execute_batch("ROLLBACK TO job; RELEASE job").map_err(io)?;
+                results.push(Err(error));
+            }
+            Err(failure) => {
+                let _ = connection.execute_batch("ROLLBACK");
+                return Err(failure);
+            }
+        }
+    }
+    if faults.take_commit_failure() {
+        let _ = connection.execute_batch("ROLLBACK");
+        return Err(Failure::Batch(shared.storage("injected commit failure".to_owned())));
+    }
+    if let Err(error) = connection.execute_batch("COMMIT") {
+        let _ = connection.execute_batch("ROLLBACK");
+        return Err(io(error));
+    }
+    if faults.take_sync_failure() {
+        // The commit reached SQLite, but its fsync "failed": what the disk
+        // holds is unknown, exactly as after a real EIO.
+        return Err(Failure::Batch(shared.storage("injected fsync failure".to_owned())));
+    }
+    Ok(results)
 }
 
 /// Classifies a statement error: constraint violations fail their job only.
