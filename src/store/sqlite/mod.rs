@@ -385,9 +385,13 @@ impl ProcessStore for SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // Without close(): stop the writer after what is queued; the WAL
-        // stays (SQLite replays it on the next open), the lock goes with
-        // the file handle.
+        // Without close(): the writer finishes what is queued and stops;
+        // the WAL stays (SQLite replays it on the next open). The lock is
+        // released only after the writer is gone, so a registry opening
+        // the file next never writes beside it.
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(writer) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = writer.join();
+        }
     }
 }
