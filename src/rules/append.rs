@@ -151,16 +151,7 @@ pub fn plan_append(
     let event = ProcessEvent {
         process_id: process_id.to_owned(),
         sequence,
-        invocation: ProcessEventInvocation {
-            scope: InvocationScope::Runtime,
-            subject: InvocationSubject::ProcessEvent {
-                process_id: process_id.to_owned(),
-                sequence,
-                event_type: request.event_type.clone(),
-            },
-            caused_by: CausalRef::Process { process_id: process_id.to_owned() },
-            replay_key: replay_key.clone(),
-        },
+        invocation: invocation(process_id, sequence, &request.event_type, replay_key.clone()),
         event_type: request.event_type,
         payload: request.payload,
         semantics: materialized,
@@ -168,6 +159,26 @@ pub fn plan_append(
     };
     let replay = replay_key.map(|key| (key, ReplayEntry { sequence, payload_hash }));
     Ok(AppendPlan::Commit(Box::new(PlannedEvent { event, replay, record: next })))
+}
+
+/// The lineage stamped on event `sequence` of `process_id` (step 8): it
+/// follows from the event itself, so a store need not keep it.
+pub fn invocation(
+    process_id: &str,
+    sequence: u64,
+    event_type: &str,
+    replay_key: Option<String>,
+) -> ProcessEventInvocation {
+    ProcessEventInvocation {
+        scope: InvocationScope::Runtime,
+        subject: InvocationSubject::ProcessEvent {
+            process_id: process_id.to_owned(),
+            sequence,
+            event_type: event_type.to_owned(),
+        },
+        caused_by: CausalRef::Process { process_id: process_id.to_owned() },
+        replay_key,
+    }
 }
 
 /// Step 9: the wake delivery of `event` for the request's target (else the
