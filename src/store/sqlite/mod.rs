@@ -33,6 +33,7 @@
 //! [`SqliteStore::close`] (called by the registry's shutdown) flushes the
 //! queue, checkpoints and truncates the WAL, and releases the lock.
 
+mod inspect;
 mod rows;
 mod schema;
 mod writer;
@@ -53,6 +54,8 @@ use super::{Commit, CommitCallback, CommitResult, ProcessStore, Recovered, Store
 use crate::error::RegistryError;
 use crate::events::ProcessEventType;
 use crate::model::DurabilityTier;
+
+pub use self::inspect::{ProcessDetail, ProcessSummary, SqliteInspector, StatusCounts, StoredGrant, StoredStatus};
 
 /// The schema version this build reads and writes.
 pub const SQLITE_SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
