@@ -187,6 +187,11 @@ impl Shared {
         RegistryError::Storage { process_id: String::new(), message: format!("{}: {message}", self.path) }
     }
 
+    /// A read at open failed: the file cannot be opened as a store.
+    fn unreadable(&self, message: String) -> RegistryError {
+        RegistryError::StoreOpen { path: self.path.clone(), message }
+    }
+
     fn refused(&self) -> RegistryError {
         self.storage("the store refuses writes after a failed commit; reopen it".to_owned())
     }
@@ -219,11 +224,21 @@ impl SqliteStore {
     /// Errors: [`RegistryError::StoreLocked`] when another registry holds
     /// the file, [`RegistryError::StoreVersion`] for another schema version
     /// (the file is not touched), [`RegistryError::StoreOpen`] for a file
-    /// that is not a database, is truncated or cannot be written.
+    /// that is not a database, is truncated or cannot be written, and for
+    /// a directory. A file whose header is intact but whose tables cannot
+    /// be read opens here and fails [`ProcessStore::recover`] with
+    /// `StoreOpen`, which is what
+    /// [`ActorProcessRegistry::open`](crate::ActorProcessRegistry::open)
+    /// then reports.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, RegistryError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let open_error = |message: String| RegistryError::StoreOpen { path: shown.clone(), message };
+        // Before the lock: a directory would get a stray `-lock` beside it
+        // and SQLite's vague "unable to open database file".
+        if path.is_dir() {
+            return Err(open_error("it is a directory, not a store file".to_owned()));
+        }
         let lock = take_lock(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags).map_err(|error| open_error(error.to_string()))?;
@@ -303,15 +318,17 @@ impl SqliteStore {
         }
     }
 
+    /// Runs `read` on the read connection; its failure becomes `fail`'s error.
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&mut Reader) -> Result<T, String> + Send + 'static,
+        fail: fn(&Shared, String) -> RegistryError,
     ) -> Result<T, RegistryError> {
         let reader = Arc::clone(&self.reader);
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
             let mut reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
-            read(&mut reader).map_err(|message| shared.storage(message))
+            read(&mut reader).map_err(|message| fail(&shared, message))
         })
         .await
         .map_err(|error| self.shared.storage(format!("a read task failed: {error}")))?
@@ -347,17 +364,26 @@ impl ProcessStore for SqliteStore {
 
     async fn recover(&self) -> Result<Recovered, RegistryError> {
         self.flush().await;
-        self.read(|reader| {
-            let (records, grants) = rows::read_all(&reader.connection, &mut reader.declarations)?;
-            Ok(Recovered { records, grants })
-        })
+        // Recovery is the first read of the tables, as a registry opens: a
+        // file it cannot read (a scribbled page) cannot be opened.
+        self.read(
+            |reader| {
+                let (records, grants) = rows::read_all(&reader.connection, &mut reader.declarations)?;
+                Ok(Recovered { records, grants })
+            },
+            Shared::unreadable,
+        )
         .await
     }
 
     async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {
         self.flush().await;
         let process_id = process_id.to_owned();
-        self.read(move |reader| rows::read_process(&reader.connection, &process_id, &mut reader.declarations)).await
+        self.read(
+            move |reader| rows::read_process(&reader.connection, &process_id, &mut reader.declarations),
+            Shared::storage,
+        )
+        .await
     }
 
     fn submit(&self, commit: Commit, later: CommitCallback) -> Option<CommitResult> {
