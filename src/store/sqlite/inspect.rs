@@ -201,7 +201,7 @@ impl SqliteInspector {
             .and_then(|()| connection.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map(drop))
             .and_then(|()| connection.pragma_update(None, "query_only", true));
         configured.map_err(|error| open_error(error.to_string()))?;
-        match schema::found_version(&connection).map_err(|error| open_error(error.to_string()))? {
+        match schema::found_version(&connection).map_err(|error| open_error(first_read_failure(&error)))? {
             Found::Current => {}
             Found::Empty => return Err(open_error("an empty database, not a process-registry store".to_owned())),
             Found::Other(found) => {
@@ -281,6 +281,21 @@ impl SqliteInspector {
     }
 }
 
+/// What the first read's failure means. A WAL reader needs the `-wal` and
+/// `-shm` files; when they are missing and the directory is not writable
+/// (or `-shm` is not), SQLite says only "attempt to write a readonly
+/// database", which is no help to someone who asked to read.
+fn first_read_failure(error: &rusqlite::Error) -> String {
+    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
+        format!(
+            "{error}: a WAL reader needs the -wal and -shm files beside the database, which could not be \
+             created or opened here; run as a user who may write the directory, or inspect a copy"
+        )
+    } else {
+        error.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +307,19 @@ mod tests {
             assert_eq!(serde_json::to_value(status).unwrap(), serde_json::json!(status.as_str()));
         }
         assert_eq!(rows::status_from_name("paused"), None);
+    }
+
+    #[test]
+    fn a_read_only_failure_says_what_the_reader_needs() {
+        let failure = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some("attempt to write a readonly database".to_owned()),
+        );
+        let message = first_read_failure(&failure);
+        assert!(message.starts_with("attempt to write a readonly database: "), "{message}");
+        assert!(message.contains("-wal and -shm"), "{message}");
+        let other = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTADB), None);
+        assert_eq!(first_read_failure(&other), other.to_string());
     }
 
     #[test]
