@@ -301,3 +301,69 @@ async fn garbage_after_an_intact_header_is_store_open_when_the_registry_opens() 
     drop(inspector);
     assert_eq!(std::fs::read(&path).expect("read back"), bytes, "the file was written to");
 }
+
+/// Makes a file unwritable for this process: mode 0444, and where the mode
+/// is not enough (root), the immutable attribute too. Undone on drop, so
+/// the temporary directory can be removed.
+#[cfg(unix)]
+struct Unwritable {
+    path: PathBuf,
+    immutable: bool,
+}
+
+#[cfg(unix)]
+impl Unwritable {
+    /// `None` when neither works here (root without `chattr`).
+    fn make(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::PermissionsExt;
+
+        let writable = || std::fs::OpenOptions::new().write(true).open(path).is_ok();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).expect("chmod 0444");
+        let mut guard = Self { path: path.to_owned(), immutable: false };
+        if !writable() {
+            return Some(guard);
+        }
+        let chattr = std::process::Command::new("chattr").arg("+i").arg(path).output();
+        guard.immutable = chattr.is_ok_and(|output| output.status.success());
+        (guard.immutable && !writable()).then_some(guard)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+
+        if self.immutable {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(&self.path).status();
+        }
+        let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o644));
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_file_that_cannot_be_written_is_store_open_but_can_be_inspected() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("unwritable.db");
+    write_store(&path, 3).await;
+    let before = std::fs::read(&path).expect("read");
+    let Some(unwritable) = Unwritable::make(&path) else {
+        eprintln!("skipped: this process cannot make a file unwritable to itself (root without chattr)");
+        return;
+    };
+
+    // SQLite would open it read-only without a word, and every commit
+    // would fail later: the store refuses it at open instead.
+    for error in [store_open_error(&path), registry_open_error(&path).await] {
+        assert_store_open(&error, &path);
+        assert!(error.to_string().contains("not writable"), "{error}");
+    }
+    // Reading needs no write access to the database.
+    let inspector = SqliteInspector::open_read_only(&path).expect("inspect an unwritable file");
+    let counts = inspector.counts().expect("counts");
+    assert_eq!((counts.running, counts.completed), (2, 1));
+    drop(inspector);
+    drop(unwritable);
+    assert_eq!(std::fs::read(&path).expect("read back"), before);
+}

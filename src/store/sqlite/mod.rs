@@ -242,15 +242,24 @@ impl SqliteStore {
         let lock = take_lock(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags).map_err(|error| open_error(error.to_string()))?;
+        // SQLite opens a file it may not write read-only without a word;
+        // every commit would fail later.
+        let writable = || match connection.is_readonly(rusqlite::MAIN_DB) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(open_error("the file is not writable".to_owned())),
+            Err(error) => Err(open_error(error.to_string())),
+        };
         match schema::found_version(&connection).map_err(|error| open_error(error.to_string()))? {
             Found::Other(found) => {
                 return Err(RegistryError::StoreVersion { path: shown, found, supported: schema::SCHEMA_VERSION })
             }
             Found::Empty => {
+                writable()?;
                 schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
                 schema::create(&connection).map_err(|error| open_error(error.to_string()))?;
             }
             Found::Current => {
+                writable()?;
                 schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
             }
         }
