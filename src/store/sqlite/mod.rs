@@ -27,8 +27,10 @@
 //! - A **lock file** beside the database (`PATH-lock`) is held exclusively
 //!   while the store is open, so a second registry on the same file gets
 //!   [`RegistryError::StoreLocked`] instead of forking the fencing tokens.
-//!   Read-only inspectors (the `process-registry` CLI) open the database
-//!   without it.
+//!   Read-only inspectors ([`SqliteInspector`], which the
+//!   `process-registry` CLI prints) open the database without it, and
+//!   never write or checkpoint, so they may read while a registry holds
+//!   the file.
 //!
 //! [`SqliteStore::close`] (called by the registry's shutdown) flushes the
 //! queue, checkpoints and truncates the WAL, and releases the lock.
