@@ -56,22 +56,36 @@ impl Drop for Inner {
     }
 }
 
+/// Why the supervisor did not start: the store's own error when recovery
+/// failed (a file that cannot be read stays `StoreOpen`), else `Storage`.
+fn startup_error(error: ractor::SpawnErr) -> RegistryError {
+    let cause = match error {
+        ractor::SpawnErr::StartupFailed(cause) => match cause.downcast::<RegistryError>() {
+            Ok(error) => return *error,
+            Err(cause) => cause.to_string(),
+        },
+        other => other.to_string(),
+    };
+    RegistryError::Storage {
+        process_id: String::new(),
+        message: format!("could not start the registry supervisor: {cause}"),
+    }
+}
+
 impl ActorProcessRegistry {
     /// Starts a registry on `config.store`: the supervisor routes every
     /// process the store already holds (as passive: their actors start on
     /// first use), and a sweeper ticks passivation when it is enabled.
     ///
     /// Must run inside a tokio runtime. Waits on: the store's `recover`.
-    /// Cost: O(stored processes + grants). Errors: `Storage` when the store
-    /// cannot be read or the supervisor cannot start. Cancel safety: a
+    /// Cost: O(stored processes + grants). Errors: the store's own when it
+    /// cannot be read (`StoreOpen` for an unreadable SQLite file), `Storage`
+    /// when the supervisor cannot start. Cancel safety: a
     /// dropped `start` leaves no registry behind.
     pub async fn start(config: RegistryConfig) -> Result<Self, RegistryError> {
         let shared = Arc::new(Shared::new(config));
         let supervisor = RegistrySupervisor { shared: Arc::clone(&shared) };
-        let (supervisor, task) = Actor::spawn(None, supervisor, ()).await.map_err(|err| RegistryError::Storage {
-            process_id: String::new(),
-            message: format!("could not start the registry supervisor: {err}"),
-        })?;
+        let (supervisor, task) = Actor::spawn(None, supervisor, ()).await.map_err(startup_error)?;
         let sweeper = shared.passivate_after.map(|idle| {
             let supervisor = supervisor.clone();
             let period = (idle / 2).max(Duration::from_millis(50));

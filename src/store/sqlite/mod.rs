@@ -27,12 +27,15 @@
 //! - A **lock file** beside the database (`PATH-lock`) is held exclusively
 //!   while the store is open, so a second registry on the same file gets
 //!   [`RegistryError::StoreLocked`] instead of forking the fencing tokens.
-//!   Read-only inspectors (the `process-registry` CLI) open the database
-//!   without it.
+//!   Read-only inspectors ([`SqliteInspector`], which the
+//!   `process-registry` CLI prints) open the database without it, and
+//!   never write or checkpoint, so they may read while a registry holds
+//!   the file.
 //!
 //! [`SqliteStore::close`] (called by the registry's shutdown) flushes the
 //! queue, checkpoints and truncates the WAL, and releases the lock.
 
+mod inspect;
 mod rows;
 mod schema;
 mod writer;
@@ -53,6 +56,8 @@ use super::{Commit, CommitCallback, CommitResult, ProcessStore, Recovered, Store
 use crate::error::RegistryError;
 use crate::events::ProcessEventType;
 use crate::model::DurabilityTier;
+
+pub use self::inspect::{ProcessDetail, ProcessSummary, SqliteInspector, StatusCounts, StoredGrant, StoredStatus};
 
 /// The schema version this build reads and writes.
 pub const SQLITE_SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
@@ -184,6 +189,11 @@ impl Shared {
         RegistryError::Storage { process_id: String::new(), message: format!("{}: {message}", self.path) }
     }
 
+    /// A read at open failed: the file cannot be opened as a store.
+    fn unreadable(&self, message: String) -> RegistryError {
+        RegistryError::StoreOpen { path: self.path.clone(), message }
+    }
+
     fn refused(&self) -> RegistryError {
         self.storage("the store refuses writes after a failed commit; reopen it".to_owned())
     }
@@ -216,23 +226,42 @@ impl SqliteStore {
     /// Errors: [`RegistryError::StoreLocked`] when another registry holds
     /// the file, [`RegistryError::StoreVersion`] for another schema version
     /// (the file is not touched), [`RegistryError::StoreOpen`] for a file
-    /// that is not a database, is truncated or cannot be written.
+    /// that is not a database, is truncated or cannot be written, and for
+    /// a directory. A file whose header is intact but whose tables cannot
+    /// be read opens here and fails [`ProcessStore::recover`] with
+    /// `StoreOpen`, which is what
+    /// [`ActorProcessRegistry::open`](crate::ActorProcessRegistry::open)
+    /// then reports.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, RegistryError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let open_error = |message: String| RegistryError::StoreOpen { path: shown.clone(), message };
+        // Before the lock: a directory would get a stray `-lock` beside it
+        // and SQLite's vague "unable to open database file".
+        if path.is_dir() {
+            return Err(open_error("it is a directory, not a store file".to_owned()));
+        }
         let lock = take_lock(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags).map_err(|error| open_error(error.to_string()))?;
+        // SQLite opens a file it may not write read-only without a word;
+        // every commit would fail later.
+        let writable = || match connection.is_readonly(rusqlite::MAIN_DB) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(open_error("the file is not writable".to_owned())),
+            Err(error) => Err(open_error(error.to_string())),
+        };
         match schema::found_version(&connection).map_err(|error| open_error(error.to_string()))? {
             Found::Other(found) => {
                 return Err(RegistryError::StoreVersion { path: shown, found, supported: schema::SCHEMA_VERSION })
             }
             Found::Empty => {
+                writable()?;
                 schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
                 schema::create(&connection).map_err(|error| open_error(error.to_string()))?;
             }
             Found::Current => {
+                writable()?;
                 schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
             }
         }
@@ -300,15 +329,17 @@ impl SqliteStore {
         }
     }
 
+    /// Runs `read` on the read connection; its failure becomes `fail`'s error.
     async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&mut Reader) -> Result<T, String> + Send + 'static,
+        fail: fn(&Shared, String) -> RegistryError,
     ) -> Result<T, RegistryError> {
         let reader = Arc::clone(&self.reader);
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
             let mut reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
-            read(&mut reader).map_err(|message| shared.storage(message))
+            read(&mut reader).map_err(|message| fail(&shared, message))
         })
         .await
         .map_err(|error| self.shared.storage(format!("a read task failed: {error}")))?
@@ -344,17 +375,26 @@ impl ProcessStore for SqliteStore {
 
     async fn recover(&self) -> Result<Recovered, RegistryError> {
         self.flush().await;
-        self.read(|reader| {
-            let (records, grants) = rows::read_all(&reader.connection, &mut reader.declarations)?;
-            Ok(Recovered { records, grants })
-        })
+        // Recovery is the first read of the tables, as a registry opens: a
+        // file it cannot read (a scribbled page) cannot be opened.
+        self.read(
+            |reader| {
+                let (records, grants) = rows::read_all(&reader.connection, &mut reader.declarations)?;
+                Ok(Recovered { records, grants })
+            },
+            Shared::unreadable,
+        )
         .await
     }
 
     async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {
         self.flush().await;
         let process_id = process_id.to_owned();
-        self.read(move |reader| rows::read_process(&reader.connection, &process_id, &mut reader.declarations)).await
+        self.read(
+            move |reader| rows::read_process(&reader.connection, &process_id, &mut reader.declarations),
+            Shared::storage,
+        )
+        .await
     }
 
     fn submit(&self, commit: Commit, later: CommitCallback) -> Option<CommitResult> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
+use super::inspect::{ProcessSummary, StatusCounts, StoredGrant, StoredStatus};
 use crate::events::{ProcessEvent, ProcessEventType};
 use crate::model::{ProcessRecord, ProcessStatus};
 use crate::rules::append::ReplayEntry;
@@ -16,11 +17,28 @@ use crate::store::{GrantChange, StoredProcess};
 
 /// The name the `status` column holds.
 pub(crate) fn status_name(status: &ProcessStatus) -> &'static str {
+    stored_status_name(StoredStatus::from(status))
+}
+
+/// The status a `status` column names (`None` for a name this build never
+/// writes).
+pub(crate) fn status_from_name(name: &str) -> Option<StoredStatus> {
+    match name {
+        "running" => Some(StoredStatus::Running),
+        "completed" => Some(StoredStatus::Completed),
+        "failed" => Some(StoredStatus::Failed),
+        "cancelled" => Some(StoredStatus::Cancelled),
+        _ => None,
+    }
+}
+
+/// The name [`StoredStatus`] has in the `status` column.
+pub(crate) fn stored_status_name(status: StoredStatus) -> &'static str {
     match status {
-        ProcessStatus::Running => "running",
-        ProcessStatus::Completed { .. } => "completed",
-        ProcessStatus::Failed { .. } => "failed",
-        ProcessStatus::Cancelled { .. } => "cancelled",
+        StoredStatus::Running => "running",
+        StoredStatus::Completed => "completed",
+        StoredStatus::Failed => "failed",
+        StoredStatus::Cancelled => "cancelled",
     }
 }
 
@@ -141,20 +159,29 @@ pub(crate) fn read_all(
     Ok((records, grants))
 }
 
-/// One process's whole committed state.
-pub(crate) fn read_process(
+/// A process's row: its record, its lease and its last sequence.
+pub(crate) struct ProcessRow {
+    pub(crate) record: Arc<ProcessRecord>,
+    pub(crate) lease: LeaseState,
+    pub(crate) last_sequence: u64,
+}
+
+/// One process's row, or `None` when the file does not hold the id.
+pub(crate) fn read_process_row(
     connection: &Connection,
     process_id: &str,
     declarations: &mut HashMap<String, Arc<Vec<ProcessEventType>>>,
-) -> Result<Option<StoredProcess>, String> {
+) -> Result<Option<ProcessRow>, String> {
     let sql = |error: rusqlite::Error| error.to_string();
-    let row: Option<(String, String, i64, Option<String>)> = connection
-        .prepare_cached("SELECT record, declarations, updated_at_ms, lease FROM processes WHERE id = ?1")
+    let row: Option<(String, String, i64, Option<String>, i64)> = connection
+        .prepare_cached("SELECT record, declarations, updated_at_ms, lease, last_sequence FROM processes WHERE id = ?1")
         .and_then(|mut statement| {
-            statement.query_row([process_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))).optional()
+            statement
+                .query_row([process_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
+                .optional()
         })
         .map_err(sql)?;
-    let Some((json, hash, updated_at_ms, lease)) = row else {
+    let Some((json, hash, updated_at_ms, lease, last_sequence)) = row else {
         return Ok(None);
     };
     let event_types = match declarations.get(&hash) {
@@ -165,25 +192,57 @@ pub(crate) fn read_process(
             found
         }
     };
-    let record = Arc::new(record_from_row(&json, event_types, updated_at_ms)?);
-    let lease: LeaseState = match lease {
-        Some(json) => parse(&json).map_err(sql)?,
-        None => LeaseState::default(),
-    };
-    let mut events = Vec::new();
-    {
-        let mut statement = connection
-            .prepare_cached("SELECT event FROM events WHERE process_id = ?1 ORDER BY sequence")
-            .map_err(sql)?;
-        let rows = statement.query_map([process_id], |row| row.get::<_, String>(0)).map_err(sql)?;
-        for row in rows {
-            let event: ProcessEvent = parse(&row.map_err(sql)?).map_err(sql)?;
-            if event.sequence != events.len() as u64 + 1 {
-                return Err(format!("the log of `{process_id}` has a gap before sequence {}", event.sequence));
-            }
-            events.push(Arc::new(event));
-        }
+    Ok(Some(ProcessRow {
+        record: Arc::new(record_from_row(&json, event_types, updated_at_ms)?),
+        lease: lease_from_column(lease).map_err(sql)?,
+        last_sequence: u64::try_from(last_sequence).unwrap_or(0),
+    }))
+}
+
+/// The `lease` column: JSON, or NULL before the first claim.
+fn lease_from_column(lease: Option<String>) -> rusqlite::Result<LeaseState> {
+    match lease {
+        Some(json) => parse(&json),
+        None => Ok(LeaseState::default()),
     }
+}
+
+/// The events of `process_id` with a sequence above `after`, ascending;
+/// an error if they do not follow `after` without a gap.
+pub(crate) fn read_events_after(
+    connection: &Connection,
+    process_id: &str,
+    after: u64,
+) -> Result<Vec<Arc<ProcessEvent>>, String> {
+    let sql = |error: rusqlite::Error| error.to_string();
+    let mut events = Vec::new();
+    let mut statement = connection
+        .prepare_cached("SELECT event FROM events WHERE process_id = ?1 AND sequence > ?2 ORDER BY sequence")
+        .map_err(sql)?;
+    let rows = statement
+        .query_map(params![process_id, super::writer::to_sql_int(after)], |row| row.get::<_, String>(0))
+        .map_err(sql)?;
+    for row in rows {
+        let event: ProcessEvent = parse(&row.map_err(sql)?).map_err(sql)?;
+        if event.sequence != after.saturating_add(events.len() as u64).saturating_add(1) {
+            return Err(format!("the log of `{process_id}` has a gap before sequence {}", event.sequence));
+        }
+        events.push(Arc::new(event));
+    }
+    Ok(events)
+}
+
+/// One process's whole committed state.
+pub(crate) fn read_process(
+    connection: &Connection,
+    process_id: &str,
+    declarations: &mut HashMap<String, Arc<Vec<ProcessEventType>>>,
+) -> Result<Option<StoredProcess>, String> {
+    let sql = |error: rusqlite::Error| error.to_string();
+    let Some(ProcessRow { record, lease, .. }) = read_process_row(connection, process_id, declarations)? else {
+        return Ok(None);
+    };
+    let events = read_events_after(connection, process_id, 0)?;
     let mut replay = BTreeMap::new();
     {
         let mut statement = connection
@@ -209,4 +268,89 @@ pub(crate) fn read_process(
         }
     }
     Ok(Some(StoredProcess { record, events, replay, acked, lease }))
+}
+
+/// The grants of one process, by scope id.
+pub(crate) fn read_grants_of(connection: &Connection, process_id: &str) -> Result<Vec<StoredGrant>, String> {
+    let sql = |error: rusqlite::Error| error.to_string();
+    let mut statement = connection
+        .prepare_cached("SELECT scope, descriptor FROM grants WHERE process_id = ?1 ORDER BY scope_id")
+        .map_err(sql)?;
+    let rows = statement
+        .query_map([process_id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+        .map_err(sql)?;
+    let mut grants = Vec::new();
+    for row in rows {
+        let (scope, descriptor) = row.map_err(sql)?;
+        grants.push(StoredGrant { scope: parse(&scope).map_err(sql)?, descriptor: parse(&descriptor).map_err(sql)? });
+    }
+    Ok(grants)
+}
+
+/// How many processes the file holds in each status.
+pub(crate) fn count_by_status(connection: &Connection) -> Result<StatusCounts, String> {
+    let sql = |error: rusqlite::Error| error.to_string();
+    let mut statement =
+        connection.prepare_cached("SELECT status, count(*) FROM processes GROUP BY status").map_err(sql)?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))).map_err(sql)?;
+    let mut counts = StatusCounts::default();
+    for row in rows {
+        let (name, count) = row.map_err(sql)?;
+        let count = u64::try_from(count).unwrap_or(0);
+        match status_from_name(&name) {
+            Some(StoredStatus::Running) => counts.running = count,
+            Some(StoredStatus::Completed) => counts.completed = count,
+            Some(StoredStatus::Failed) => counts.failed = count,
+            Some(StoredStatus::Cancelled) => counts.cancelled = count,
+            None => return Err(format!("{count} processes have an unknown status `{name}`")),
+        }
+    }
+    Ok(counts)
+}
+
+/// Up to `limit` processes (of `status` only, when given), ids ascending,
+/// from their columns: no record is parsed.
+pub(crate) fn read_summaries(
+    connection: &Connection,
+    status: Option<StoredStatus>,
+    limit: Option<u64>,
+) -> Result<Vec<ProcessSummary>, String> {
+    type Columns = (String, String, i64, i64, Option<String>);
+    let sql = |error: rusqlite::Error| error.to_string();
+    let columns = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Columns> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+    };
+    // SQLite reads a negative LIMIT as none.
+    let limit = limit.map_or(-1, super::writer::to_sql_int);
+    // Two statements, so a filtered listing walks the (status, id) index.
+    let rows: Vec<Columns> = match status {
+        Some(status) => connection
+            .prepare_cached(
+                "SELECT id, status, last_sequence, updated_at_ms, lease FROM processes
+                 WHERE status = ?1 ORDER BY id LIMIT ?2",
+            )
+            .and_then(|mut statement| {
+                statement.query_map(params![stored_status_name(status), limit], columns)?.collect()
+            }),
+        None => connection
+            .prepare_cached(
+                "SELECT id, status, last_sequence, updated_at_ms, lease FROM processes ORDER BY id LIMIT ?1",
+            )
+            .and_then(|mut statement| statement.query_map(params![limit], columns)?.collect()),
+    }
+    .map_err(sql)?;
+    let mut summaries = Vec::with_capacity(rows.len());
+    for (id, name, last_sequence, updated_at_ms, lease) in rows {
+        let status = status_from_name(&name).ok_or_else(|| format!("process `{id}` has an unknown status `{name}`"))?;
+        let lease = lease_from_column(lease).map_err(sql)?;
+        summaries.push(ProcessSummary {
+            id,
+            status,
+            last_sequence: u64::try_from(last_sequence).unwrap_or(0),
+            updated_at_ms: u64::try_from(updated_at_ms).unwrap_or(0),
+            lease: lease.current.map(|lease| *lease),
+            last_fencing_token: lease.last_fencing_token,
+        });
+    }
+    Ok(summaries)
 }
