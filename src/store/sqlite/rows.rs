@@ -8,9 +8,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::inspect::{ProcessSummary, StatusCounts, StoredGrant, StoredStatus};
-use crate::events::{ProcessEvent, ProcessEventType};
+use crate::events::{ProcessEvent, ProcessEventSemantics, ProcessEventType};
 use crate::model::{ProcessRecord, ProcessStatus};
-use crate::rules::append::ReplayEntry;
+use crate::rules::append::{invocation, ReplayEntry};
 use crate::rules::hashing::sha256_hex_of_json;
 use crate::rules::lease::LeaseState;
 use crate::store::{GrantChange, StoredProcess};
@@ -217,13 +217,33 @@ pub(crate) fn read_events_after(
     let sql = |error: rusqlite::Error| error.to_string();
     let mut events = Vec::new();
     let mut statement = connection
-        .prepare_cached("SELECT event FROM events WHERE process_id = ?1 AND sequence > ?2 ORDER BY sequence")
+        .prepare_cached(
+            "SELECT sequence, event_type, replay_key, occurred_at_ms, payload, semantics FROM events
+             WHERE process_id = ?1 AND sequence > ?2 ORDER BY sequence",
+        )
         .map_err(sql)?;
     let rows = statement
-        .query_map(params![process_id, super::writer::to_sql_int(after)], |row| row.get::<_, String>(0))
+        .query_map(params![process_id, super::writer::to_sql_int(after)], |row| {
+            let sequence = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
+            let event_type: String = row.get(1)?;
+            let replay_key: Option<String> = row.get(2)?;
+            let semantics: Option<String> = row.get(5)?;
+            Ok(ProcessEvent {
+                process_id: process_id.to_owned(),
+                sequence,
+                invocation: invocation(process_id, sequence, &event_type, replay_key),
+                event_type,
+                payload: parse(row.get_ref(4)?.as_str()?)?,
+                semantics: match semantics {
+                    Some(json) => parse(&json)?,
+                    None => ProcessEventSemantics::default(),
+                },
+                occurred_at_ms: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+            })
+        })
         .map_err(sql)?;
     for row in rows {
-        let event: ProcessEvent = parse(&row.map_err(sql)?).map_err(sql)?;
+        let event = row.map_err(sql)?;
         if event.sequence != after.saturating_add(events.len() as u64).saturating_add(1) {
             return Err(format!("the log of `{process_id}` has a gap before sequence {}", event.sequence));
         }

@@ -10,8 +10,11 @@
 //!   (`updated_at_ms`, `last_sequence`) so an append does not rewrite the
 //!   record, the status for counts, and the lease state as JSON (its
 //!   fencing token survives release and reopen).
-//! - `events`: `WITHOUT ROWID`, keyed by (process, sequence); an index on
-//!   (process, event type, sequence) for typed counts and waits.
+//! - `events`: `WITHOUT ROWID`, keyed by (process, sequence), an event as
+//!   its columns: type, wake flag, replay key, time, payload JSON and the
+//!   materialized semantics as JSON (NULL when none); its lineage follows
+//!   from these and is rebuilt on read. An index on (process, event type,
+//!   sequence) serves typed counts and waits.
 //! - `replay_keys`, `wake_acks`, `grants`: keyed as their names say.
 //!
 //! The version is SQLite's `user_version`. A file with another version is
@@ -46,7 +49,10 @@ CREATE TABLE events (
     sequence INTEGER NOT NULL,
     event_type TEXT NOT NULL,
     wake INTEGER NOT NULL,
-    event TEXT NOT NULL,
+    replay_key TEXT,
+    occurred_at_ms INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    semantics TEXT,
     PRIMARY KEY (process_id, sequence)
 ) WITHOUT ROWID;
 CREATE INDEX events_by_type ON events (process_id, event_type, sequence);

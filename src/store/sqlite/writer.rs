@@ -274,18 +274,29 @@ impl From<rusqlite::Error> for Written {
 fn write_change(connection: &Connection, process_id: &str, change: &ProcessChange) -> Result<(), Written> {
     let updated = match change {
         ProcessChange::Appended { event, replay, record } => {
-            let event_json = serde_json::to_string(&**event)
-                .map_err(|error| Written::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(error))))?;
+            // The event as its columns: its lineage follows from them.
+            let semantics = if event.semantics.terminal.is_none() && event.semantics.wake.is_none() {
+                None
+            } else {
+                Some(
+                    serde_json::to_string(&event.semantics)
+                        .map_err(|error| Written::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(error))))?,
+                )
+            };
             connection
                 .prepare_cached(
-                    "INSERT INTO events (process_id, sequence, event_type, wake, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO events (process_id, sequence, event_type, wake, replay_key, occurred_at_ms,
+                     payload, semantics) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
                 .execute(params![
                     process_id,
                     to_sql_int(event.sequence),
                     event.event_type,
                     event.is_wake(),
-                    event_json
+                    event.invocation.replay_key,
+                    to_sql_int(event.occurred_at_ms),
+                    event.payload.to_string(),
+                    semantics
                 ])?;
             if let Some((key, entry)) = replay {
                 connection
