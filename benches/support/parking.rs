@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use process_registry::{ActorProcessRegistry, ProcessAwaitOutput};
+use process_registry::{ActorProcessRegistry, ProcessAwaitOutput, RegistryError};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -56,25 +56,26 @@ async fn join_waiter<T>(waiter: JoinHandle<Result<T, String>>) -> Result<T, Stri
     waiter.await.map_err(|err| format!("the waiter task: {err}"))?
 }
 
-/// One wake: a spawned task parks in `wait_event_after(SIGNAL, after)`,
-/// then this task appends the signal. The time from just before the append
-/// to the waiter running again.
-pub async fn wake_once(subject: &Subject, process_id: &str, after: u64) -> Result<Duration, String> {
-    let (registry, actor) = (&subject.registry, subject.actor.as_ref());
+/// Spawns a task that makes the parking call `wait` (named `what` in
+/// errors) and returns once that call is parked. The task yields the
+/// call's answer and the instant it ran again.
+async fn spawn_parked<T, W>(
+    actor: Option<&ActorProcessRegistry>,
+    what: &'static str,
+    wait: W,
+) -> Result<JoinHandle<Result<(T, Instant), String>>, String>
+where
+    T: Send + 'static,
+    W: Future<Output = Result<T, RegistryError>> + Send + 'static,
+{
     let before = parked_now(actor);
     let (parked_tx, parked_rx) = oneshot::channel();
-    let waiter_registry = Arc::clone(registry);
-    let waiter_process = process_id.to_owned();
     let waiter = tokio::spawn(async move {
-        let mut wait = pin!(waiter_registry.wait_event_after(&waiter_process, SIGNAL, after));
+        let mut wait = pin!(wait);
         poll_once(wait.as_mut()).await?;
         let _ = parked_tx.send(());
-        let event = wait.await.map_err(|err| format!("wait_event_after: {err}"))?;
-        let woke = Instant::now();
-        if event.sequence != after + 1 {
-            return Err(format!("woken by sequence {}, expected {}", event.sequence, after + 1));
-        }
-        Ok(woke)
+        let answer = wait.await.map_err(|err| format!("{what}: {err}"))?;
+        Ok((answer, Instant::now()))
     });
     // If the waiter failed before parking, its error is the one to report.
     if parked_rx.await.is_err() {
@@ -82,9 +83,26 @@ pub async fn wake_once(subject: &Subject, process_id: &str, after: u64) -> Resul
         return Err("the waiter ended without parking".to_owned());
     }
     until_parked(actor, before).await?;
+    Ok(waiter)
+}
+
+/// One wake: a spawned task parks in `wait_event_after(SIGNAL, after)`,
+/// then this task appends the signal. The time from just before the append
+/// to the waiter running again.
+pub async fn wake_once(subject: &Subject, process_id: &str, after: u64) -> Result<Duration, String> {
+    let (registry, process) = (Arc::clone(&subject.registry), process_id.to_owned());
+    let wait = async move { registry.wait_event_after(&process, SIGNAL, after).await };
+    let waiter = spawn_parked(subject.actor.as_ref(), "wait_event_after", wait).await?;
     let start = Instant::now();
-    registry.append_event(process_id, signal(after + 1)).await.map_err(|err| format!("append signal: {err}"))?;
-    let woke = join_waiter(waiter).await?;
+    subject
+        .registry
+        .append_event(process_id, signal(after + 1))
+        .await
+        .map_err(|err| format!("append signal: {err}"))?;
+    let (event, woke) = join_waiter(waiter).await?;
+    if event.sequence != after + 1 {
+        return Err(format!("woken by sequence {}, expected {}", event.sequence, after + 1));
+    }
     Ok(woke.saturating_duration_since(start))
 }
 
@@ -92,28 +110,15 @@ pub async fn wake_once(subject: &Subject, process_id: &str, after: u64) -> Resul
 /// completes the process. The time from just before `complete_process` to
 /// the waiter running again.
 pub async fn await_once(subject: &Subject, process_id: &str) -> Result<Duration, String> {
-    let (registry, actor) = (&subject.registry, subject.actor.as_ref());
-    let before = parked_now(actor);
-    let (parked_tx, parked_rx) = oneshot::channel();
-    let waiter_registry = Arc::clone(registry);
-    let waiter_process = process_id.to_owned();
-    let waiter = tokio::spawn(async move {
-        let mut wait = pin!(waiter_registry.await_process(&waiter_process));
-        poll_once(wait.as_mut()).await?;
-        let _ = parked_tx.send(());
-        wait.await.map_err(|err| format!("await_process: {err}"))?;
-        Ok(Instant::now())
-    });
-    if parked_rx.await.is_err() {
-        join_waiter(waiter).await?;
-        return Err("the waiter ended without parking".to_owned());
-    }
-    until_parked(actor, before).await?;
+    let (registry, process) = (Arc::clone(&subject.registry), process_id.to_owned());
+    let wait = async move { registry.await_process(&process).await };
+    let waiter = spawn_parked(subject.actor.as_ref(), "await_process", wait).await?;
     let start = Instant::now();
-    registry
+    subject
+        .registry
         .complete_process(process_id, ProcessAwaitOutput::success(json!({ "ok": true })))
         .await
         .map_err(|err| format!("complete_process: {err}"))?;
-    let woke = join_waiter(waiter).await?;
+    let (_, woke) = join_waiter(waiter).await?;
     Ok(woke.saturating_duration_since(start))
 }
