@@ -15,7 +15,7 @@ use crate::events::{core_event_types, ProcessEventType, ProcessTerminalState};
 use crate::model::{ProcessInput, ProcessRecord, ProcessRegistration, ProcessStatus};
 use crate::rules::hashing::sha256_hex_of_json;
 use crate::rules::limits::{dismantle, truncated, Limits};
-use crate::rules::schema::{CompiledSchemas, SchemaSource};
+use crate::rules::schema::{CompiledSchemas, Declarations, SchemaSource};
 
 /// A validated registration, its hash and its compiled schemas.
 #[derive(Clone, Debug)]
@@ -80,11 +80,37 @@ pub fn ensure_core_event_types(event_types: &mut Vec<ProcessEventType>) {
 /// id or host profile, empty or duplicate event type names, a non-`Completed`
 /// terminal type without an await selector, an invalid JSON Schema), and
 /// [`RegistryError::LimitExceeded`] for oversized input.
+///
+/// A refused registration is dropped without recursion
+/// ([`dismantle_registration`]), whichever check refused it: it may carry
+/// JSON nested arbitrarily deep, which the checks before the depth check
+/// have not measured, and serde_json's drop glue recurses.
 pub fn prepare_registration(
     mut registration: ProcessRegistration,
     limits: &Limits,
     schemas: &impl SchemaSource,
 ) -> Result<PreparedRegistration, RegistryError> {
+    match check_and_complete(&mut registration, limits, schemas) {
+        Ok((hash, declarations)) => Ok(PreparedRegistration {
+            registration,
+            hash,
+            event_types: declarations.event_types,
+            schemas: declarations.schemas,
+        }),
+        Err(err) => {
+            dismantle_registration(registration);
+            Err(err)
+        }
+    }
+}
+
+/// Every rule of [`prepare_registration`], in place: adds the core event
+/// types and returns the registration hash and its compiled declarations.
+fn check_and_complete(
+    registration: &mut ProcessRegistration,
+    limits: &Limits,
+    schemas: &impl SchemaSource,
+) -> Result<(String, Declarations), RegistryError> {
     let id = registration.id.clone();
     limits.check_id(&id, "process id bytes", &id)?;
     let invalid = |reason: String| RegistryError::InvalidRegistration { process_id: truncated(&id), reason };
@@ -94,10 +120,7 @@ pub fn prepare_registration(
     if registration.provenance.host_profile_id.trim().is_empty() {
         return Err(invalid("host profile id must be non-empty".to_owned()));
     }
-    if let Err(err) = check_values_depth(&registration, limits) {
-        dismantle_registration(registration);
-        return Err(err);
-    }
+    check_values_depth(registration, limits)?;
     ensure_core_event_types(&mut registration.event_types);
     if registration.event_types.len() > limits.max_event_types {
         return Err(RegistryError::LimitExceeded {
@@ -124,19 +147,15 @@ pub fn prepare_registration(
             }
         }
     }
-    let as_json = serde_json::to_value(&registration)
+    // Depth is bounded from here on: serializing and hashing recurse safely.
+    let as_json = serde_json::to_value(&*registration)
         .map_err(|err| invalid(format!("registration is not representable as JSON: {err}")))?;
     let hash = sha256_hex_of_json(&as_json);
     let declarations_hash = as_json.get("event_types").map(sha256_hex_of_json).unwrap_or_default();
     let declarations = schemas
         .declare(&registration.event_types, declarations_hash)
         .map_err(|(name, reason)| invalid(format!("event type `{name}` has an invalid payload schema: {reason}")))?;
-    Ok(PreparedRegistration {
-        registration,
-        hash,
-        event_types: declarations.event_types,
-        schemas: declarations.schemas,
-    })
+    Ok((hash, declarations))
 }
 
 /// Bounds the depth of every caller-supplied JSON value in the registration
@@ -179,8 +198,9 @@ fn check_values_depth(registration: &ProcessRegistration, limits: &Limits) -> Re
     Ok(())
 }
 
-/// Drops a refused registration without recursing into its JSON values.
-fn dismantle_registration(registration: ProcessRegistration) {
+/// Drops a registration without recursing into its JSON values or its
+/// selector trees, however deep they are.
+pub fn dismantle_registration(registration: ProcessRegistration) {
     match registration.input {
         ProcessInput::External { metadata } => dismantle(metadata),
         ProcessInput::Definition { args, .. } => dismantle(Value::Object(args)),

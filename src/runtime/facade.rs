@@ -24,7 +24,7 @@ use crate::model::{
 };
 use crate::registry::ProcessRegistry;
 use crate::rules::limits::truncated;
-use crate::rules::registration::{prepare_registration, same_registration};
+use crate::rules::registration::{dismantle_registration, prepare_registration, same_registration};
 use async_trait::async_trait;
 
 fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
@@ -60,6 +60,8 @@ impl ProcessRegistry for ActorProcessRegistry {
         traced("register_process", &process_id.clone(), async move {
             let shared = self.shared();
             if shared.is_stopping() {
+                // Unmeasured caller JSON: drop it without recursion.
+                dismantle_registration(registration);
                 return Err(RegistryError::stopped(&process_id));
             }
             let prepared = prepare_registration(registration, &shared.limits, &shared.schemas)?;

@@ -40,19 +40,16 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{PluginError, RegistryError};
-use crate::events::{
-    ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult, ProcessValueSelector,
-    ProcessWakeDedupeKey,
-};
+use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
 use crate::model::{
     DurabilityTier, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessHandleGrantEntry,
-    ProcessInput, ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord, ProcessRegistration,
+    ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord, ProcessRegistration,
     ProcessSessionDeleteReport, SessionScope, WaitState,
 };
 use crate::registry::ProcessRegistry;
 use crate::rules::append::{check_and_hash_payload, plan_append, wake_delivery, AppendPlan, AppendView, ReplayEntry};
 use crate::rules::lease::{self, LeaseState};
-use crate::rules::limits::{dismantle, exceeds_depth, Limits};
+use crate::rules::limits::{dismantle, Limits};
 use crate::rules::registration::prepare_registration;
 use crate::rules::schema::CompiledSchemas;
 use crate::runtime::{GrantIndex, SchemaCache};
@@ -239,61 +236,6 @@ impl GlobalLockRegistry {
         process.record.updated_at_ms = self.clock.now_ms();
         Ok(process.record.clone())
     }
-
-    /// Replaces every caller JSON value of `registration` that nests deeper
-    /// than the limit by a small value that is still too deep, dropping the
-    /// original iteratively. `prepare_registration` then refuses it with the
-    /// same error, but the registration it drops can no longer overflow the
-    /// stack in `serde_json`'s recursive drop glue.
-    fn defuse_deep_values(&self, registration: &mut ProcessRegistration) {
-        let max_depth = self.limits.max_json_depth;
-        let mut defuse = |value: &mut Value| {
-            if exceeds_depth(value, max_depth) {
-                dismantle(std::mem::replace(value, nested_arrays(max_depth.saturating_add(1))));
-            }
-        };
-        match &mut registration.input {
-            ProcessInput::External { metadata } => defuse(metadata),
-            ProcessInput::Definition { args, .. } => args.values_mut().for_each(&mut defuse),
-        }
-        for declared in &mut registration.event_types {
-            defuse(&mut declared.payload_schema);
-            let semantics = &mut declared.semantics;
-            if let Some(selector) = semantics.terminal.as_mut().and_then(|t| t.await_output.as_mut()) {
-                defuse_selector(selector, &mut defuse);
-            }
-            if let Some(wake) = semantics.wake.as_mut() {
-                if let Some(when) = wake.when.as_mut() {
-                    defuse_selector(when, &mut defuse);
-                }
-                defuse_selector(&mut wake.input, &mut defuse);
-                if let ProcessWakeDedupeKey::Selector(selector) = &mut wake.dedupe_key {
-                    defuse_selector(selector, &mut defuse);
-                }
-            }
-        }
-    }
-}
-
-/// Applies `defuse` to every constant of a selector tree.
-fn defuse_selector(selector: &mut ProcessValueSelector, defuse: &mut impl FnMut(&mut Value)) {
-    let mut stack = vec![selector];
-    while let Some(selector) = stack.pop() {
-        match selector {
-            ProcessValueSelector::Const(value) => defuse(value),
-            ProcessValueSelector::Template { fields, .. } => stack.extend(fields.values_mut()),
-            ProcessValueSelector::Payload | ProcessValueSelector::Pointer(_) | ProcessValueSelector::Present(_) => {}
-        }
-    }
-}
-
-/// `depth` levels of single-element arrays (a scalar has depth 1).
-fn nested_arrays(depth: usize) -> Value {
-    let mut value = Value::Null;
-    for _ in 1..depth {
-        value = Value::Array(vec![value]);
-    }
-    value
 }
 
 /// The JSON value inside an await output, if it carries one.
@@ -336,8 +278,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         DurabilityTier::Inline
     }
 
-    async fn register_process(&self, mut registration: ProcessRegistration) -> Result<ProcessRecord, PluginError> {
-        self.defuse_deep_values(&mut registration);
+    async fn register_process(&self, registration: ProcessRegistration) -> Result<ProcessRecord, PluginError> {
         let prepared = prepare_registration(registration, &self.limits, &self.schemas)?;
         let mut state = self.lock().await;
         let id = &prepared.registration.id;
@@ -658,9 +599,18 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::events::{ProcessEventType, ProcessWakeSpec, COMPLETED, FAILED};
-    use crate::model::{ProcessStatusFilter, WaitKind};
+    use crate::events::{ProcessEventType, ProcessValueSelector, ProcessWakeSpec, COMPLETED, FAILED};
+    use crate::model::{ProcessInput, ProcessStatusFilter, WaitKind};
     use crate::rules::registration::no_args;
+
+    /// `depth` levels of single-element arrays (a scalar has depth 1).
+    fn nested_arrays(depth: usize) -> Value {
+        let mut value = Value::Null;
+        for _ in 1..depth {
+            value = Value::Array(vec![value]);
+        }
+        value
+    }
 
     /// Generous guard so a lost wakeup fails the test instead of hanging it.
     const GUARD: Duration = Duration::from_secs(10);
