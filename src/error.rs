@@ -114,6 +114,19 @@ pub enum RegistryError {
         /// The scope that lacks the grant.
         scope_id: String,
     },
+    /// A session scope or session id that could be mistaken for another:
+    /// the session id is empty, or the session or frame id contains the
+    /// separator `/frame:` (so session `a/frame:b` and session `a` with
+    /// frame `b` would share the scope id `session:a/frame:b`).
+    #[error("invalid session scope of session `{session_id}` for process `{process_id}`: {reason}")]
+    InvalidScope {
+        /// The process the call was about (empty for calls about no process).
+        process_id: String,
+        /// The refused session id (its first bytes when it is long).
+        session_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An input exceeds a configured size limit.
     #[error("{what} for process `{process_id}` exceeds the limit of {limit}")]
     LimitExceeded {
@@ -182,6 +195,7 @@ impl RegistryError {
             | Self::LeaseHeld { process_id, .. }
             | Self::LeaseMissingOrExpired { process_id }
             | Self::HandleNotGranted { process_id, .. }
+            | Self::InvalidScope { process_id, .. }
             | Self::LimitExceeded { process_id, .. }
             | Self::Stopped { process_id }
             | Self::ProcessRestarted { process_id }

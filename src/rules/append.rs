@@ -21,6 +21,7 @@ use crate::model::{CausalRef, ProcessRecord, ProcessStatus, SessionScope};
 use crate::rules::hashing::{payload_hash, wake_id};
 use crate::rules::limits::{truncated, Limits};
 use crate::rules::schema::{self, CompiledSchema};
+use crate::rules::scope::check_scope;
 use crate::rules::semantics;
 
 /// What the replay index remembers per replay key.
@@ -33,7 +34,8 @@ pub struct ReplayEntry {
 }
 
 /// Step 1: bounds the request and returns its payload hash (SHA-256 of the
-/// canonical JSON of `[event_type, payload]`).
+/// canonical JSON of `[event_type, payload]`). A wake target scope whose id
+/// could be another scope's is refused ([`crate::rules::scope`]).
 pub fn check_and_hash_payload(
     limits: &Limits,
     process_id: &str,
@@ -43,6 +45,9 @@ pub fn check_and_hash_payload(
     limits.check_id(process_id, "event type bytes", &request.event_type)?;
     if let Some(key) = request.replay_key() {
         limits.check_replay_key(process_id, key)?;
+    }
+    if let Some(scope) = &request.wake_target_scope {
+        check_scope(limits, process_id, scope)?;
     }
     limits.check_depth(process_id, "payload depth", &request.payload)?;
     let (hash, payload_bytes) = payload_hash(&request.event_type, &request.payload);

@@ -16,6 +16,7 @@ use crate::model::{ProcessInput, ProcessRecord, ProcessRegistration, ProcessStat
 use crate::rules::hashing::sha256_hex_of_json;
 use crate::rules::limits::{dismantle, truncated, Limits};
 use crate::rules::schema::{CompiledSchemas, Declarations, SchemaSource};
+use crate::rules::scope::check_scope;
 
 /// A validated registration, its hash and its compiled schemas.
 #[derive(Clone, Debug)]
@@ -78,8 +79,9 @@ pub fn ensure_core_event_types(event_types: &mut Vec<ProcessEventType>) {
 ///
 /// Errors: [`RegistryError::InvalidRegistration`] for a broken rule (empty
 /// id or host profile, empty or duplicate event type names, a non-`Completed`
-/// terminal type without an await selector, an invalid JSON Schema), and
-/// [`RegistryError::LimitExceeded`] for oversized input.
+/// terminal type without an await selector, an invalid JSON Schema),
+/// [`RegistryError::InvalidScope`] for a wake target whose scope id could be
+/// another scope's, and [`RegistryError::LimitExceeded`] for oversized input.
 ///
 /// A refused registration is dropped without recursion
 /// ([`dismantle_registration`]), whichever check refused it: it may carry
@@ -119,6 +121,9 @@ fn check_and_complete(
     }
     if registration.provenance.host_profile_id.trim().is_empty() {
         return Err(invalid("host profile id must be non-empty".to_owned()));
+    }
+    if let Some(target) = &registration.wake_target {
+        check_scope(limits, &id, target)?;
     }
     check_values_depth(registration, limits)?;
     ensure_core_event_types(&mut registration.event_types);

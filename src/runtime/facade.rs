@@ -25,6 +25,7 @@ use crate::model::{
 use crate::registry::ProcessRegistry;
 use crate::rules::limits::truncated;
 use crate::rules::registration::{dismantle_registration, prepare_registration, same_registration};
+use crate::rules::scope::{check_scope, check_session_id};
 use async_trait::async_trait;
 
 fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
@@ -37,6 +38,7 @@ impl ActorProcessRegistry {
         session_scope: &SessionScope,
         keep: impl Fn(&ProcessRecord) -> bool,
     ) -> Result<Vec<ProcessHandleGrantEntry>, RegistryError> {
+        check_scope(&self.shared().limits, "", session_scope)?;
         let grants =
             self.ask_supervisor("", |reply| SupervisorMsg::ListGrants { scope: session_scope.clone(), reply }).await?;
         Ok(grants
@@ -96,6 +98,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         descriptor: ProcessHandleDescriptor,
     ) -> Result<ProcessHandleGrant, PluginError> {
         traced("grant_handle", process_id, async {
+            check_scope(&self.shared().limits, process_id, session_scope)?;
             self.ask_supervisor(process_id, |reply| SupervisorMsg::Grant {
                 scope: session_scope.clone(),
                 process_id: process_id.to_owned(),
@@ -109,6 +112,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn revoke_handle(&self, session_scope: &SessionScope, process_id: &str) -> Result<(), PluginError> {
         traced("revoke_handle", process_id, async {
+            check_scope(&self.shared().limits, process_id, session_scope)?;
             self.ask_supervisor(process_id, |reply| SupervisorMsg::Revoke {
                 scope: session_scope.clone(),
                 process_id: process_id.to_owned(),
@@ -127,6 +131,8 @@ impl ProcessRegistry for ActorProcessRegistry {
     ) -> Result<(), PluginError> {
         let first = process_ids.first().map(String::as_str).unwrap_or_default();
         traced("transfer_handle_grants", first, async {
+            check_scope(&self.shared().limits, first, from_scope)?;
+            check_scope(&self.shared().limits, first, to_scope)?;
             self.ask_supervisor(first, |reply| SupervisorMsg::Transfer {
                 from: from_scope.clone(),
                 to: to_scope.clone(),
@@ -154,6 +160,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn has_handle_grant(&self, session_scope: &SessionScope, process_id: &str) -> Result<bool, PluginError> {
         traced("has_handle_grant", process_id, async {
+            check_scope(&self.shared().limits, process_id, session_scope)?;
             self.ask_supervisor(process_id, |reply| SupervisorMsg::HasGrant {
                 scope: session_scope.clone(),
                 process_id: process_id.to_owned(),
@@ -177,6 +184,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {
         traced("delete_session_process_state", "", async {
+            check_session_id(&self.shared().limits, "", session_id)?;
             self.ask_supervisor("", |reply| SupervisorMsg::DeleteSession { session_id: session_id.to_owned(), reply })
                 .await
         })

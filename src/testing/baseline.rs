@@ -52,6 +52,7 @@ use crate::rules::lease::{self, LeaseState};
 use crate::rules::limits::{dismantle, Limits};
 use crate::rules::registration::prepare_registration;
 use crate::rules::schema::CompiledSchemas;
+use crate::rules::scope::{check_scope, check_session_id};
 use crate::runtime::{GrantIndex, SchemaCache};
 
 /// A complete [`ProcessRegistry`] with all state behind one global
@@ -332,12 +333,14 @@ impl ProcessRegistry for GlobalLockRegistry {
         process_id: &str,
         descriptor: ProcessHandleDescriptor,
     ) -> Result<ProcessHandleGrant, PluginError> {
+        check_scope(&self.limits, process_id, session_scope)?;
         let mut state = self.lock().await;
         state.process(process_id)?;
         Ok(state.grants.grant(session_scope, process_id, descriptor))
     }
 
     async fn revoke_handle(&self, session_scope: &SessionScope, process_id: &str) -> Result<(), PluginError> {
+        check_scope(&self.limits, process_id, session_scope)?;
         self.lock().await.grants.revoke(&session_scope.id(), process_id);
         Ok(())
     }
@@ -348,6 +351,9 @@ impl ProcessRegistry for GlobalLockRegistry {
         to_scope: &SessionScope,
         process_ids: &[String],
     ) -> Result<(), PluginError> {
+        let first = process_ids.first().map(String::as_str).unwrap_or_default();
+        check_scope(&self.limits, first, from_scope)?;
+        check_scope(&self.limits, first, to_scope)?;
         let mut state = self.lock().await;
         state.grants.transfer(from_scope, to_scope, process_ids).map_err(|missing| RegistryError::HandleNotGranted {
             process_id: missing.into_iter().next().unwrap_or_default(),
@@ -359,6 +365,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         &self,
         session_scope: &SessionScope,
     ) -> Result<Vec<ProcessHandleGrantEntry>, PluginError> {
+        check_scope(&self.limits, "", session_scope)?;
         let state = self.lock().await;
         Ok(state
             .grants
@@ -372,6 +379,7 @@ impl ProcessRegistry for GlobalLockRegistry {
     }
 
     async fn has_handle_grant(&self, session_scope: &SessionScope, process_id: &str) -> Result<bool, PluginError> {
+        check_scope(&self.limits, process_id, session_scope)?;
         let state = self.lock().await;
         Ok(state.grants.has(&session_scope.id(), process_id) && state.processes.contains_key(process_id))
     }
@@ -383,6 +391,7 @@ impl ProcessRegistry for GlobalLockRegistry {
     }
 
     async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {
+        check_session_id(&self.limits, "", session_id)?;
         let mut state = self.lock().await;
         let state = &mut *state;
         let processes = &state.processes;

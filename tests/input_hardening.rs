@@ -1,0 +1,156 @@
+//! Input hardening: defects found by independent probing, each pinned by
+//! the behaviour it broke, on the actor registry and on the global-lock
+//! baseline (which decides with the same rules and gets the same fixes).
+//!
+//! - Scope ids never collide: deleting one session never touches another
+//!   session's grants.
+//! - A wait on an event type the process does not declare is refused, not
+//!   parked until shutdown.
+//! - Configurations that could kill the supervisor are refused by `start`.
+//! - Caller input cannot grow memory without bound: registration bytes,
+//!   materialized template bytes.
+
+use std::sync::Arc;
+
+use process_registry::testing::baseline::GlobalLockRegistry;
+use process_registry::{
+    ActorProcessRegistry, Limits, ProcessEventAppendRequest, ProcessEventType, ProcessHandleDescriptor, ProcessInput,
+    ProcessRegistration, ProcessRegistry, ProcessValueSelector, ProcessWakeSpec, RegistryConfig, RegistryError,
+    SessionScope,
+};
+use serde_json::{json, Map};
+
+type Registry = Arc<dyn ProcessRegistry>;
+
+/// The actor registry and the baseline, both with `limits`.
+async fn registries_with(limits: Limits) -> Vec<(&'static str, Registry)> {
+    let actor = ActorProcessRegistry::start(RegistryConfig::default().with_limits(limits.clone()))
+        .await
+        .expect("the actor registry starts");
+    vec![("actor", Arc::new(actor) as Registry), ("baseline", Arc::new(GlobalLockRegistry::new().with_limits(limits)))]
+}
+
+async fn registries() -> Vec<(&'static str, Registry)> {
+    registries_with(Limits::default()).await
+}
+
+fn registration(id: &str) -> ProcessRegistration {
+    ProcessRegistration::new(id, ProcessInput::definition("job", Map::new()))
+        .with_extra_event_types(vec![ProcessEventType::new("note", json!({"type": "object"}))
+            .with_wake(ProcessWakeSpec::new(ProcessValueSelector::Payload))])
+}
+
+fn label(text: &str) -> ProcessHandleDescriptor {
+    ProcessHandleDescriptor { kind: None, label: Some(text.to_owned()) }
+}
+
+#[track_caller]
+fn assert_invalid_scope<T: std::fmt::Debug>(what: &str, result: Result<T, RegistryError>) {
+    match result {
+        Err(RegistryError::InvalidScope { .. }) => {}
+        other => panic!("{what}: expected InvalidScope, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scope ids.
+// ---------------------------------------------------------------------------
+
+/// Session `a/frame:b` and session `a` with frame `b` would share the scope
+/// id `session:a/frame:b`: the first is refused, so the second's grants are
+/// its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_session_never_touches_the_grants_of_another_session() {
+    for (name, registry) in registries().await {
+        registry.register_process(registration("p")).await.expect("registered");
+        let framed = SessionScope::with_frame("a", "b");
+        let lookalike = SessionScope::new("a/frame:b");
+        registry.grant_handle(&framed, "p", label("framed")).await.expect("granted");
+        assert_invalid_scope(
+            &format!("{name}: grant to `a/frame:b`"),
+            registry.grant_handle(&lookalike, "p", label("x")).await,
+        );
+        assert_invalid_scope(
+            &format!("{name}: deleting session `a/frame:b`"),
+            registry.delete_session_process_state("a/frame:b").await,
+        );
+        assert!(registry.has_handle_grant(&framed, "p").await.expect("has"), "{name}: the framed grant is intact");
+        let listed = registry.list_handle_grants(&framed).await.expect("listed");
+        assert_eq!(listed.len(), 1, "{name}");
+        assert_eq!((listed[0].0.session_id.as_str(), &listed[0].0.descriptor), ("a", &label("framed")), "{name}");
+        let report = registry.delete_session_process_state("a").await.expect("session `a` is deleted");
+        assert_eq!(report.revoked_handle_count, 1, "{name}");
+        assert_eq!(report.orphaned_process_ids, ["p"], "{name}");
+    }
+}
+
+/// Every call that takes a scope or a session id refuses one whose id could
+/// be another scope's, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_that_could_share_an_id_are_refused_by_every_call() {
+    let refused = [
+        SessionScope::new("a/frame:b"),
+        SessionScope::with_frame("a/frame:b", "c"),
+        SessionScope::with_frame("a", "b/frame:c"),
+        SessionScope::new(""),
+        SessionScope::with_frame(" ", "f"),
+    ];
+    for (name, registry) in registries().await {
+        registry.register_process(registration("p")).await.expect("registered");
+        let good = SessionScope::with_frame("a", "b");
+        registry.grant_handle(&good, "p", label("good")).await.expect("granted");
+        for scope in &refused {
+            let what = |call: &str| format!("{name}: {call} with {scope:?}");
+            assert_invalid_scope(&what("grant_handle"), registry.grant_handle(scope, "p", label("x")).await);
+            assert_invalid_scope(&what("revoke_handle"), registry.revoke_handle(scope, "p").await);
+            let ids = ["p".to_owned()];
+            assert_invalid_scope(&what("transfer from"), registry.transfer_handle_grants(scope, &good, &ids).await);
+            assert_invalid_scope(&what("transfer to"), registry.transfer_handle_grants(&good, scope, &ids).await);
+            assert_invalid_scope(&what("list_handle_grants"), registry.list_handle_grants(scope).await);
+            assert_invalid_scope(&what("list_live_handle_grants"), registry.list_live_handle_grants(scope).await);
+            assert_invalid_scope(&what("has_handle_grant"), registry.has_handle_grant(scope, "p").await);
+            let target = registration("q").with_wake_target(scope.clone());
+            assert_invalid_scope(&what("a registration's wake target"), registry.register_process(target).await);
+            let request = ProcessEventAppendRequest::new("note", json!({})).with_wake_target_scope(scope.clone());
+            assert_invalid_scope(&what("an append's wake target"), registry.append_event("p", request).await);
+        }
+        for session_id in ["a/frame:b", "", "  "] {
+            let deleted = registry.delete_session_process_state(session_id).await;
+            assert_invalid_scope(&format!("{name}: deleting session {session_id:?}"), deleted);
+        }
+        assert!(registry.get_process("q").await.is_none(), "{name}: a refused registration registers nothing");
+        assert!(
+            registry.events_after("p", 0).await.expect("events").is_empty(),
+            "{name}: a refused append appends nothing"
+        );
+        assert_eq!(registry.list_handle_grants(&good).await.expect("listed").len(), 1, "{name}: grants unchanged");
+    }
+}
+
+/// Ids that only resemble the separator, and an empty frame (no frame, as
+/// the spec says), are scopes like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_misses_of_the_frame_separator_are_ordinary_scopes() {
+    for (name, registry) in registries().await {
+        registry.register_process(registration("p")).await.expect("registered");
+        let scopes = [
+            SessionScope::new("a/frame"),
+            SessionScope::with_frame("a", "frame:b"),
+            SessionScope::with_frame("a/", "/frame"),
+            SessionScope::with_frame("a", ""),
+        ];
+        for scope in &scopes {
+            registry
+                .grant_handle(scope, "p", label("x"))
+                .await
+                .unwrap_or_else(|err| panic!("{name}: {scope:?}: {err}"));
+            assert!(registry.has_handle_grant(scope, "p").await.expect("has"), "{name}: {scope:?}");
+        }
+        assert!(registry.has_handle_grant(&SessionScope::new("a"), "p").await.expect("has"), "{name}: empty frame");
+        let request = ProcessEventAppendRequest::new("note", json!({})).with_wake_target_scope(scopes[1].clone());
+        let delivery = registry.append_event("p", request).await.expect("appended").wake_delivery.expect("a wake");
+        assert_eq!(delivery.target_scope_id, "session:a/frame:frame:b", "{name}");
+        let report = registry.delete_session_process_state("a").await.expect("deleted");
+        assert_eq!(report.revoked_handle_count, 2, "{name}: `a` with frame `frame:b`, and `a` itself");
+    }
+}
