@@ -11,6 +11,7 @@
 //!   materialized template bytes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use process_registry::testing::baseline::GlobalLockRegistry;
 use process_registry::{
@@ -152,5 +153,62 @@ async fn near_misses_of_the_frame_separator_are_ordinary_scopes() {
         assert_eq!(delivery.target_scope_id, "session:a/frame:frame:b", "{name}");
         let report = registry.delete_session_process_state("a").await.expect("deleted");
         assert_eq!(report.revoked_handle_count, 2, "{name}: `a` with frame `frame:b`, and `a` itself");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Waits and counts.
+// ---------------------------------------------------------------------------
+
+/// A guard against hangs only: nothing here measures time.
+const GUARD: Duration = Duration::from_secs(20);
+
+/// Declared types never change, so a wait on a type the process does not
+/// declare could only be answered by shutdown: it is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_on_an_undeclared_event_type_is_refused_instead_of_parking() {
+    for (name, registry) in registries().await {
+        registry.register_process(registration("p")).await.expect("registered");
+        for after in [0, 1, u64::MAX] {
+            let waited = tokio::time::timeout(GUARD, registry.wait_event_after("p", "ntoe", after)).await;
+            match waited.unwrap_or_else(|_| panic!("{name}: wait_event_after on an undeclared type hung")) {
+                Err(RegistryError::UndeclaredEventType { process_id, event_type }) => {
+                    assert_eq!((process_id.as_str(), event_type.as_str()), ("p", "ntoe"), "{name}");
+                }
+                other => panic!("{name}: expected UndeclaredEventType, got {other:?}"),
+            }
+        }
+        // A declared type still parks and is answered by the next append.
+        let waiter = {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move { registry.wait_event_after("p", "note", 0).await })
+        };
+        registry.append_event("p", ProcessEventAppendRequest::new("note", json!({}))).await.expect("appended");
+        let event = tokio::time::timeout(GUARD, waiter).await.expect("answered").expect("joined").expect("an event");
+        assert_eq!((event.event_type.as_str(), event.sequence), ("note", 1), "{name}");
+        // Counting an undeclared type is a correct zero, not an error.
+        assert_eq!(registry.count_events_through("p", "ntoe", u64::MAX).await.expect("counted"), 0, "{name}");
+    }
+}
+
+/// The event type names of waits and counts get the id byte limit, as the
+/// names of appends and declarations do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_type_names_of_waits_and_counts_are_bounded_by_the_id_limit() {
+    let limits = Limits { max_id_bytes: 40, ..Limits::default() };
+    for (name, registry) in registries_with(limits.clone()).await {
+        registry.register_process(registration("p")).await.expect("registered");
+        let long = "t".repeat(limits.max_id_bytes + 1);
+        let waited = tokio::time::timeout(GUARD, registry.wait_event_after("p", &long, 0)).await;
+        match waited.unwrap_or_else(|_| panic!("{name}: a wait on an over-long type hung")) {
+            Err(RegistryError::LimitExceeded { limit: 40, .. }) => {}
+            other => panic!("{name}: wait: expected LimitExceeded, got {other:?}"),
+        }
+        match registry.count_events_through("p", &long, 1).await {
+            Err(RegistryError::LimitExceeded { limit: 40, .. }) => {}
+            other => panic!("{name}: count: expected LimitExceeded, got {other:?}"),
+        }
+        let at_limit = "t".repeat(limits.max_id_bytes);
+        assert_eq!(registry.count_events_through("p", &at_limit, 1).await.expect("counted"), 0, "{name}");
     }
 }

@@ -709,6 +709,12 @@ impl Model {
     fn wait_answer(&self, process_id: &str, event_type: &str, after: u64) -> Option<Res<ProcessEvent>> {
         match self.process(process_id) {
             Err(err) => Some(Err(err)),
+            Ok(process) if process.record.event_type(event_type).is_none() => {
+                Some(Err(RegistryError::UndeclaredEventType {
+                    process_id: process_id.to_owned(),
+                    event_type: event_type.to_owned(),
+                }))
+            }
             Ok(process) => process
                 .events
                 .iter()

@@ -228,6 +228,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         up_to_sequence: u64,
     ) -> Result<u64, PluginError> {
         traced("count_events_through", process_id, async {
+            self.shared().limits.check_id(process_id, "event type bytes", event_type)?;
             self.ask(process_id, Retry::Transparent, |reply| {
                 Some(ProcessMsg::CountThrough { event_type: event_type.to_owned(), up_to: up_to_sequence, reply })
             })
@@ -264,6 +265,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         after_sequence: u64,
     ) -> Result<ProcessEvent, PluginError> {
         traced("wait_event_after", process_id, async {
+            self.shared().limits.check_id(process_id, "event type bytes", event_type)?;
             let event = self
                 .park(process_id, |waiter_id, reply| ProcessMsg::WaitEvent {
                     event_type: event_type.to_owned(),

@@ -49,7 +49,7 @@ use crate::model::{
 use crate::registry::ProcessRegistry;
 use crate::rules::append::{check_and_hash_payload, plan_append, wake_delivery, AppendPlan, AppendView, ReplayEntry};
 use crate::rules::lease::{self, LeaseState};
-use crate::rules::limits::{dismantle, Limits};
+use crate::rules::limits::{dismantle, truncated, Limits};
 use crate::rules::registration::prepare_registration;
 use crate::rules::schema::CompiledSchemas;
 use crate::rules::scope::{check_scope, check_session_id};
@@ -422,6 +422,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         event_type: &str,
         up_to_sequence: u64,
     ) -> Result<u64, PluginError> {
+        self.limits.check_id(process_id, "event type bytes", event_type)?;
         let state = self.lock().await;
         let events = &state.process(process_id)?.events;
         let end = usize::try_from(up_to_sequence).unwrap_or(usize::MAX).min(events.len());
@@ -454,6 +455,14 @@ impl ProcessRegistry for GlobalLockRegistry {
         event_type: &str,
         after_sequence: u64,
     ) -> Result<ProcessEvent, PluginError> {
+        self.limits.check_id(process_id, "event type bytes", event_type)?;
+        // Declared types never change: a wait on another could never be answered.
+        if self.lock().await.process(process_id)?.record.event_type(event_type).is_none() {
+            return Err(RegistryError::UndeclaredEventType {
+                process_id: process_id.to_owned(),
+                event_type: truncated(event_type),
+            });
+        }
         let mut scanned_through = after_sequence;
         self.park_until(process_id, |process| {
             let found =

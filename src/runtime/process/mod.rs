@@ -33,6 +33,7 @@ use crate::events::{ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery
 use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
 use crate::rules::append::{plan_append, wake_delivery, AppendPlan, AppendView};
 use crate::rules::lease;
+use crate::rules::limits::truncated;
 use crate::rules::schema::CompiledSchemas;
 use crate::store::{ProcessChange, StoredProcess};
 
@@ -141,6 +142,15 @@ impl Actor for ProcessActor {
                 let _ = reply.send(result);
             }
             ProcessMsg::WaitEvent { event_type, after, waiter_id, reply } => {
+                // Declared types never change: a wait on another could only
+                // be answered by shutdown.
+                if actor.state.record().event_type(&event_type).is_none() {
+                    let _ = reply.send(Err(RegistryError::UndeclaredEventType {
+                        process_id: actor.process_id.clone(),
+                        event_type: truncated(&event_type),
+                    }));
+                    return Ok(());
+                }
                 match actor.state.first_of_type_after(&event_type, after) {
                     Some(event) => {
                         let _ = reply.send(Ok(Arc::clone(event)));
