@@ -166,6 +166,14 @@ pub enum RegistryError {
         /// The configured bound.
         capacity: usize,
     },
+    /// [`ActorProcessRegistry::start`](crate::ActorProcessRegistry::start)
+    /// was given a configuration it cannot run safely (see
+    /// [`RegistryConfig`](crate::RegistryConfig) for the bounds).
+    #[error("invalid registry configuration: {reason}")]
+    InvalidConfig {
+        /// Which setting is out of bounds, and why.
+        reason: String,
+    },
     /// The store failed to record a change; nothing was committed.
     #[error("storage failure for process `{process_id}`: {message}")]
     Storage {
@@ -180,9 +188,11 @@ pub enum RegistryError {
 pub type PluginError = RegistryError;
 
 impl RegistryError {
-    /// The process id the error is about, when it names one.
+    /// The process id the error is about, when it names one (empty when
+    /// it names none).
     pub fn process_id(&self) -> &str {
         match self {
+            Self::InvalidConfig { .. } => "",
             Self::UnknownProcess { process_id }
             | Self::RegistrationConflict { process_id, .. }
             | Self::InvalidRegistration { process_id, .. }

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use process_registry::testing::baseline::GlobalLockRegistry;
 use process_registry::{
-    ActorProcessRegistry, Limits, ProcessEventAppendRequest, ProcessEventType, ProcessHandleDescriptor, ProcessInput,
-    ProcessRegistration, ProcessRegistry, ProcessValueSelector, ProcessWakeSpec, RegistryConfig, RegistryError,
-    SessionScope,
+    ActorProcessRegistry, Limits, MailboxConfig, ManualClock, OverloadPolicy, ProcessEventAppendRequest,
+    ProcessEventType, ProcessHandleDescriptor, ProcessInput, ProcessRegistration, ProcessRegistry,
+    ProcessValueSelector, ProcessWakeSpec, RegistryConfig, RegistryError, RestartIntensity, SessionScope,
 };
 use serde_json::{json, Map};
 
@@ -211,4 +211,86 @@ async fn event_type_names_of_waits_and_counts_are_bounded_by_the_id_limit() {
         let at_limit = "t".repeat(limits.max_id_bytes);
         assert_eq!(registry.count_events_through("p", &at_limit, 1).await.expect("counted"), 0, "{name}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration.
+// ---------------------------------------------------------------------------
+
+fn with_capacity(capacity: usize) -> RegistryConfig {
+    RegistryConfig::default().with_mailbox(MailboxConfig { capacity, policy: OverloadPolicy::Wait })
+}
+
+fn with_limits(limits: Limits) -> RegistryConfig {
+    RegistryConfig::default().with_limits(limits)
+}
+
+/// A mailbox bound tokio's semaphore refuses would panic the supervisor at
+/// the first activation; one above `u32::MAX` would let passivation take
+/// every permit while calls are in flight; the rest make the registry
+/// refuse everything. `start` refuses them all with a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_configurations_that_could_kill_the_supervisor() {
+    let limits = Limits::default;
+    let cases: Vec<(&str, RegistryConfig)> = vec![
+        ("mailbox capacity 0", with_capacity(0)),
+        ("mailbox capacity above Semaphore::MAX_PERMITS", with_capacity(tokio::sync::Semaphore::MAX_PERMITS + 1)),
+        ("mailbox capacity above u32::MAX", with_capacity(u32::MAX as usize + 1)),
+        ("mailbox capacity usize::MAX", with_capacity(usize::MAX)),
+        (
+            "a restart window of 0 ms",
+            RegistryConfig::default().with_restart_intensity(RestartIntensity { max_restarts: 5, within_ms: 0 }),
+        ),
+        ("passivation after 0", RegistryConfig::default().with_passivation(Some(Duration::ZERO))),
+        ("passivation after 500 us", RegistryConfig::default().with_passivation(Some(Duration::from_micros(500)))),
+        ("passivation after Duration::MAX", RegistryConfig::default().with_passivation(Some(Duration::MAX))),
+        ("0 id bytes", with_limits(Limits { max_id_bytes: 0, ..limits() })),
+        ("id bytes below the core event type names", with_limits(Limits { max_id_bytes: 23, ..limits() })),
+        ("0 payload bytes", with_limits(Limits { max_payload_bytes: 0, ..limits() })),
+        ("JSON depth 0", with_limits(Limits { max_json_depth: 0, ..limits() })),
+        ("JSON depth 1, below the core schemas", with_limits(Limits { max_json_depth: 1, ..limits() })),
+        ("0 event types", with_limits(Limits { max_event_types: 0, ..limits() })),
+        ("fewer event types than the core ones", with_limits(Limits { max_event_types: 5, ..limits() })),
+    ];
+    for (what, config) in cases {
+        match ActorProcessRegistry::start(config).await {
+            Err(RegistryError::InvalidConfig { reason }) => assert!(!reason.is_empty(), "{what}"),
+            Err(other) => panic!("{what}: expected InvalidConfig, got {other}"),
+            Ok(registry) => {
+                registry.shutdown().await;
+                panic!("{what}: the registry started");
+            }
+        }
+    }
+}
+
+/// The bounds are inclusive: the largest mailbox bound works, passivation
+/// included, and so do the smallest limits that admit the core types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extreme_accepted_configurations_work() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = with_capacity(MailboxConfig::MAX_CAPACITY)
+        .with_clock(clock.clone())
+        .with_passivation(Some(Duration::from_millis(1)));
+    let registry = ActorProcessRegistry::start(config).await.expect("the largest mailbox bound is accepted");
+    registry.register_process(registration("p")).await.expect("registered");
+    registry.append_event("p", ProcessEventAppendRequest::new("note", json!({}))).await.expect("appended");
+    clock.advance(10);
+    registry.passivate_idle();
+    for _ in 0..10_000 {
+        if registry.stats().passivations == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(registry.stats().passivations, 1, "{:?}", registry.stats());
+    let again = registry.append_event("p", ProcessEventAppendRequest::new("note", json!({}))).await.expect("appended");
+    assert_eq!(again.event.sequence, 2);
+    registry.shutdown().await;
+
+    let smallest = Limits { max_id_bytes: 24, max_payload_bytes: 1, max_json_depth: 2, max_event_types: 6 };
+    let registry = ActorProcessRegistry::start(with_limits(smallest)).await.expect("the smallest limits are accepted");
+    let bare = ProcessRegistration::new("p", ProcessInput::definition("job", Map::new()));
+    registry.register_process(bare).await.expect("a registration of the core types fits");
+    registry.shutdown().await;
 }

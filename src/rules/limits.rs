@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::RegistryError;
+use crate::events::{CANCELLED, CANCEL_REQUESTED, COMPLETED, FAILED, RESUMED, WAITING};
 
 /// Bytes a registry-derived replay key adds to a process id, at most.
 const DERIVED_KEY_ROOM: usize = 256;
@@ -35,7 +36,46 @@ impl Default for Limits {
     }
 }
 
+/// The core event types' names: every registration declares them, so the
+/// id limit must admit the longest.
+const CORE_EVENT_TYPE_NAMES: [&str; 6] = [CANCEL_REQUESTED, WAITING, RESUMED, COMPLETED, FAILED, CANCELLED];
+
+/// How deep the core event types' payload schemas nest (`{"type": "object"}`).
+const CORE_SCHEMA_DEPTH: usize = 2;
+
 impl Limits {
+    /// Why these limits make no sense, if they do not: a byte limit of 0,
+    /// or a limit below what the core event types every registration
+    /// declares need (id bytes below their longest name, 24; JSON depth
+    /// below their schemas', 2; event types below their number, 6), under
+    /// which every registration would be refused.
+    pub fn validate(&self) -> Result<(), String> {
+        let longest_core_name = CORE_EVENT_TYPE_NAMES.iter().map(|name| name.len()).max().unwrap_or_default();
+        if self.max_id_bytes < longest_core_name {
+            return Err(format!(
+                "limits.max_id_bytes is {}, below the {longest_core_name} bytes of the core event type names",
+                self.max_id_bytes
+            ));
+        }
+        if self.max_payload_bytes == 0 {
+            return Err("limits.max_payload_bytes is 0: no payload would fit".to_owned());
+        }
+        if self.max_json_depth < CORE_SCHEMA_DEPTH {
+            return Err(format!(
+                "limits.max_json_depth is {}, below the depth {CORE_SCHEMA_DEPTH} of the core event types' schemas",
+                self.max_json_depth
+            ));
+        }
+        if self.max_event_types < CORE_EVENT_TYPE_NAMES.len() {
+            return Err(format!(
+                "limits.max_event_types is {}, below the {} core event types",
+                self.max_event_types,
+                CORE_EVENT_TYPE_NAMES.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses an id-like string longer than `max_id_bytes`.
     pub fn check_id(&self, process_id: &str, what: &str, value: &str) -> Result<(), RegistryError> {
         if value.len() > self.max_id_bytes {
@@ -189,6 +229,21 @@ mod tests {
         }
         assert!(Limits::default().bounded("p", "value depth", deep).is_err());
         assert_eq!(Limits::default().bounded("p", "value depth", json!([1])).unwrap(), json!([1]));
+    }
+
+    #[test]
+    fn limits_below_what_the_core_event_types_need_are_invalid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        let smallest = Limits { max_id_bytes: 24, max_payload_bytes: 1, max_json_depth: 2, max_event_types: 6 };
+        assert_eq!(smallest.validate(), Ok(()));
+        for invalid in [
+            Limits { max_id_bytes: 23, ..smallest.clone() },
+            Limits { max_payload_bytes: 0, ..smallest.clone() },
+            Limits { max_json_depth: 1, ..smallest.clone() },
+            Limits { max_event_types: 5, ..smallest.clone() },
+        ] {
+            assert!(invalid.validate().is_err(), "{invalid:?}");
+        }
     }
 
     #[test]

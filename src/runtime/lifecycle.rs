@@ -62,10 +62,13 @@ impl ActorProcessRegistry {
     /// first use), and a sweeper ticks passivation when it is enabled.
     ///
     /// Must run inside a tokio runtime. Waits on: the store's `recover`.
-    /// Cost: O(stored processes + grants). Errors: `Storage` when the store
-    /// cannot be read or the supervisor cannot start. Cancel safety: a
-    /// dropped `start` leaves no registry behind.
+    /// Cost: O(stored processes + grants). Errors: `InvalidConfig` for a
+    /// configuration out of the bounds [`RegistryConfig`] lists (nothing is
+    /// started), `Storage` when the store cannot be read or the supervisor
+    /// cannot start. Cancel safety: a dropped `start` leaves no registry
+    /// behind.
     pub async fn start(config: RegistryConfig) -> Result<Self, RegistryError> {
+        config.validate()?;
         let shared = Arc::new(Shared::new(config));
         let supervisor = RegistrySupervisor { shared: Arc::clone(&shared) };
         let (supervisor, task) = Actor::spawn(None, supervisor, ()).await.map_err(|err| RegistryError::Storage {
