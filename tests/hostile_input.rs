@@ -1151,7 +1151,7 @@ fn extreme_ttls_saturate_instead_of_overflowing() {
 fn tight_limits() -> Limits {
     // Ids must fit the core event type names (`process.cancel_requested` is 24 bytes) and
     // `complete_process`'s replay key for process `p` (`process:p:terminal:process.completed`, 36 bytes).
-    Limits { max_id_bytes: 40, max_payload_bytes: 64, max_json_depth: 4, max_event_types: 8 }
+    Limits { max_id_bytes: 40, max_payload_bytes: 64, max_json_depth: 4, max_event_types: 8, ..Limits::default() }
 }
 
 fn tight_config() -> RegistryConfig {
@@ -1219,6 +1219,10 @@ fn default_limits_are_sensible() {
     assert!(limits.max_payload_bytes >= 64 * 1024 && limits.max_payload_bytes < HUGE, "{limits:?}");
     assert!(limits.max_json_depth >= 32 && limits.max_json_depth <= 1_000, "{limits:?}");
     assert!(limits.max_event_types >= 16, "{limits:?}");
+    assert!(limits.max_registration_bytes >= 64 * 1024 && limits.max_registration_bytes < HUGE, "{limits:?}");
+    assert!(limits.max_template_bytes >= 64 * 1024 && limits.max_template_bytes < HUGE, "{limits:?}");
+    assert!(limits.max_cached_schemas >= 64 && limits.max_cached_schemas <= 1 << 20, "{limits:?}");
+    assert_eq!(limits.validate(), Ok(()));
 }
 
 /// `complete_process` and `ProcessEventAppendRequest::cancel_requested` derive

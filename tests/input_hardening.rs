@@ -288,9 +288,146 @@ async fn the_extreme_accepted_configurations_work() {
     assert_eq!(again.event.sequence, 2);
     registry.shutdown().await;
 
-    let smallest = Limits { max_id_bytes: 24, max_payload_bytes: 1, max_json_depth: 2, max_event_types: 6 };
+    let smallest =
+        Limits { max_id_bytes: 24, max_payload_bytes: 1, max_json_depth: 2, max_event_types: 6, ..Limits::default() };
     let registry = ActorProcessRegistry::start(with_limits(smallest)).await.expect("the smallest limits are accepted");
     let bare = ProcessRegistration::new("p", ProcessInput::definition("job", Map::new()));
     registry.register_process(bare).await.expect("a registration of the core types fits");
     registry.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Growth: registration bytes, template bytes, the schema cache.
+// ---------------------------------------------------------------------------
+
+/// A registration's JSON is bounded like a payload's, core event types
+/// included; the refused one leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_beyond_the_byte_limit_are_refused() {
+    let limits = Limits { max_registration_bytes: 64 * 1024, ..Limits::default() };
+    for (name, registry) in registries_with(limits).await {
+        let blob = |bytes: usize| ProcessInput::external(json!({ "blob": "b".repeat(bytes) }));
+        let big = ProcessRegistration { input: blob(64 * 1024), ..registration("big") };
+        match registry.register_process(big).await {
+            Err(RegistryError::LimitExceeded { what, limit, .. }) => {
+                assert_eq!((what.as_str(), limit), ("registration bytes", 64 * 1024), "{name}");
+            }
+            other => panic!("{name}: expected LimitExceeded, got {other:?}"),
+        }
+        assert!(registry.get_process("big").await.is_none(), "{name}");
+        let many_schemas = registration("schemas").with_extra_event_types(
+            (0..100).map(|index| ProcessEventType::new(format!("t{index}"), json!({"description": "d".repeat(1024)}))),
+        );
+        let refused = registry.register_process(many_schemas).await;
+        assert!(matches!(refused, Err(RegistryError::LimitExceeded { .. })), "{name}: {refused:?}");
+        let fits = ProcessRegistration { input: blob(60 * 1024), ..registration("big") };
+        registry.register_process(fits).await.unwrap_or_else(|err| panic!("{name}: {err}"));
+    }
+}
+
+fn template(
+    text: &str,
+    fields: impl IntoIterator<Item = (&'static str, ProcessValueSelector)>,
+) -> ProcessValueSelector {
+    ProcessValueSelector::Template {
+        template: text.to_owned(),
+        fields: fields.into_iter().map(|(name, field)| (name.to_owned(), field)).collect(),
+    }
+}
+
+/// A template substituting a payload field many times over renders at most
+/// `max_template_bytes`; past it the append is refused and nothing commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_cannot_multiply_a_payload_beyond_the_template_limit() {
+    for (name, registry) in registries().await {
+        let echo = template(&"{blob}".repeat(1_000), [("blob", ProcessValueSelector::Pointer("/blob".into()))]);
+        let echo_type = ProcessEventType::new("echo", json!({"type": "object"})).with_wake(ProcessWakeSpec::new(echo));
+        let echoing =
+            registration("p").with_extra_event_types(vec![echo_type]).with_wake_target(SessionScope::new("s"));
+        registry.register_process(echoing).await.expect("registered");
+        // 1,000 copies of 8 KiB: 8 MiB from a payload of 8 KiB.
+        let request = ProcessEventAppendRequest::new("echo", json!({ "blob": "x".repeat(8 * 1024) }));
+        match registry.append_event("p", request).await {
+            Err(RegistryError::LimitExceeded { what, limit, .. }) => {
+                assert_eq!((what.as_str(), limit), ("template bytes", Limits::default().max_template_bytes as u64));
+            }
+            other => panic!("{name}: expected LimitExceeded, got {:?}", other.map(|result| result.event.sequence)),
+        }
+        assert!(registry.events_after("p", 0).await.expect("events").is_empty(), "{name}: nothing committed");
+        let small = registry.append_event("p", ProcessEventAppendRequest::new("echo", json!({"blob": "y"}))).await;
+        let wake = small.expect("a small payload renders").wake_delivery.expect("a wake");
+        assert_eq!((wake.input.len(), wake.sequence), (1_000, 1), "{name}");
+    }
+}
+
+/// Templates that substitute each other into nothing render no byte at
+/// all, but 2^40 substitutions would never end: each one counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_substituting_each_other_into_nothing_are_refused_not_run_forever() {
+    let limits = Limits { max_template_bytes: 64 * 1024, ..Limits::default() };
+    for (name, registry) in registries_with(limits).await {
+        let mut nested = ProcessValueSelector::Const(json!(""));
+        for _ in 0..40 {
+            nested = template("{a}{a}", [("a", nested)]);
+        }
+        let spinning = registration("p").with_extra_event_types(vec![
+            ProcessEventType::new("spin", json!({})).with_wake(ProcessWakeSpec::new(nested))
+        ]);
+        registry.register_process(spinning).await.expect("registered");
+        let appended =
+            tokio::time::timeout(GUARD, registry.append_event("p", ProcessEventAppendRequest::new("spin", json!({}))))
+                .await
+                .unwrap_or_else(|_| panic!("{name}: materializing the nested templates never ended"));
+        assert!(matches!(appended, Err(RegistryError::LimitExceeded { limit: 65_536, .. })), "{name}: {appended:?}");
+        let note = registry.append_event("p", ProcessEventAppendRequest::new("note", json!({}))).await;
+        assert_eq!(note.expect("the process stays usable").event.sequence, 1, "{name}");
+    }
+}
+
+/// With a schema cache of two entries, the processes registered past it
+/// validate against their own schemas, before and after passivation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_past_the_schema_cache_cap_validate_their_own_schemas() {
+    let limits = Limits { max_cached_schemas: 2, ..Limits::default() };
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = with_limits(limits.clone()).with_clock(clock.clone()).with_passivation(Some(Duration::from_secs(1)));
+    let actor = ActorProcessRegistry::start(config).await.expect("starts");
+    let registries: [(&str, Registry); 2] =
+        [("actor", Arc::new(actor.clone())), ("baseline", Arc::new(GlobalLockRegistry::new().with_limits(limits)))];
+    let field = |index: usize| format!("f{index}");
+    let check = |registry: Registry, name: &'static str, round: &'static str| async move {
+        for index in 0..10 {
+            let id = format!("p{index}");
+            let missing = registry.append_event(&id, ProcessEventAppendRequest::new("typed", json!({}))).await;
+            assert!(matches!(missing, Err(RegistryError::InvalidPayload { .. })), "{name} {round} {id}: {missing:?}");
+            let other = registry
+                .append_event(&id, ProcessEventAppendRequest::new("typed", json!({ field((index + 1) % 10): 1 })));
+            assert!(
+                matches!(other.await, Err(RegistryError::InvalidPayload { .. })),
+                "{name} {round} {id}: another's field"
+            );
+            let own =
+                registry.append_event(&id, ProcessEventAppendRequest::new("typed", json!({ field(index): 1 }))).await;
+            own.unwrap_or_else(|err| panic!("{name} {round} {id}: {err}"));
+        }
+    };
+    for (name, registry) in &registries {
+        for index in 0..10 {
+            let typed = ProcessEventType::new("typed", json!({"type": "object", "required": [field(index)]}));
+            let registration = registration(&format!("p{index}")).with_extra_event_types(vec![typed]);
+            registry.register_process(registration).await.unwrap_or_else(|err| panic!("{name}: {err}"));
+        }
+        check(Arc::clone(registry), name, "first").await;
+    }
+    clock.advance(5_000);
+    actor.passivate_idle();
+    for _ in 0..10_000 {
+        if actor.stats().live_actors == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(actor.stats().live_actors, 0, "{:?}", actor.stats());
+    check(Arc::clone(&registries[0].1), "actor", "reactivated").await;
+    actor.shutdown().await;
 }

@@ -28,6 +28,10 @@ pub struct PreparedRegistration {
     /// The declared event types, interned: shared by every record that
     /// declares the same ones.
     pub event_types: Arc<Vec<ProcessEventType>>,
+    /// SHA-256 hex of the canonical JSON of the event types alone: the key
+    /// their compiled declarations are interned under once the
+    /// registration is accepted ([`PreparedRegistration::accepted`]).
+    pub declarations_hash: String,
     /// Compiled payload schemas by event type name. (The baseline reads
     /// them; process actors find theirs by the interned list's address.)
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
@@ -35,6 +39,19 @@ pub struct PreparedRegistration {
 }
 
 impl PreparedRegistration {
+    /// The registration once it is accepted as a new process: its
+    /// declarations are interned by `schemas` (when it caches), so the new
+    /// record shares them. Preparing interns nothing, so a refused
+    /// registration leaves no trace in a cache.
+    #[must_use]
+    pub fn accepted(mut self, schemas: &impl SchemaSource) -> Self {
+        let declarations = Declarations { event_types: self.event_types, schemas: self.schemas };
+        let kept = schemas.accepted(&self.declarations_hash, declarations);
+        self.event_types = kept.event_types;
+        self.schemas = kept.schemas;
+        self
+    }
+
     /// The record of a newly registered process.
     pub fn new_record(&self, now_ms: u64) -> ProcessRecord {
         let registration = &self.registration;
@@ -81,7 +98,8 @@ pub fn ensure_core_event_types(event_types: &mut Vec<ProcessEventType>) {
 /// id or host profile, empty or duplicate event type names, a non-`Completed`
 /// terminal type without an await selector, an invalid JSON Schema),
 /// [`RegistryError::InvalidScope`] for a wake target whose scope id could be
-/// another scope's, and [`RegistryError::LimitExceeded`] for oversized input.
+/// another scope's, and [`RegistryError::LimitExceeded`] for oversized input
+/// (ids, JSON depth, event types, registration bytes).
 ///
 /// A refused registration is dropped without recursion
 /// ([`dismantle_registration`]), whichever check refused it: it may carry
@@ -93,11 +111,12 @@ pub fn prepare_registration(
     schemas: &impl SchemaSource,
 ) -> Result<PreparedRegistration, RegistryError> {
     match check_and_complete(&mut registration, limits, schemas) {
-        Ok((hash, declarations)) => Ok(PreparedRegistration {
+        Ok(checked) => Ok(PreparedRegistration {
             registration,
-            hash,
-            event_types: declarations.event_types,
-            schemas: declarations.schemas,
+            hash: checked.hash,
+            declarations_hash: checked.declarations_hash,
+            event_types: checked.declarations.event_types,
+            schemas: checked.declarations.schemas,
         }),
         Err(err) => {
             dismantle_registration(registration);
@@ -106,13 +125,20 @@ pub fn prepare_registration(
     }
 }
 
+/// What [`check_and_complete`] finds out about a registration.
+struct Checked {
+    hash: String,
+    declarations_hash: String,
+    declarations: Declarations,
+}
+
 /// Every rule of [`prepare_registration`], in place: adds the core event
-/// types and returns the registration hash and its compiled declarations.
+/// types and returns the hashes and the compiled declarations.
 fn check_and_complete(
     registration: &mut ProcessRegistration,
     limits: &Limits,
     schemas: &impl SchemaSource,
-) -> Result<(String, Declarations), RegistryError> {
+) -> Result<Checked, RegistryError> {
     let id = registration.id.clone();
     limits.check_id(&id, "process id bytes", &id)?;
     let invalid = |reason: String| RegistryError::InvalidRegistration { process_id: truncated(&id), reason };
@@ -153,14 +179,15 @@ fn check_and_complete(
         }
     }
     // Depth is bounded from here on: serializing and hashing recurse safely.
+    limits.check_registration_bytes(&id, &*registration)?;
     let as_json = serde_json::to_value(&*registration)
         .map_err(|err| invalid(format!("registration is not representable as JSON: {err}")))?;
     let hash = sha256_hex_of_json(&as_json);
     let declarations_hash = as_json.get("event_types").map(sha256_hex_of_json).unwrap_or_default();
     let declarations = schemas
-        .declare(&registration.event_types, declarations_hash)
+        .declare(&registration.event_types, &declarations_hash)
         .map_err(|(name, reason)| invalid(format!("event type `{name}` has an invalid payload schema: {reason}")))?;
-    Ok((hash, declarations))
+    Ok(Checked { hash, declarations_hash, declarations })
 }
 
 /// Bounds the depth of every caller-supplied JSON value in the registration
@@ -398,6 +425,20 @@ mod tests {
         let wake = ProcessEventType::new("w", json!({})).with_wake(crate::events::ProcessWakeSpec::new(selector));
         let err = prepare(registration("p").with_extra_event_types(vec![wake])).unwrap_err();
         assert!(matches!(err, RegistryError::LimitExceeded { .. }), "{err}");
+    }
+
+    #[test]
+    fn registrations_larger_than_the_byte_limit_are_refused() {
+        let size = |registration: ProcessRegistration| {
+            let prepared = prepare(registration).unwrap();
+            crate::rules::hashing::canonical_json(&serde_json::to_value(&prepared.registration).unwrap()).len()
+        };
+        let blob = |bytes: usize| ProcessRegistration::new("p", ProcessInput::external(json!("b".repeat(bytes))));
+        let exact = size(blob(1000));
+        let limits = Limits { max_registration_bytes: exact, ..Limits::default() };
+        assert!(prepare_registration(blob(1000), &limits, &CompileEach).is_ok(), "at the limit");
+        let err = prepare_registration(blob(1001), &limits, &CompileEach).unwrap_err();
+        assert!(matches!(err, RegistryError::LimitExceeded { ref what, .. } if what == "registration bytes"), "{err}");
     }
 
     #[test]

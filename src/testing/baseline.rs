@@ -128,12 +128,16 @@ impl GlobalLockRegistry {
     /// An empty registry reading time (timestamps, lease expiry) from `clock`.
     #[must_use]
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self { state: Mutex::new(State::default()), clock, limits: Limits::default(), schemas: SchemaCache::new() }
+        let limits = Limits::default();
+        let schemas = SchemaCache::new(limits.max_cached_schemas);
+        Self { state: Mutex::new(State::default()), clock, limits, schemas }
     }
 
-    /// Replaces the input [`Limits`].
+    /// Replaces the input [`Limits`] (and so the schema cache's bound: the
+    /// cache starts over, empty; call this before registering anything).
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.schemas = SchemaCache::new(limits.max_cached_schemas);
         self.limits = limits;
         self
     }
@@ -201,6 +205,7 @@ impl GlobalLockRegistry {
             last_sequence: process.last_sequence(),
             schemas: &process.schemas,
             replayed,
+            limits: &self.limits,
         };
         match plan_append(view, request, payload_hash, now_ms)? {
             AppendPlan::Replay { sequence } => {
@@ -282,20 +287,21 @@ impl ProcessRegistry for GlobalLockRegistry {
     async fn register_process(&self, registration: ProcessRegistration) -> Result<ProcessRecord, PluginError> {
         let prepared = prepare_registration(registration, &self.limits, &self.schemas)?;
         let mut state = self.lock().await;
-        let id = &prepared.registration.id;
-        if let Some(existing) = state.processes.get(id) {
+        let id = prepared.registration.id.clone();
+        if let Some(existing) = state.processes.get(&id) {
             if existing.record.registration_hash == prepared.hash {
                 return Ok(existing.record.clone());
             }
             return Err(RegistryError::RegistrationConflict {
-                process_id: id.clone(),
+                process_id: id,
                 existing_hash: existing.record.registration_hash.clone(),
                 requested_hash: prepared.hash,
             });
         }
+        let prepared = prepared.accepted(&self.schemas);
         let record = prepared.new_record(self.clock.now_ms());
         state.processes.insert(
-            id.clone(),
+            id,
             ProcessState {
                 record: record.clone(),
                 events: Vec::new(),

@@ -243,6 +243,7 @@ impl ProcessActorState {
             last_sequence: self.state.last_sequence(),
             schemas: &self.schemas,
             replayed: request.replay_key().and_then(|key| self.state.replay_entry(key)),
+            limits: &shared.limits,
         };
         match plan_append(view, request, payload_hash, now_ms)? {
             AppendPlan::Replay { sequence } => {

@@ -241,7 +241,8 @@ impl RegistrySupervisor {
         if let Some(existing) = self.shared.routes.record(&process_id) {
             return same_registration(&existing, &prepared.hash);
         }
-        let record = Arc::new(prepared.new_record(self.shared.now_ms()));
+        // Accepted: only now are its declarations interned.
+        let record = Arc::new(prepared.accepted(&self.shared.schemas).new_record(self.shared.now_ms()));
         self.shared
             .store
             .commit_process(&process_id, &ProcessChange::Registered { record: Arc::clone(&record) })
