@@ -114,6 +114,19 @@ pub enum RegistryError {
         /// The scope that lacks the grant.
         scope_id: String,
     },
+    /// A session scope or session id that could be mistaken for another:
+    /// the session id is empty, or the session or frame id contains the
+    /// separator `/frame:` (so session `a/frame:b` and session `a` with
+    /// frame `b` would share the scope id `session:a/frame:b`).
+    #[error("invalid session scope of session `{session_id}` for process `{process_id}`: {reason}")]
+    InvalidScope {
+        /// The process the call was about (empty for calls about no process).
+        process_id: String,
+        /// The refused session id (its first bytes when it is long).
+        session_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An input exceeds a configured size limit.
     #[error("{what} for process `{process_id}` exceeds the limit of {limit}")]
     LimitExceeded {
@@ -180,6 +193,14 @@ pub enum RegistryError {
         /// What went wrong.
         message: String,
     },
+    /// [`ActorProcessRegistry::start`](crate::ActorProcessRegistry::start)
+    /// was given a configuration it cannot run safely (see
+    /// [`RegistryConfig`](crate::RegistryConfig) for the bounds).
+    #[error("invalid registry configuration: {reason}")]
+    InvalidConfig {
+        /// Which setting is out of bounds, and why.
+        reason: String,
+    },
     /// The store failed to record a change; nothing was committed.
     #[error("storage failure for process `{process_id}`: {message}")]
     Storage {
@@ -194,9 +215,11 @@ pub enum RegistryError {
 pub type PluginError = RegistryError;
 
 impl RegistryError {
-    /// The process id the error is about, when it names one.
+    /// The process id the error is about, when it names one (empty when
+    /// it names none).
     pub fn process_id(&self) -> &str {
         match self {
+            Self::InvalidConfig { .. } => "",
             Self::UnknownProcess { process_id }
             | Self::RegistrationConflict { process_id, .. }
             | Self::InvalidRegistration { process_id, .. }
@@ -209,6 +232,7 @@ impl RegistryError {
             | Self::LeaseHeld { process_id, .. }
             | Self::LeaseMissingOrExpired { process_id }
             | Self::HandleNotGranted { process_id, .. }
+            | Self::InvalidScope { process_id, .. }
             | Self::LimitExceeded { process_id, .. }
             | Self::Stopped { process_id }
             | Self::ProcessRestarted { process_id }

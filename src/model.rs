@@ -23,6 +23,10 @@ pub enum DurabilityTier {
     Durable,
 }
 
+/// What separates the session id from the frame id in a [`SessionScopeId`];
+/// no session id or frame id the registry accepts contains it.
+pub const FRAME_SEPARATOR: &str = "/frame:";
+
 /// A chat/agent session, optionally narrowed to one agent frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SessionScope {
@@ -46,9 +50,16 @@ impl SessionScope {
 
     /// The key grants are stored under: `session:{session_id}`, or
     /// `session:{session_id}/frame:{frame}` for a non-empty frame.
+    ///
+    /// The registry refuses scopes whose session id is empty or whose
+    /// session or frame id contains [`FRAME_SEPARATOR`], so that no two
+    /// scopes it accepts share an id
+    /// ([`RegistryError::InvalidScope`](crate::RegistryError::InvalidScope)).
     pub fn id(&self) -> SessionScopeId {
         match self.agent_frame_id.as_deref() {
-            Some(frame) if !frame.is_empty() => SessionScopeId(format!("session:{}/frame:{frame}", self.session_id)),
+            Some(frame) if !frame.is_empty() => {
+                SessionScopeId(format!("session:{}{FRAME_SEPARATOR}{frame}", self.session_id))
+            }
             _ => SessionScopeId(format!("session:{}", self.session_id)),
         }
     }

@@ -158,7 +158,8 @@ pub trait ProcessRegistry: Send + Sync {
     /// instead of growing with a long-lived process's history.
     ///
     /// Waits on: the process. Cost: O(log n) over a per-type index in
-    /// `ActorProcessRegistry`. Cancel safety: a read.
+    /// `ActorProcessRegistry`. Cancel safety: a read. A type the process
+    /// does not declare counts 0.
     async fn count_events_through(
         &self,
         process_id: &str,
@@ -204,7 +205,10 @@ pub trait ProcessRegistry: Send + Sync {
     /// dropping the future (or a timeout around it) unparks the caller and
     /// leaves nothing behind. On shutdown it fails with
     /// [`RegistryError::Stopped`](crate::RegistryError::Stopped); if the
-    /// process's actor restarts, the wait is re-parked transparently.
+    /// process's actor restarts, the wait is re-parked transparently. A type
+    /// the process does not declare could never be answered: it is refused
+    /// at once with
+    /// [`RegistryError::UndeclaredEventType`](crate::RegistryError::UndeclaredEventType).
     async fn wait_event_after(
         &self,
         process_id: &str,

@@ -16,6 +16,7 @@
 //! are either moved into the registry (which must drop them safely) or
 //! dismantled iteratively with [`dismantle`].
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::mem::discriminant;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use process_registry::rules::limits::dismantle;
+use process_registry::testing::baseline::GlobalLockRegistry;
 use process_registry::{
     ActorProcessRegistry, Limits, ManualClock, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType,
     ProcessExternalRef, ProcessHandleDescriptor, ProcessInput, ProcessLeaseCompletion, ProcessRegistration,
@@ -51,8 +53,22 @@ where
     F: FnOnce(ActorProcessRegistry) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    in_child_process(name, move || run_in_child(config, case));
+}
+
+/// [`isolated`] for the global-lock baseline, which gets the same fixes.
+fn isolated_baseline<F, Fut>(name: &str, case: F)
+where
+    F: FnOnce(Arc<GlobalLockRegistry>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    in_child_process(name, move || on_small_stacks(async move { case(Arc::new(GlobalLockRegistry::new())).await }));
+}
+
+/// Re-executes this test binary to run only `name`, in the child runs `run`.
+fn in_child_process(name: &str, run: impl FnOnce()) {
     if std::env::var(CHILD_ENV).as_deref() == Ok(name) {
-        run_in_child(config, case);
+        run();
         return;
     }
     let dir = std::env::temp_dir();
@@ -110,6 +126,15 @@ where
     F: FnOnce(ActorProcessRegistry) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    on_small_stacks(async move {
+        let registry = ActorProcessRegistry::start(config()).await.expect("registry starts");
+        case(registry.clone()).await;
+        registry.shutdown().await;
+    });
+}
+
+/// Runs `body` as a task on a multi-thread runtime with 2 MiB worker stacks.
+fn on_small_stacks(body: impl Future<Output = ()> + Send + 'static) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_stack_size(WORKER_STACK)
@@ -118,11 +143,7 @@ where
         .expect("runtime");
     runtime.block_on(async move {
         // Everything, the registry included, runs on the 2 MiB workers.
-        let task = tokio::spawn(async move {
-            let registry = ActorProcessRegistry::start(config()).await.expect("registry starts");
-            case(registry.clone()).await;
-            registry.shutdown().await;
-        });
+        let task = tokio::spawn(body);
         match tokio::time::timeout(CASE_TIMEOUT, task).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => std::panic::resume_unwind(err.into_panic()),
@@ -330,6 +351,363 @@ fn deep_registration_values_are_refused() {
             register(&registry, id).await;
             still_usable(&registry, id).await;
         }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Deep JSON on every refusal path: whichever check refuses a call, the
+// value it refuses must be dropped without recursion.
+// ---------------------------------------------------------------------------
+
+/// Nesting of the refused values: far past what a recursive drop survives.
+const REFUSED_DEPTH: usize = 200_000;
+/// A template level costs a map node (about 1 KiB): 50,000 of them overflow
+/// a recursive drop on 2 MiB just as surely, in a tenth of the memory.
+const TEMPLATE_DEPTH: usize = 50_000;
+
+/// The places a registration carries caller JSON (or a selector tree).
+#[derive(Clone, Copy, Debug)]
+enum DeepPlace {
+    Metadata,
+    Args,
+    Schema,
+    Constant,
+    Template,
+}
+
+const DEEP_PLACES: [DeepPlace; 5] =
+    [DeepPlace::Metadata, DeepPlace::Args, DeepPlace::Schema, DeepPlace::Constant, DeepPlace::Template];
+
+/// `depth` levels of templates, each substituting the next.
+fn deep_template(depth: usize) -> ProcessValueSelector {
+    let mut selector = ProcessValueSelector::Payload;
+    for _ in 1..depth {
+        selector = ProcessValueSelector::Template {
+            template: "{x}".into(),
+            fields: BTreeMap::from([("x".to_owned(), selector)]),
+        };
+    }
+    selector
+}
+
+/// `registration` carrying a deep value (or template) at `place`.
+fn with_deep_json(registration: ProcessRegistration, place: DeepPlace) -> ProcessRegistration {
+    let wake = |name: &str, selector| ProcessEventType::new(name, json!({})).with_wake(ProcessWakeSpec::new(selector));
+    match place {
+        DeepPlace::Metadata => {
+            ProcessRegistration { input: ProcessInput::external(deep_array(REFUSED_DEPTH)), ..registration }
+        }
+        DeepPlace::Args => {
+            let args = Map::from_iter([("deep".to_owned(), deep_object(REFUSED_DEPTH))]);
+            ProcessRegistration { input: ProcessInput::definition("job", args), ..registration }
+        }
+        DeepPlace::Schema => {
+            registration.with_extra_event_types(vec![ProcessEventType::new("deep-schema", deep_object(REFUSED_DEPTH))])
+        }
+        DeepPlace::Constant => registration
+            .with_extra_event_types(vec![wake("deep-const", ProcessValueSelector::Const(deep_array(REFUSED_DEPTH)))]),
+        DeepPlace::Template => {
+            registration.with_extra_event_types(vec![wake("deep-template", deep_template(TEMPLATE_DEPTH))])
+        }
+    }
+}
+
+/// Asserts `result` is an error of one of the `expected` variants.
+#[track_caller]
+fn assert_one_of<T: std::fmt::Debug>(what: &str, result: &Result<T, RegistryError>, expected: &[RegistryError]) {
+    match result {
+        Err(err) if expected.iter().any(|variant| discriminant(err) == discriminant(variant)) => {}
+        other => panic!("{what}: expected one of {expected:?}, got {:?}", short(other)),
+    }
+}
+
+fn stopped() -> RegistryError {
+    RegistryError::Stopped { process_id: String::new() }
+}
+
+/// Registers `refused(place)` with a deep value in every place and expects
+/// one of `expected` each time.
+async fn refuse_deep_registrations(
+    registry: &ActorProcessRegistry,
+    what: &str,
+    refused: impl Fn(DeepPlace) -> ProcessRegistration,
+    expected: &[RegistryError],
+) {
+    for place in DEEP_PLACES {
+        let result = registry.register_process(refused(place)).await;
+        assert_one_of(&format!("{what}, deep JSON in the {place:?}"), &result, expected);
+    }
+}
+
+/// After the refusals the registry still registers and appends.
+async fn registry_still_usable(registry: &ActorProcessRegistry, id: &str) {
+    register(registry, id).await;
+    still_usable(registry, id).await;
+}
+
+#[test]
+fn deep_json_in_a_registration_refused_for_its_empty_id_is_dropped_safely() {
+    isolated(
+        "deep_json_in_a_registration_refused_for_its_empty_id_is_dropped_safely",
+        default_config,
+        |registry| async move {
+            let refused = |place| with_deep_json(registration(""), place);
+            refuse_deep_registrations(&registry, "empty id", refused, &[invalid_registration(), limit_exceeded()])
+                .await;
+            registry_still_usable(&registry, "p").await;
+        },
+    );
+}
+
+#[test]
+fn deep_json_in_a_registration_refused_for_its_over_long_id_is_dropped_safely() {
+    isolated(
+        "deep_json_in_a_registration_refused_for_its_over_long_id_is_dropped_safely",
+        default_config,
+        |registry| async move {
+            let long = "i".repeat(MIB);
+            let refused = |place| with_deep_json(registration(&long), place);
+            refuse_deep_registrations(&registry, "1 MiB id", refused, &[limit_exceeded()]).await;
+            registry_still_usable(&registry, "p").await;
+        },
+    );
+}
+
+#[test]
+fn deep_json_in_a_registration_refused_for_its_empty_host_profile_is_dropped_safely() {
+    isolated(
+        "deep_json_in_a_registration_refused_for_its_empty_host_profile_is_dropped_safely",
+        default_config,
+        |registry| async move {
+            let refused = |place| with_deep_json(registration("p").with_host_profile_id(""), place);
+            let expected = [invalid_registration(), limit_exceeded()];
+            refuse_deep_registrations(&registry, "empty host profile", refused, &expected).await;
+            registry_still_usable(&registry, "p").await;
+        },
+    );
+}
+
+#[test]
+fn deep_json_in_a_registration_refused_for_duplicate_event_types_is_dropped_safely() {
+    isolated(
+        "deep_json_in_a_registration_refused_for_duplicate_event_types_is_dropped_safely",
+        default_config,
+        |registry| async move {
+            let refused = |place| with_deep_json(registration("p").with_extra_event_types(vec![note_type()]), place);
+            let expected = [invalid_registration(), limit_exceeded()];
+            refuse_deep_registrations(&registry, "duplicate event types", refused, &expected).await;
+            registry_still_usable(&registry, "p").await;
+        },
+    );
+}
+
+#[test]
+fn deep_json_in_a_registration_refused_for_an_invalid_schema_is_dropped_safely() {
+    isolated(
+        "deep_json_in_a_registration_refused_for_an_invalid_schema_is_dropped_safely",
+        default_config,
+        |registry| async move {
+            let bad = || ProcessEventType::new("bad", json!({"type": 17}));
+            let refused = |place| with_deep_json(registration("p").with_extra_event_types(vec![bad()]), place);
+            let expected = [invalid_registration(), limit_exceeded()];
+            refuse_deep_registrations(&registry, "invalid schema", refused, &expected).await;
+            registry_still_usable(&registry, "p").await;
+        },
+    );
+}
+
+#[test]
+fn deep_json_in_a_registration_refused_for_too_many_event_types_is_dropped_safely() {
+    isolated(
+        "deep_json_in_a_registration_refused_for_too_many_event_types_is_dropped_safely",
+        default_config,
+        |registry| async move {
+            let many = || (0..300).map(|index| ProcessEventType::new(format!("t{index}"), json!({})));
+            let refused = |place| with_deep_json(registration("p").with_extra_event_types(many()), place);
+            refuse_deep_registrations(&registry, "too many event types", refused, &[limit_exceeded()]).await;
+            registry_still_usable(&registry, "p").await;
+        },
+    );
+}
+
+#[test]
+fn deep_json_in_a_conflicting_re_registration_is_dropped_safely() {
+    isolated("deep_json_in_a_conflicting_re_registration_is_dropped_safely", default_config, |registry| async move {
+        register(&registry, "p").await;
+        let refused = |place| with_deep_json(registration("p").with_env_ref("elsewhere"), place);
+        let expected = [
+            RegistryError::RegistrationConflict {
+                process_id: String::new(),
+                existing_hash: String::new(),
+                requested_hash: String::new(),
+            },
+            limit_exceeded(),
+        ];
+        refuse_deep_registrations(&registry, "conflicting re-registration", refused, &expected).await;
+        still_usable(&registry, "p").await;
+    });
+}
+
+#[test]
+fn deep_json_in_a_registration_after_shutdown_is_dropped_safely() {
+    isolated("deep_json_in_a_registration_after_shutdown_is_dropped_safely", default_config, |registry| async move {
+        registry.shutdown().await;
+        let refused = |place| with_deep_json(registration("p"), place);
+        refuse_deep_registrations(&registry, "registration after shutdown", refused, &[stopped(), limit_exceeded()])
+            .await;
+    });
+}
+
+#[test]
+fn deep_payloads_of_refused_appends_are_dropped_safely() {
+    isolated("deep_payloads_of_refused_appends_are_dropped_safely", default_config, |registry| async move {
+        register(&registry, "p").await;
+        let undeclared = RegistryError::UndeclaredEventType { process_id: String::new(), event_type: String::new() };
+        let missing_key = RegistryError::MissingReplayKey { process_id: String::new(), event_type: String::new() };
+        let invalid = RegistryError::InvalidPayload {
+            process_id: String::new(),
+            event_type: String::new(),
+            path: String::new(),
+            message: String::new(),
+        };
+        let cases: [(&str, &str, ProcessEventAppendRequest, RegistryError); 4] = [
+            ("undeclared type", "p", ProcessEventAppendRequest::new("nope", deep_array(REFUSED_DEPTH)), undeclared),
+            (
+                "unknown process",
+                "nobody",
+                ProcessEventAppendRequest::new("note", deep_object(REFUSED_DEPTH)),
+                unknown_process(),
+            ),
+            (
+                "missing replay key",
+                "p",
+                ProcessEventAppendRequest::new(
+                    "process.completed",
+                    object_with("await_output", deep_array(REFUSED_DEPTH)),
+                ),
+                missing_key,
+            ),
+            ("invalid payload", "p", ProcessEventAppendRequest::new("note", deep_array(REFUSED_DEPTH)), invalid),
+        ];
+        for (what, id, request, expected) in cases {
+            let result = registry.append_event(id, request).await;
+            assert_one_of(&format!("append refused for its {what}"), &result, &[expected, limit_exceeded()]);
+            still_usable(&registry, "p").await;
+        }
+    });
+}
+
+#[test]
+fn deep_payloads_of_appends_after_shutdown_are_dropped_safely() {
+    isolated("deep_payloads_of_appends_after_shutdown_are_dropped_safely", default_config, |registry| async move {
+        register(&registry, "p").await;
+        registry.shutdown().await;
+        for id in ["p", "nobody"] {
+            let request = ProcessEventAppendRequest::new("note", deep_object(REFUSED_DEPTH)).with_replay_key("k");
+            let result = registry.append_event(id, request).await;
+            assert_one_of(&format!("append to `{id}` after shutdown"), &result, &[stopped(), limit_exceeded()]);
+        }
+    });
+}
+
+/// Await outputs carrying a deep value in each place one can.
+fn deep_outputs() -> [ProcessAwaitOutput; 3] {
+    [
+        ProcessAwaitOutput::success(deep_array(REFUSED_DEPTH)),
+        ProcessAwaitOutput::Failure { code: "c".into(), message: "m".into(), raw: Some(deep_object(REFUSED_DEPTH)) },
+        ProcessAwaitOutput::Cancelled { message: "m".into(), raw: Some(deep_array(REFUSED_DEPTH)) },
+    ]
+}
+
+#[test]
+fn deep_outputs_of_refused_completions_are_dropped_safely() {
+    isolated("deep_outputs_of_refused_completions_are_dropped_safely", default_config, |registry| async move {
+        register(&registry, "p").await;
+        register(&registry, "done").await;
+        registry.complete_process("done", ProcessAwaitOutput::success(json!(1))).await.expect("completes");
+        let terminal = RegistryError::AlreadyTerminal { process_id: String::new() };
+        let replay = RegistryError::ReplayConflict { process_id: String::new(), replay_key: String::new() };
+        for output in deep_outputs() {
+            let result = registry.complete_process("nobody", output).await;
+            assert_one_of("completion of an unknown process", &result, &[unknown_process(), limit_exceeded()]);
+        }
+        for output in deep_outputs() {
+            let result = registry.complete_process("done", output).await;
+            assert_one_of(
+                "completion of a terminal process",
+                &result,
+                &[terminal.clone(), replay.clone(), limit_exceeded()],
+            );
+        }
+        still_usable(&registry, "p").await;
+        registry.shutdown().await;
+        for output in deep_outputs() {
+            let result = registry.complete_process("p", output).await;
+            assert_one_of("completion after shutdown", &result, &[stopped(), limit_exceeded()]);
+        }
+    });
+}
+
+/// `set_process_wait` takes a `WaitState`, which carries strings only: no
+/// deep value can reach it. External references carry JSON metadata.
+#[test]
+fn deep_metadata_of_refused_external_refs_is_dropped_safely() {
+    isolated("deep_metadata_of_refused_external_refs_is_dropped_safely", default_config, |registry| async move {
+        register(&registry, "p").await;
+        let deep_ref =
+            || ProcessExternalRef { backend: "b".into(), id: "x".into(), metadata: Some(deep_object(REFUSED_DEPTH)) };
+        let result = registry.set_external_ref("nobody", deep_ref()).await;
+        assert_one_of("external ref of an unknown process", &result, &[unknown_process(), limit_exceeded()]);
+        still_usable(&registry, "p").await;
+        registry.shutdown().await;
+        let result = registry.set_external_ref("p", deep_ref()).await;
+        assert_one_of("external ref after shutdown", &result, &[stopped(), limit_exceeded()]);
+    });
+}
+
+/// Builds a registration refused for one reason.
+type RefusedRegistration = Box<dyn Fn() -> ProcessRegistration + Send>;
+
+/// The baseline prepares registrations with the same rules: each refusal
+/// path, with a deep value in each place, is dropped safely there too.
+#[test]
+fn the_baseline_drops_deep_json_of_refused_registrations_safely() {
+    isolated_baseline("the_baseline_drops_deep_json_of_refused_registrations_safely", |registry| async move {
+        registry.register_process(registration("taken")).await.expect("a valid registration");
+        let long = "i".repeat(MIB);
+        let refusals: [(&str, RefusedRegistration); 7] = [
+            ("empty id", Box::new(|| registration(""))),
+            ("1 MiB id", Box::new(move || registration(&long))),
+            ("empty host profile", Box::new(|| registration("p").with_host_profile_id(""))),
+            ("duplicate event types", Box::new(|| registration("p").with_extra_event_types(vec![note_type()]))),
+            (
+                "invalid schema",
+                Box::new(|| {
+                    registration("p").with_extra_event_types(vec![ProcessEventType::new("bad", json!({"type": 17}))])
+                }),
+            ),
+            (
+                "too many event types",
+                Box::new(|| {
+                    registration("p")
+                        .with_extra_event_types((0..300).map(|i| ProcessEventType::new(format!("t{i}"), json!({}))))
+                }),
+            ),
+            ("conflicting re-registration", Box::new(|| registration("taken").with_env_ref("elsewhere"))),
+        ];
+        for (what, refused) in refusals {
+            for place in DEEP_PLACES {
+                match registry.register_process(with_deep_json(refused(), place)).await {
+                    Err(_) => {}
+                    Ok(record) => {
+                        panic!("baseline, {what}, deep JSON in the {place:?}: registered `{}`", short(&record.id))
+                    }
+                }
+            }
+        }
+        registry.register_process(registration("p")).await.expect("the baseline still registers");
+        let appended = registry.append_event("p", ProcessEventAppendRequest::new("note", json!({}))).await;
+        assert_eq!(appended.expect("and appends").event.sequence, 1);
     });
 }
 
@@ -556,16 +934,16 @@ fn megabyte_ids_are_refused_with_limit_exceeded() {
             }
             Err(err) => assert!(matches!(err, RegistryError::LimitExceeded { .. }), "{err}"),
         }
-        // A 1 MiB event type in a wait: a typed error, or it parks (no such event can come).
-        let parked = tokio::time::timeout(Duration::from_millis(200), registry.wait_event_after("p", &long, 0)).await;
-        match parked {
-            Err(_) => {}
-            Ok(result) => assert!(
-                matches!(result, Err(RegistryError::LimitExceeded { .. } | RegistryError::UndeclaredEventType { .. })),
-                "{}",
-                short(&result)
-            ),
-        }
+        // A 1 MiB event type in a wait or a count: the id limit, at once.
+        let waited = tokio::time::timeout(Duration::from_secs(10), registry.wait_event_after("p", &long, 0))
+            .await
+            .expect("a wait on a 1 MiB event type answers at once");
+        assert_variant("1 MiB event type in a wait", &waited, &limit_exceeded());
+        assert_variant(
+            "1 MiB event type in a count",
+            &registry.count_events_through("p", &long, 1).await,
+            &limit_exceeded(),
+        );
         settle_parked(&registry).await;
         still_usable(&registry, "p").await;
     });
@@ -773,7 +1151,7 @@ fn extreme_ttls_saturate_instead_of_overflowing() {
 fn tight_limits() -> Limits {
     // Ids must fit the core event type names (`process.cancel_requested` is 24 bytes) and
     // `complete_process`'s replay key for process `p` (`process:p:terminal:process.completed`, 36 bytes).
-    Limits { max_id_bytes: 40, max_payload_bytes: 64, max_json_depth: 4, max_event_types: 8 }
+    Limits { max_id_bytes: 40, max_payload_bytes: 64, max_json_depth: 4, max_event_types: 8, ..Limits::default() }
 }
 
 fn tight_config() -> RegistryConfig {
@@ -841,6 +1219,10 @@ fn default_limits_are_sensible() {
     assert!(limits.max_payload_bytes >= 64 * 1024 && limits.max_payload_bytes < HUGE, "{limits:?}");
     assert!(limits.max_json_depth >= 32 && limits.max_json_depth <= 1_000, "{limits:?}");
     assert!(limits.max_event_types >= 16, "{limits:?}");
+    assert!(limits.max_registration_bytes >= 64 * 1024 && limits.max_registration_bytes < HUGE, "{limits:?}");
+    assert!(limits.max_template_bytes >= 64 * 1024 && limits.max_template_bytes < HUGE, "{limits:?}");
+    assert!(limits.max_cached_schemas >= 64 && limits.max_cached_schemas <= 1 << 20, "{limits:?}");
+    assert_eq!(limits.validate(), Ok(()));
 }
 
 /// `complete_process` and `ProcessEventAppendRequest::cancel_requested` derive

@@ -35,7 +35,7 @@ use process_registry::rules::append::check_and_hash_payload;
 use process_registry::rules::hashing::wake_id;
 use process_registry::rules::registration::prepare_registration;
 use process_registry::rules::schema::{self, CompileEach, CompiledSchemas};
-use process_registry::rules::semantics::materialize;
+use process_registry::rules::semantics::{materialize, SelectError};
 use process_registry::{
     ActorProcessRegistry, CausalRef, InvocationScope, InvocationSubject, Limits, ManualClock, ProcessAwaitOutput,
     ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult, ProcessEventInvocation, ProcessEventType,
@@ -577,6 +577,7 @@ impl Model {
         // 1. Limits and the payload hash.
         let payload_hash = check_and_hash_payload(&self.limits, process_id, &request)?;
         let now = self.now();
+        let max_template_bytes = self.limits.max_template_bytes;
         let process = self.process_mut(process_id)?;
         let key = request.replay.clone().filter(|key| !key.is_empty());
         let target = request.wake_target_scope.clone();
@@ -612,8 +613,17 @@ impl Model {
             .map_err(|(path, message)| invalid_payload(process_id, &event_type, path, message))?;
         // 6. Semantics.
         let sequence = process.events.len() as u64 + 1;
-        let semantics = materialize(&declared.semantics, process_id, sequence, &request.payload)
-            .map_err(|unmatched| invalid_payload(process_id, &event_type, unmatched.pointer, "unmatched".into()))?;
+        let semantics = materialize(&declared.semantics, process_id, sequence, &request.payload, max_template_bytes)
+            .map_err(|err| match err {
+                SelectError::Unmatched(unmatched) => {
+                    invalid_payload(process_id, &event_type, unmatched.pointer, "unmatched".into())
+                }
+                SelectError::TooLarge { limit } => RegistryError::LimitExceeded {
+                    process_id: process_id.to_owned(),
+                    what: "template bytes".into(),
+                    limit: limit as u64,
+                },
+            })?;
         // 7. No second terminal.
         if semantics.terminal.is_some() && process.record.is_terminal() {
             return Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() });
@@ -723,6 +733,12 @@ impl Model {
     fn wait_answer(&self, process_id: &str, event_type: &str, after: u64) -> Option<Res<ProcessEvent>> {
         match self.process(process_id) {
             Err(err) => Some(Err(err)),
+            Ok(process) if process.record.event_type(event_type).is_none() => {
+                Some(Err(RegistryError::UndeclaredEventType {
+                    process_id: process_id.to_owned(),
+                    event_type: event_type.to_owned(),
+                }))
+            }
             Ok(process) => process
                 .events
                 .iter()

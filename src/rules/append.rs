@@ -19,9 +19,10 @@ use crate::events::{
 };
 use crate::model::{CausalRef, ProcessRecord, ProcessStatus, SessionScope};
 use crate::rules::hashing::{payload_hash, wake_id};
-use crate::rules::limits::{truncated, Limits};
+use crate::rules::limits::{limit_exceeded, truncated, Limits};
 use crate::rules::schema::{self, CompiledSchema};
-use crate::rules::semantics;
+use crate::rules::scope::check_scope;
+use crate::rules::semantics::{self, SelectError};
 
 /// What the replay index remembers per replay key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +34,8 @@ pub struct ReplayEntry {
 }
 
 /// Step 1: bounds the request and returns its payload hash (SHA-256 of the
-/// canonical JSON of `[event_type, payload]`).
+/// canonical JSON of `[event_type, payload]`). A wake target scope whose id
+/// could be another scope's is refused ([`crate::rules::scope`]).
 pub fn check_and_hash_payload(
     limits: &Limits,
     process_id: &str,
@@ -43,6 +45,9 @@ pub fn check_and_hash_payload(
     limits.check_id(process_id, "event type bytes", &request.event_type)?;
     if let Some(key) = request.replay_key() {
         limits.check_replay_key(process_id, key)?;
+    }
+    if let Some(scope) = &request.wake_target_scope {
+        check_scope(limits, process_id, scope)?;
     }
     limits.check_depth(process_id, "payload depth", &request.payload)?;
     let (hash, payload_bytes) = payload_hash(&request.event_type, &request.payload);
@@ -61,6 +66,9 @@ pub struct AppendView<'a> {
     pub schemas: &'a HashMap<String, CompiledSchema>,
     /// The replay entry for the request's key, when the key was used before.
     pub replayed: Option<&'a ReplayEntry>,
+    /// The registry's input limits (materialization is bounded by
+    /// `max_template_bytes`).
+    pub limits: &'a Limits,
 }
 
 /// What an append resolves to.
@@ -129,8 +137,15 @@ pub fn plan_append(
     schema::validate(compiled, &request.payload).map_err(|(path, message)| invalid(path, message))?;
     // 6. Semantics.
     let sequence = view.last_sequence.saturating_add(1);
-    let materialized = semantics::materialize(&declared.semantics, process_id, sequence, &request.payload)
-        .map_err(|unmatched| invalid(unmatched.pointer, "selector pointer matched nothing".to_owned()))?;
+    let max_template_bytes = view.limits.max_template_bytes;
+    let materialized =
+        semantics::materialize(&declared.semantics, process_id, sequence, &request.payload, max_template_bytes)
+            .map_err(|err| match err {
+                SelectError::Unmatched(unmatched) => {
+                    invalid(unmatched.pointer, "selector pointer matched nothing".to_owned())
+                }
+                SelectError::TooLarge { limit } => limit_exceeded(process_id, "template bytes", limit),
+            })?;
     // 7. Terminal twice.
     if materialized.terminal.is_some() && record.is_terminal() {
         return Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() });
@@ -234,7 +249,8 @@ mod tests {
         request: ProcessEventAppendRequest,
     ) -> Result<AppendPlan, RegistryError> {
         let hash = check_and_hash_payload(&Limits::default(), "p", &request)?;
-        let view = AppendView { record, last_sequence: 3, schemas: &prepared.schemas, replayed };
+        let view =
+            AppendView { record, last_sequence: 3, schemas: &prepared.schemas, replayed, limits: &Limits::default() };
         plan_append(view, request, hash, 99)
     }
 

@@ -12,12 +12,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::RegistryError;
+use crate::events::{CANCELLED, CANCEL_REQUESTED, COMPLETED, FAILED, RESUMED, WAITING};
 
 /// Bytes a registry-derived replay key adds to a process id, at most.
 const DERIVED_KEY_ROOM: usize = 256;
 
-/// Configurable bounds on caller input, with generous defaults.
+/// Configurable bounds on caller input, with generous defaults. A field
+/// missing from serialized limits takes its default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// Longest process id, owner id, replay key or event type name, in bytes.
     pub max_id_bytes: usize,
@@ -27,15 +30,85 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Most event types one process may declare (core types included).
     pub max_event_types: usize,
+    /// Largest registration: bytes of its JSON as stored, core event types
+    /// included. Checked while counting, before anything is copied,
+    /// hashed or compiled.
+    pub max_registration_bytes: usize,
+    /// Most bytes the selector templates of one event may render, all of
+    /// them together (await output, wake input and dedupe key), each
+    /// substitution counting one byte more than it renders. A template can
+    /// substitute a large payload many times over, or nest templates that
+    /// substitute each other: without this bound a small payload could
+    /// render gigabytes, or run for ever rendering nothing.
+    pub max_template_bytes: usize,
+    /// Most distinct compiled schemas, and most distinct declaration lists,
+    /// the registry's shared schema cache keeps (each counted apart).
+    /// Registrations beyond it still work, with schemas compiled for them
+    /// alone; 0 turns the cache off.
+    pub max_cached_schemas: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_id_bytes: 1024, max_payload_bytes: 4 * 1024 * 1024, max_json_depth: 128, max_event_types: 256 }
+        Self {
+            max_id_bytes: 1024,
+            max_payload_bytes: 4 * 1024 * 1024,
+            max_json_depth: 128,
+            max_event_types: 256,
+            max_registration_bytes: 4 * 1024 * 1024,
+            max_template_bytes: 4 * 1024 * 1024,
+            max_cached_schemas: 1024,
+        }
     }
 }
 
+/// The core event types' names: every registration declares them, so the
+/// id limit must admit the longest.
+const CORE_EVENT_TYPE_NAMES: [&str; 6] = [CANCEL_REQUESTED, WAITING, RESUMED, COMPLETED, FAILED, CANCELLED];
+
+/// How deep the core event types' payload schemas nest (`{"type": "object"}`).
+const CORE_SCHEMA_DEPTH: usize = 2;
+
 impl Limits {
+    /// Why these limits make no sense, if they do not: a byte limit of 0,
+    /// or a limit below what the core event types every registration
+    /// declares need (id bytes below their longest name, 24; JSON depth
+    /// below their schemas', 2; event types below their number, 6), under
+    /// which every registration would be refused. (`max_cached_schemas`
+    /// may be 0: no cache.)
+    pub fn validate(&self) -> Result<(), String> {
+        let longest_core_name = CORE_EVENT_TYPE_NAMES.iter().map(|name| name.len()).max().unwrap_or_default();
+        if self.max_id_bytes < longest_core_name {
+            return Err(format!(
+                "limits.max_id_bytes is {}, below the {longest_core_name} bytes of the core event type names",
+                self.max_id_bytes
+            ));
+        }
+        for (name, bytes) in [
+            ("max_payload_bytes", self.max_payload_bytes),
+            ("max_registration_bytes", self.max_registration_bytes),
+            ("max_template_bytes", self.max_template_bytes),
+        ] {
+            if bytes == 0 {
+                return Err(format!("limits.{name} is 0: nothing would fit"));
+            }
+        }
+        if self.max_json_depth < CORE_SCHEMA_DEPTH {
+            return Err(format!(
+                "limits.max_json_depth is {}, below the depth {CORE_SCHEMA_DEPTH} of the core event types' schemas",
+                self.max_json_depth
+            ));
+        }
+        if self.max_event_types < CORE_EVENT_TYPE_NAMES.len() {
+            return Err(format!(
+                "limits.max_event_types is {}, below the {} core event types",
+                self.max_event_types,
+                CORE_EVENT_TYPE_NAMES.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses an id-like string longer than `max_id_bytes`.
     pub fn check_id(&self, process_id: &str, what: &str, value: &str) -> Result<(), RegistryError> {
         if value.len() > self.max_id_bytes {
@@ -76,6 +149,29 @@ impl Limits {
         Ok(())
     }
 
+    /// Refuses a registration whose JSON exceeds `max_registration_bytes`.
+    /// Counts while serializing and stops at the limit: nothing is copied.
+    /// Serializing recurses, so `registration`'s depth must be bounded.
+    /// (Compact JSON is exactly as long as the canonical form: the same
+    /// escapes, only the key order differs.)
+    pub fn check_registration_bytes(
+        &self,
+        process_id: &str,
+        registration: &impl Serialize,
+    ) -> Result<(), RegistryError> {
+        let mut counter = ByteCounter { bytes: 0, limit: self.max_registration_bytes };
+        match serde_json::to_writer(&mut counter, registration) {
+            Ok(()) => Ok(()),
+            Err(_) if counter.bytes > counter.limit => {
+                Err(limit_exceeded(process_id, "registration bytes", self.max_registration_bytes))
+            }
+            Err(err) => Err(RegistryError::InvalidRegistration {
+                process_id: truncated(process_id),
+                reason: format!("registration is not representable as JSON: {err}"),
+            }),
+        }
+    }
+
     /// Refuses a payload whose canonical form exceeds `max_payload_bytes`.
     pub fn check_payload_bytes(&self, process_id: &str, bytes: usize) -> Result<(), RegistryError> {
         if bytes > self.max_payload_bytes {
@@ -85,7 +181,27 @@ impl Limits {
     }
 }
 
-fn limit_exceeded(process_id: &str, what: &str, limit: usize) -> RegistryError {
+/// Counts the bytes written to it, and fails once they pass `limit`.
+struct ByteCounter {
+    bytes: usize,
+    limit: usize,
+}
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes = self.bytes.saturating_add(buf.len());
+        if self.bytes > self.limit {
+            return Err(std::io::Error::other("over the byte limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) fn limit_exceeded(process_id: &str, what: &str, limit: usize) -> RegistryError {
     RegistryError::LimitExceeded {
         process_id: truncated(process_id),
         what: what.to_owned(),
@@ -189,6 +305,43 @@ mod tests {
         }
         assert!(Limits::default().bounded("p", "value depth", deep).is_err());
         assert_eq!(Limits::default().bounded("p", "value depth", json!([1])).unwrap(), json!([1]));
+    }
+
+    #[test]
+    fn limits_below_what_the_core_event_types_need_are_invalid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        let smallest = Limits {
+            max_id_bytes: 24,
+            max_payload_bytes: 1,
+            max_json_depth: 2,
+            max_event_types: 6,
+            max_registration_bytes: 1,
+            max_template_bytes: 1,
+            max_cached_schemas: 0,
+        };
+        assert_eq!(smallest.validate(), Ok(()));
+        for invalid in [
+            Limits { max_id_bytes: 23, ..smallest.clone() },
+            Limits { max_payload_bytes: 0, ..smallest.clone() },
+            Limits { max_json_depth: 1, ..smallest.clone() },
+            Limits { max_event_types: 5, ..smallest.clone() },
+            Limits { max_registration_bytes: 0, ..smallest.clone() },
+            Limits { max_template_bytes: 0, ..smallest.clone() },
+        ] {
+            assert!(invalid.validate().is_err(), "{invalid:?}");
+        }
+    }
+
+    #[test]
+    fn registration_bytes_are_counted_up_to_the_limit_without_a_copy() {
+        let limits = Limits { max_registration_bytes: 10, ..Limits::default() };
+        assert!(limits.check_registration_bytes("p", &json!("12345678")).is_ok(), "10 bytes with the quotes");
+        let err = limits.check_registration_bytes("p", &json!("123456789")).unwrap_err();
+        assert!(matches!(err, RegistryError::LimitExceeded { limit: 10, .. }), "{err}");
+        let value = json!({"b": [1, "x\n\u{1}"], "a": null});
+        let exact = Limits { max_registration_bytes: value.to_string().len(), ..Limits::default() };
+        assert!(exact.check_registration_bytes("p", &value).is_ok());
+        assert_eq!(value.to_string().len(), crate::rules::hashing::canonical_json(&value).len());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`semantics`]: selectors and materialization of terminal and wake semantics.
 //! - [`append`]: the numbered append steps of the spec, as one planning function.
 //! - [`lease`]: claim, renew and release of fenced leases.
+//! - [`scope`]: which session scopes are accepted, so scope ids never collide.
 
 pub mod append;
 pub mod hashing;
@@ -20,4 +21,5 @@ pub mod lease;
 pub mod limits;
 pub mod registration;
 pub mod schema;
+pub mod scope;
 pub mod semantics;

@@ -15,7 +15,8 @@ use crate::events::{core_event_types, ProcessEventType, ProcessTerminalState};
 use crate::model::{ProcessInput, ProcessRecord, ProcessRegistration, ProcessStatus};
 use crate::rules::hashing::sha256_hex_of_json;
 use crate::rules::limits::{dismantle, truncated, Limits};
-use crate::rules::schema::{CompiledSchemas, SchemaSource};
+use crate::rules::schema::{CompiledSchemas, Declarations, SchemaSource};
+use crate::rules::scope::check_scope;
 
 /// A validated registration, its hash and its compiled schemas.
 #[derive(Clone, Debug)]
@@ -27,6 +28,10 @@ pub struct PreparedRegistration {
     /// The declared event types, interned: shared by every record that
     /// declares the same ones.
     pub event_types: Arc<Vec<ProcessEventType>>,
+    /// SHA-256 hex of the canonical JSON of the event types alone: the key
+    /// their compiled declarations are interned under once the
+    /// registration is accepted ([`PreparedRegistration::accepted`]).
+    pub declarations_hash: String,
     /// Compiled payload schemas by event type name. (The baseline reads
     /// them; process actors find theirs by the interned list's address.)
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
@@ -34,6 +39,19 @@ pub struct PreparedRegistration {
 }
 
 impl PreparedRegistration {
+    /// The registration once it is accepted as a new process: its
+    /// declarations are interned by `schemas` (when it caches), so the new
+    /// record shares them. Preparing interns nothing, so a refused
+    /// registration leaves no trace in a cache.
+    #[must_use]
+    pub fn accepted(mut self, schemas: &impl SchemaSource) -> Self {
+        let declarations = Declarations { event_types: self.event_types, schemas: self.schemas };
+        let kept = schemas.accepted(&self.declarations_hash, declarations);
+        self.event_types = kept.event_types;
+        self.schemas = kept.schemas;
+        self
+    }
+
     /// The record of a newly registered process.
     pub fn new_record(&self, now_ms: u64) -> ProcessRecord {
         let registration = &self.registration;
@@ -78,13 +96,49 @@ pub fn ensure_core_event_types(event_types: &mut Vec<ProcessEventType>) {
 ///
 /// Errors: [`RegistryError::InvalidRegistration`] for a broken rule (empty
 /// id or host profile, empty or duplicate event type names, a non-`Completed`
-/// terminal type without an await selector, an invalid JSON Schema), and
-/// [`RegistryError::LimitExceeded`] for oversized input.
+/// terminal type without an await selector, an invalid JSON Schema),
+/// [`RegistryError::InvalidScope`] for a wake target whose scope id could be
+/// another scope's, and [`RegistryError::LimitExceeded`] for oversized input
+/// (ids, JSON depth, event types, registration bytes).
+///
+/// A refused registration is dropped without recursion
+/// ([`dismantle_registration`]), whichever check refused it: it may carry
+/// JSON nested arbitrarily deep, which the checks before the depth check
+/// have not measured, and serde_json's drop glue recurses.
 pub fn prepare_registration(
     mut registration: ProcessRegistration,
     limits: &Limits,
     schemas: &impl SchemaSource,
 ) -> Result<PreparedRegistration, RegistryError> {
+    match check_and_complete(&mut registration, limits, schemas) {
+        Ok(checked) => Ok(PreparedRegistration {
+            registration,
+            hash: checked.hash,
+            declarations_hash: checked.declarations_hash,
+            event_types: checked.declarations.event_types,
+            schemas: checked.declarations.schemas,
+        }),
+        Err(err) => {
+            dismantle_registration(registration);
+            Err(err)
+        }
+    }
+}
+
+/// What [`check_and_complete`] finds out about a registration.
+struct Checked {
+    hash: String,
+    declarations_hash: String,
+    declarations: Declarations,
+}
+
+/// Every rule of [`prepare_registration`], in place: adds the core event
+/// types and returns the hashes and the compiled declarations.
+fn check_and_complete(
+    registration: &mut ProcessRegistration,
+    limits: &Limits,
+    schemas: &impl SchemaSource,
+) -> Result<Checked, RegistryError> {
     let id = registration.id.clone();
     limits.check_id(&id, "process id bytes", &id)?;
     let invalid = |reason: String| RegistryError::InvalidRegistration { process_id: truncated(&id), reason };
@@ -94,10 +148,10 @@ pub fn prepare_registration(
     if registration.provenance.host_profile_id.trim().is_empty() {
         return Err(invalid("host profile id must be non-empty".to_owned()));
     }
-    if let Err(err) = check_values_depth(&registration, limits) {
-        dismantle_registration(registration);
-        return Err(err);
+    if let Some(target) = &registration.wake_target {
+        check_scope(limits, &id, target)?;
     }
+    check_values_depth(registration, limits)?;
     ensure_core_event_types(&mut registration.event_types);
     if registration.event_types.len() > limits.max_event_types {
         return Err(RegistryError::LimitExceeded {
@@ -124,19 +178,16 @@ pub fn prepare_registration(
             }
         }
     }
-    let as_json = serde_json::to_value(&registration)
+    // Depth is bounded from here on: serializing and hashing recurse safely.
+    limits.check_registration_bytes(&id, &*registration)?;
+    let as_json = serde_json::to_value(&*registration)
         .map_err(|err| invalid(format!("registration is not representable as JSON: {err}")))?;
     let hash = sha256_hex_of_json(&as_json);
     let declarations_hash = as_json.get("event_types").map(sha256_hex_of_json).unwrap_or_default();
     let declarations = schemas
-        .declare(&registration.event_types, declarations_hash)
+        .declare(&registration.event_types, &declarations_hash)
         .map_err(|(name, reason)| invalid(format!("event type `{name}` has an invalid payload schema: {reason}")))?;
-    Ok(PreparedRegistration {
-        registration,
-        hash,
-        event_types: declarations.event_types,
-        schemas: declarations.schemas,
-    })
+    Ok(Checked { hash, declarations_hash, declarations })
 }
 
 /// Bounds the depth of every caller-supplied JSON value in the registration
@@ -179,8 +230,9 @@ fn check_values_depth(registration: &ProcessRegistration, limits: &Limits) -> Re
     Ok(())
 }
 
-/// Drops a refused registration without recursing into its JSON values.
-fn dismantle_registration(registration: ProcessRegistration) {
+/// Drops a registration without recursing into its JSON values or its
+/// selector trees, however deep they are.
+pub fn dismantle_registration(registration: ProcessRegistration) {
     match registration.input {
         ProcessInput::External { metadata } => dismantle(metadata),
         ProcessInput::Definition { args, .. } => dismantle(Value::Object(args)),
@@ -373,6 +425,20 @@ mod tests {
         let wake = ProcessEventType::new("w", json!({})).with_wake(crate::events::ProcessWakeSpec::new(selector));
         let err = prepare(registration("p").with_extra_event_types(vec![wake])).unwrap_err();
         assert!(matches!(err, RegistryError::LimitExceeded { .. }), "{err}");
+    }
+
+    #[test]
+    fn registrations_larger_than_the_byte_limit_are_refused() {
+        let size = |registration: ProcessRegistration| {
+            let prepared = prepare(registration).unwrap();
+            crate::rules::hashing::canonical_json(&serde_json::to_value(&prepared.registration).unwrap()).len()
+        };
+        let blob = |bytes: usize| ProcessRegistration::new("p", ProcessInput::external(json!("b".repeat(bytes))));
+        let exact = size(blob(1000));
+        let limits = Limits { max_registration_bytes: exact, ..Limits::default() };
+        assert!(prepare_registration(blob(1000), &limits, &CompileEach).is_ok(), "at the limit");
+        let err = prepare_registration(blob(1001), &limits, &CompileEach).unwrap_err();
+        assert!(matches!(err, RegistryError::LimitExceeded { ref what, .. } if what == "registration bytes"), "{err}");
     }
 
     #[test]

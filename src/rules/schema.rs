@@ -35,8 +35,17 @@ pub struct Declarations {
 pub trait SchemaSource {
     /// The compiled declarations of `event_types`, whose canonical JSON
     /// hashes to `hash`. The error is `(event type name, reason)` of the
-    /// first schema that is not a valid JSON Schema.
-    fn declare(&self, event_types: &[ProcessEventType], hash: String) -> Result<Declarations, (String, String)>;
+    /// first schema that is not a valid JSON Schema. The registration may
+    /// still be refused: a caching source keeps nothing new here.
+    fn declare(&self, event_types: &[ProcessEventType], hash: &str) -> Result<Declarations, (String, String)>;
+
+    /// The declarations a newly accepted process keeps: a caching source
+    /// interns them (or returns the equal ones it holds) so processes with
+    /// equal declarations share them. By default, `declarations` as they are.
+    fn accepted(&self, hash: &str, declarations: Declarations) -> Declarations {
+        let _ = hash;
+        declarations
+    }
 }
 
 /// A [`SchemaSource`] that compiles every declaration list afresh.
@@ -46,7 +55,7 @@ pub struct CompileEach;
 
 #[cfg(any(test, feature = "testing"))]
 impl SchemaSource for CompileEach {
-    fn declare(&self, event_types: &[ProcessEventType], _hash: String) -> Result<Declarations, (String, String)> {
+    fn declare(&self, event_types: &[ProcessEventType], _hash: &str) -> Result<Declarations, (String, String)> {
         Ok(Declarations { event_types: Arc::new(event_types.to_vec()), schemas: compile_all(event_types, compile)? })
     }
 }

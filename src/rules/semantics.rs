@@ -5,6 +5,9 @@
 //! one payload and returns the concrete [`ProcessEventSemantics`] stored on
 //! the event.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::events::{
@@ -19,37 +22,109 @@ pub struct UnmatchedPointer {
     pub pointer: String,
 }
 
-/// Applies a selector to a payload.
-pub fn select(selector: &ProcessValueSelector, payload: &Value) -> Result<Value, UnmatchedPointer> {
+/// Why a selector could not be applied to a payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SelectError {
+    /// A pointer matched nothing.
+    Unmatched(UnmatchedPointer),
+    /// The templates rendered more than their budget.
+    TooLarge {
+        /// The budget, in bytes.
+        limit: usize,
+    },
+}
+
+/// What the templates of one event may still render, in bytes. Every
+/// substitution costs one byte more than it renders, so templates that
+/// substitute each other into nothing still run out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateBudget {
+    limit: usize,
+    left: usize,
+}
+
+impl TemplateBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { limit, left: limit }
+    }
+
+    fn spend(&mut self, bytes: usize) -> Result<(), SelectError> {
+        self.left = self.left.checked_sub(bytes).ok_or(SelectError::TooLarge { limit: self.limit })?;
+        Ok(())
+    }
+}
+
+/// Applies a selector to a payload, templates rendering within `budget`.
+pub fn select(
+    selector: &ProcessValueSelector,
+    payload: &Value,
+    budget: &mut TemplateBudget,
+) -> Result<Value, SelectError> {
+    select_ref(selector, payload, budget).map(Cow::into_owned)
+}
+
+/// [`select`] without copying what the payload or the selector holds.
+fn select_ref<'a>(
+    selector: &'a ProcessValueSelector,
+    payload: &'a Value,
+    budget: &mut TemplateBudget,
+) -> Result<Cow<'a, Value>, SelectError> {
     match selector {
-        ProcessValueSelector::Payload => Ok(payload.clone()),
-        ProcessValueSelector::Pointer(pointer) => {
-            payload.pointer(pointer).cloned().ok_or_else(|| UnmatchedPointer { pointer: pointer.clone() })
-        }
-        ProcessValueSelector::Const(value) => Ok(value.clone()),
-        ProcessValueSelector::Present(pointer) => Ok(Value::Bool(payload.pointer(pointer).is_some())),
+        ProcessValueSelector::Payload => Ok(Cow::Borrowed(payload)),
+        ProcessValueSelector::Pointer(pointer) => payload
+            .pointer(pointer)
+            .map(Cow::Borrowed)
+            .ok_or_else(|| SelectError::Unmatched(UnmatchedPointer { pointer: pointer.clone() })),
+        ProcessValueSelector::Const(value) => Ok(Cow::Borrowed(value)),
+        ProcessValueSelector::Present(pointer) => Ok(Cow::Owned(Value::Bool(payload.pointer(pointer).is_some()))),
         ProcessValueSelector::Template { template, fields } => {
-            let mut out = String::with_capacity(template.len());
-            let mut rest = template.as_str();
-            while let Some(open) = rest.find('{') {
-                out.push_str(&rest[..open]);
-                let after = &rest[open + 1..];
-                match after.find('}').map(|close| (&after[..close], close)) {
-                    Some((name, close)) if fields.contains_key(name) => {
-                        if let Some(field) = fields.get(name) {
-                            out.push_str(&render(&select(field, payload)?));
-                        }
-                        rest = &after[close + 1..];
-                    }
-                    _ => {
-                        out.push('{');
-                        rest = after;
-                    }
-                }
-            }
-            out.push_str(rest);
-            Ok(Value::String(out))
+            render_template(template, fields, payload, budget).map(|text| Cow::Owned(Value::String(text)))
         }
+    }
+}
+
+/// Replaces each `{name}` of `template` that names a field by the field's
+/// selected string; other braces stay as they are.
+fn render_template(
+    template: &str,
+    fields: &BTreeMap<String, ProcessValueSelector>,
+    payload: &Value,
+    budget: &mut TemplateBudget,
+) -> Result<String, SelectError> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let literal = &rest[..open];
+        budget.spend(literal.len())?;
+        out.push_str(literal);
+        let after = &rest[open + 1..];
+        match after.find('}').map(|close| (&after[..close], close)) {
+            Some((name, close)) if fields.contains_key(name) => {
+                if let Some(field) = fields.get(name) {
+                    let text = render_owned(select_ref(field, payload, budget)?);
+                    budget.spend(text.len().saturating_add(1))?;
+                    out.push_str(&text);
+                }
+                rest = &after[close + 1..];
+            }
+            _ => {
+                budget.spend(1)?;
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    budget.spend(rest.len())?;
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// [`render`], without copying a string the selector rendered itself.
+fn render_owned(value: Cow<'_, Value>) -> String {
+    match value {
+        Cow::Owned(Value::String(text)) => text,
+        other => render(&other),
     }
 }
 
@@ -90,18 +165,21 @@ pub fn await_output_from(state: ProcessTerminalState, value: Value) -> ProcessAw
     }
 }
 
-/// Materializes the declared semantics for the event `process_id:sequence`.
+/// Materializes the declared semantics for the event `process_id:sequence`;
+/// all its templates together render at most `max_template_bytes`.
 pub fn materialize(
     spec: &ProcessEventSemanticsSpec,
     process_id: &str,
     sequence: u64,
     payload: &Value,
-) -> Result<ProcessEventSemantics, UnmatchedPointer> {
+    max_template_bytes: usize,
+) -> Result<ProcessEventSemantics, SelectError> {
+    let budget = &mut TemplateBudget::new(max_template_bytes);
     let terminal = match &spec.terminal {
         None => None,
         Some(terminal) => {
             let value = match &terminal.await_output {
-                Some(selector) => select(selector, payload)?,
+                Some(selector) => select(selector, payload, budget)?,
                 None => payload.clone(),
             };
             Some(ProcessTerminalSemantics {
@@ -114,16 +192,16 @@ pub fn materialize(
         None => None,
         Some(wake) => {
             let suppressed = match &wake.when {
-                Some(when) => is_falsy(&select(when, payload)?),
+                Some(when) => is_falsy(select_ref(when, payload, budget)?.as_ref()),
                 None => false,
             };
             if suppressed {
                 None
             } else {
-                let input = render(&select(&wake.input, payload)?);
+                let input = render_owned(select_ref(&wake.input, payload, budget)?);
                 let dedupe_key = match &wake.dedupe_key {
                     ProcessWakeDedupeKey::EventIdentity => format!("{process_id}:{sequence}"),
-                    ProcessWakeDedupeKey::Selector(selector) => render(&select(selector, payload)?),
+                    ProcessWakeDedupeKey::Selector(selector) => render_owned(select_ref(selector, payload, budget)?),
                     ProcessWakeDedupeKey::Const(key) => key.clone(),
                 };
                 Some(ProcessWakeSemantics { input, dedupe_key })
@@ -144,6 +222,31 @@ mod tests {
         ProcessValueSelector::Pointer(path.to_owned())
     }
 
+    const BUDGET: usize = 1 << 20;
+
+    fn select(selector: &ProcessValueSelector, payload: &Value) -> Result<Value, SelectError> {
+        super::select(selector, payload, &mut TemplateBudget::new(BUDGET))
+    }
+
+    fn materialize(
+        spec: &ProcessEventSemanticsSpec,
+        process_id: &str,
+        sequence: u64,
+        payload: &Value,
+    ) -> Result<ProcessEventSemantics, SelectError> {
+        super::materialize(spec, process_id, sequence, payload, BUDGET)
+    }
+
+    fn template(
+        text: &str,
+        fields: impl IntoIterator<Item = (&'static str, ProcessValueSelector)>,
+    ) -> ProcessValueSelector {
+        ProcessValueSelector::Template {
+            template: text.into(),
+            fields: fields.into_iter().map(|(name, field)| (name.to_owned(), field)).collect(),
+        }
+    }
+
     #[test]
     fn every_selector_kind_selects() {
         let payload = json!({"a": {"b": 2}, "s": "x"});
@@ -151,7 +254,7 @@ mod tests {
         assert_eq!(select(&pointer("/a/b"), &payload).unwrap(), json!(2));
         assert_eq!(
             select(&pointer("/missing"), &payload).unwrap_err(),
-            UnmatchedPointer { pointer: "/missing".into() }
+            SelectError::Unmatched(UnmatchedPointer { pointer: "/missing".into() })
         );
         assert_eq!(select(&ProcessValueSelector::Const(json!([1])), &payload).unwrap(), json!([1]));
         assert_eq!(select(&ProcessValueSelector::Present("/s".into()), &payload).unwrap(), json!(true));
@@ -230,6 +333,38 @@ mod tests {
         assert_eq!(rendered.input, "4");
         assert!(wake(base.clone().with_when(pointer("/go"))).is_some());
         assert!(wake(base.clone().with_when(ProcessValueSelector::Present("/nope".into()))).is_none());
+    }
+
+    #[test]
+    fn templates_render_within_their_budget_and_count_every_substitution() {
+        let payload = json!({"big": "x".repeat(1000)});
+        let many = template(&"{b}".repeat(100), [("b", pointer("/big"))]);
+        let limit = |bytes| super::select(&many, &payload, &mut TemplateBudget::new(bytes));
+        assert_eq!(limit(100 * 1001).unwrap().as_str().map(str::len), Some(100_000), "each substitution: 1000 + 1");
+        assert_eq!(limit(100 * 1001 - 1), Err(SelectError::TooLarge { limit: 100 * 1001 - 1 }));
+        // Templates substituting each other into nothing: 2^40 substitutions
+        // of "" without the per-substitution byte, refused at once with it.
+        let mut nested = ProcessValueSelector::Const(json!(""));
+        for _ in 0..40 {
+            nested = template("{a}{a}", [("a", nested)]);
+        }
+        assert_eq!(
+            super::select(&nested, &payload, &mut TemplateBudget::new(10_000)),
+            Err(SelectError::TooLarge { limit: 10_000 })
+        );
+        // One budget for the whole event: await output and wake together.
+        let spec = ProcessEventSemanticsSpec {
+            terminal: Some(ProcessTerminalSpec {
+                state: ProcessTerminalState::Failed,
+                await_output: Some(template("{b}", [("b", pointer("/big"))])),
+            }),
+            wake: Some(ProcessWakeSpec::new(template("{b}", [("b", pointer("/big"))]))),
+        };
+        assert!(super::materialize(&spec, "p", 1, &payload, 2 * 1001).is_ok());
+        assert_eq!(
+            super::materialize(&spec, "p", 1, &payload, 2 * 1001 - 1),
+            Err(SelectError::TooLarge { limit: 2001 })
+        );
     }
 
     #[test]

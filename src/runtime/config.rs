@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::clock::{Clock, SystemClock};
+use crate::error::RegistryError;
 use crate::rules::limits::Limits;
 use crate::store::{MemoryStore, ProcessStore};
 
@@ -37,6 +39,14 @@ pub struct MailboxConfig {
     pub policy: OverloadPolicy,
 }
 
+impl MailboxConfig {
+    /// The largest `capacity` accepted: what a tokio semaphore holds
+    /// ([`Semaphore::MAX_PERMITS`]), and at most `u32::MAX`, since
+    /// passivation takes every permit at once with `try_acquire_many(u32)`.
+    pub const MAX_CAPACITY: usize =
+        if Semaphore::MAX_PERMITS < u32::MAX as usize { Semaphore::MAX_PERMITS } else { u32::MAX as usize };
+}
+
 impl Default for MailboxConfig {
     fn default() -> Self {
         Self { capacity: 1024, policy: OverloadPolicy::Wait }
@@ -60,7 +70,28 @@ impl Default for RestartIntensity {
     }
 }
 
+/// The longest idle time passivation accepts; `None` never passivates.
+const MAX_PASSIVATE_AFTER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// How to start an [`ActorProcessRegistry`](crate::ActorProcessRegistry).
+///
+/// # Validation
+///
+/// [`ActorProcessRegistry::start`](crate::ActorProcessRegistry::start)
+/// refuses, with [`RegistryError::InvalidConfig`], a configuration it
+/// cannot run safely, before it starts anything:
+///
+/// - `mailbox.capacity` must be in `1..=`[`MailboxConfig::MAX_CAPACITY`]
+///   (`u32::MAX` on 64-bit targets): tokio's semaphore panics above its
+///   maximum, and passivation takes every permit with one
+///   `try_acquire_many(u32)`, which cannot prove a larger mailbox empty;
+/// - `restart_intensity.within_ms` must be at least 1: a window of 0 ms
+///   would count only crashes of the same millisecond;
+/// - `passivate_after`, when set, must be between 1 ms (the clock's
+///   resolution: a shorter idle time is 0 ms) and 365 days (the sweep
+///   timer could not be scheduled that far ahead); `None` never passivates;
+/// - `limits` must pass [`Limits::validate`]: no byte limit of 0, and none
+///   below what the core event types need.
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
     /// Where time comes from (leases, timestamps, restart windows, idleness).
@@ -93,6 +124,29 @@ impl Default for RegistryConfig {
 }
 
 impl RegistryConfig {
+    /// Checks the bounds listed under [Validation](Self#validation).
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        let invalid = |reason: String| Err(RegistryError::InvalidConfig { reason });
+        let capacity = self.mailbox.capacity;
+        if capacity == 0 || capacity > MailboxConfig::MAX_CAPACITY {
+            return invalid(format!(
+                "mailbox.capacity is {capacity}; it must be between 1 and {}",
+                MailboxConfig::MAX_CAPACITY
+            ));
+        }
+        if self.restart_intensity.within_ms == 0 {
+            return invalid("restart_intensity.within_ms is 0; the window must be at least 1 ms".to_owned());
+        }
+        if let Some(idle) = self.passivate_after {
+            if idle < Duration::from_millis(1) || idle > MAX_PASSIVATE_AFTER {
+                return invalid(format!(
+                    "passivate_after is {idle:?}; it must be between 1 ms and 365 days (None never passivates)"
+                ));
+            }
+        }
+        self.limits.validate().or_else(invalid)
+    }
+
     /// Reads time from `clock`.
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

@@ -24,7 +24,8 @@ use crate::model::{
 };
 use crate::registry::ProcessRegistry;
 use crate::rules::limits::truncated;
-use crate::rules::registration::{prepare_registration, same_registration};
+use crate::rules::registration::{dismantle_registration, prepare_registration, same_registration};
+use crate::rules::scope::{check_scope, check_session_id};
 use async_trait::async_trait;
 
 fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
@@ -37,6 +38,7 @@ impl ActorProcessRegistry {
         session_scope: &SessionScope,
         keep: impl Fn(&ProcessRecord) -> bool,
     ) -> Result<Vec<ProcessHandleGrantEntry>, RegistryError> {
+        check_scope(&self.shared().limits, "", session_scope)?;
         let grants =
             self.ask_supervisor("", |reply| SupervisorMsg::ListGrants { scope: session_scope.clone(), reply }).await?;
         Ok(grants
@@ -60,6 +62,8 @@ impl ProcessRegistry for ActorProcessRegistry {
         traced("register_process", &process_id.clone(), async move {
             let shared = self.shared();
             if shared.is_stopping() {
+                // Unmeasured caller JSON: drop it without recursion.
+                dismantle_registration(registration);
                 return Err(RegistryError::stopped(&process_id));
             }
             let prepared = prepare_registration(registration, &shared.limits, &shared.schemas)?;
@@ -94,6 +98,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         descriptor: ProcessHandleDescriptor,
     ) -> Result<ProcessHandleGrant, PluginError> {
         traced("grant_handle", process_id, async {
+            check_scope(&self.shared().limits, process_id, session_scope)?;
             self.ask_supervisor(process_id, |reply| SupervisorMsg::Grant {
                 scope: session_scope.clone(),
                 process_id: process_id.to_owned(),
@@ -107,6 +112,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn revoke_handle(&self, session_scope: &SessionScope, process_id: &str) -> Result<(), PluginError> {
         traced("revoke_handle", process_id, async {
+            check_scope(&self.shared().limits, process_id, session_scope)?;
             self.ask_supervisor(process_id, |reply| SupervisorMsg::Revoke {
                 scope: session_scope.clone(),
                 process_id: process_id.to_owned(),
@@ -125,6 +131,8 @@ impl ProcessRegistry for ActorProcessRegistry {
     ) -> Result<(), PluginError> {
         let first = process_ids.first().map(String::as_str).unwrap_or_default();
         traced("transfer_handle_grants", first, async {
+            check_scope(&self.shared().limits, first, from_scope)?;
+            check_scope(&self.shared().limits, first, to_scope)?;
             self.ask_supervisor(first, |reply| SupervisorMsg::Transfer {
                 from: from_scope.clone(),
                 to: to_scope.clone(),
@@ -152,6 +160,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn has_handle_grant(&self, session_scope: &SessionScope, process_id: &str) -> Result<bool, PluginError> {
         traced("has_handle_grant", process_id, async {
+            check_scope(&self.shared().limits, process_id, session_scope)?;
             self.ask_supervisor(process_id, |reply| SupervisorMsg::HasGrant {
                 scope: session_scope.clone(),
                 process_id: process_id.to_owned(),
@@ -175,6 +184,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {
         traced("delete_session_process_state", "", async {
+            check_session_id(&self.shared().limits, "", session_id)?;
             self.ask_supervisor("", |reply| SupervisorMsg::DeleteSession { session_id: session_id.to_owned(), reply })
                 .await
         })
@@ -218,6 +228,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         up_to_sequence: u64,
     ) -> Result<u64, PluginError> {
         traced("count_events_through", process_id, async {
+            self.shared().limits.check_id(process_id, "event type bytes", event_type)?;
             self.ask(process_id, Retry::Transparent, |reply| {
                 Some(ProcessMsg::CountThrough { event_type: event_type.to_owned(), up_to: up_to_sequence, reply })
             })
@@ -254,6 +265,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         after_sequence: u64,
     ) -> Result<ProcessEvent, PluginError> {
         traced("wait_event_after", process_id, async {
+            self.shared().limits.check_id(process_id, "event type bytes", event_type)?;
             let event = self
                 .park(process_id, |waiter_id, reply| ProcessMsg::WaitEvent {
                     event_type: event_type.to_owned(),

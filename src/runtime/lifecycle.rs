@@ -78,11 +78,13 @@ impl ActorProcessRegistry {
     /// first use), and a sweeper ticks passivation when it is enabled.
     ///
     /// Must run inside a tokio runtime. Waits on: the store's `recover`.
-    /// Cost: O(stored processes + grants). Errors: the store's own when it
-    /// cannot be read (`StoreOpen` for an unreadable SQLite file), `Storage`
-    /// when the supervisor cannot start. Cancel safety: a
-    /// dropped `start` leaves no registry behind.
+    /// Cost: O(stored processes + grants). Errors: `InvalidConfig` for a
+    /// configuration out of the bounds [`RegistryConfig`] lists (nothing is
+    /// started), the store's own when it cannot be read (`StoreOpen` for an
+    /// unreadable SQLite file), `Storage` when the supervisor cannot start.
+    /// Cancel safety: a dropped `start` leaves no registry behind.
     pub async fn start(config: RegistryConfig) -> Result<Self, RegistryError> {
+        config.validate()?;
         let shared = Arc::new(Shared::new(config));
         let supervisor = RegistrySupervisor { shared: Arc::clone(&shared) };
         let (supervisor, task) = Actor::spawn(None, supervisor, ()).await.map_err(startup_error)?;

@@ -36,8 +36,8 @@ impl Shared {
         Self {
             routes: Routes::default(),
             clock: config.clock,
+            schemas: SchemaCache::new(config.limits.max_cached_schemas),
             limits: config.limits,
-            schemas: SchemaCache::new(),
             store: config.store,
             mailbox: config.mailbox,
             restart_intensity: config.restart_intensity,

@@ -40,21 +40,19 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{PluginError, RegistryError};
-use crate::events::{
-    ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult, ProcessValueSelector,
-    ProcessWakeDedupeKey,
-};
+use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
 use crate::model::{
     DurabilityTier, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessHandleGrantEntry,
-    ProcessInput, ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord, ProcessRegistration,
+    ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord, ProcessRegistration,
     ProcessSessionDeleteReport, SessionScope, WaitState,
 };
 use crate::registry::ProcessRegistry;
 use crate::rules::append::{check_and_hash_payload, plan_append, wake_delivery, AppendPlan, AppendView, ReplayEntry};
 use crate::rules::lease::{self, LeaseState};
-use crate::rules::limits::{dismantle, exceeds_depth, Limits};
+use crate::rules::limits::{dismantle, truncated, Limits};
 use crate::rules::registration::prepare_registration;
 use crate::rules::schema::CompiledSchemas;
+use crate::rules::scope::{check_scope, check_session_id};
 use crate::runtime::{GrantIndex, SchemaCache};
 
 /// A complete [`ProcessRegistry`] with all state behind one global
@@ -130,12 +128,16 @@ impl GlobalLockRegistry {
     /// An empty registry reading time (timestamps, lease expiry) from `clock`.
     #[must_use]
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self { state: Mutex::new(State::default()), clock, limits: Limits::default(), schemas: SchemaCache::new() }
+        let limits = Limits::default();
+        let schemas = SchemaCache::new(limits.max_cached_schemas);
+        Self { state: Mutex::new(State::default()), clock, limits, schemas }
     }
 
-    /// Replaces the input [`Limits`].
+    /// Replaces the input [`Limits`] (and so the schema cache's bound: the
+    /// cache starts over, empty; call this before registering anything).
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.schemas = SchemaCache::new(limits.max_cached_schemas);
         self.limits = limits;
         self
     }
@@ -203,6 +205,7 @@ impl GlobalLockRegistry {
             last_sequence: process.last_sequence(),
             schemas: &process.schemas,
             replayed,
+            limits: &self.limits,
         };
         match plan_append(view, request, payload_hash, now_ms)? {
             AppendPlan::Replay { sequence } => {
@@ -239,61 +242,6 @@ impl GlobalLockRegistry {
         process.record.updated_at_ms = self.clock.now_ms();
         Ok(process.record.clone())
     }
-
-    /// Replaces every caller JSON value of `registration` that nests deeper
-    /// than the limit by a small value that is still too deep, dropping the
-    /// original iteratively. `prepare_registration` then refuses it with the
-    /// same error, but the registration it drops can no longer overflow the
-    /// stack in `serde_json`'s recursive drop glue.
-    fn defuse_deep_values(&self, registration: &mut ProcessRegistration) {
-        let max_depth = self.limits.max_json_depth;
-        let mut defuse = |value: &mut Value| {
-            if exceeds_depth(value, max_depth) {
-                dismantle(std::mem::replace(value, nested_arrays(max_depth.saturating_add(1))));
-            }
-        };
-        match &mut registration.input {
-            ProcessInput::External { metadata } => defuse(metadata),
-            ProcessInput::Definition { args, .. } => args.values_mut().for_each(&mut defuse),
-        }
-        for declared in &mut registration.event_types {
-            defuse(&mut declared.payload_schema);
-            let semantics = &mut declared.semantics;
-            if let Some(selector) = semantics.terminal.as_mut().and_then(|t| t.await_output.as_mut()) {
-                defuse_selector(selector, &mut defuse);
-            }
-            if let Some(wake) = semantics.wake.as_mut() {
-                if let Some(when) = wake.when.as_mut() {
-                    defuse_selector(when, &mut defuse);
-                }
-                defuse_selector(&mut wake.input, &mut defuse);
-                if let ProcessWakeDedupeKey::Selector(selector) = &mut wake.dedupe_key {
-                    defuse_selector(selector, &mut defuse);
-                }
-            }
-        }
-    }
-}
-
-/// Applies `defuse` to every constant of a selector tree.
-fn defuse_selector(selector: &mut ProcessValueSelector, defuse: &mut impl FnMut(&mut Value)) {
-    let mut stack = vec![selector];
-    while let Some(selector) = stack.pop() {
-        match selector {
-            ProcessValueSelector::Const(value) => defuse(value),
-            ProcessValueSelector::Template { fields, .. } => stack.extend(fields.values_mut()),
-            ProcessValueSelector::Payload | ProcessValueSelector::Pointer(_) | ProcessValueSelector::Present(_) => {}
-        }
-    }
-}
-
-/// `depth` levels of single-element arrays (a scalar has depth 1).
-fn nested_arrays(depth: usize) -> Value {
-    let mut value = Value::Null;
-    for _ in 1..depth {
-        value = Value::Array(vec![value]);
-    }
-    value
 }
 
 /// The JSON value inside an await output, if it carries one.
@@ -336,24 +284,24 @@ impl ProcessRegistry for GlobalLockRegistry {
         DurabilityTier::Inline
     }
 
-    async fn register_process(&self, mut registration: ProcessRegistration) -> Result<ProcessRecord, PluginError> {
-        self.defuse_deep_values(&mut registration);
+    async fn register_process(&self, registration: ProcessRegistration) -> Result<ProcessRecord, PluginError> {
         let prepared = prepare_registration(registration, &self.limits, &self.schemas)?;
         let mut state = self.lock().await;
-        let id = &prepared.registration.id;
-        if let Some(existing) = state.processes.get(id) {
+        let id = prepared.registration.id.clone();
+        if let Some(existing) = state.processes.get(&id) {
             if existing.record.registration_hash == prepared.hash {
                 return Ok(existing.record.clone());
             }
             return Err(RegistryError::RegistrationConflict {
-                process_id: id.clone(),
+                process_id: id,
                 existing_hash: existing.record.registration_hash.clone(),
                 requested_hash: prepared.hash,
             });
         }
+        let prepared = prepared.accepted(&self.schemas);
         let record = prepared.new_record(self.clock.now_ms());
         state.processes.insert(
-            id.clone(),
+            id,
             ProcessState {
                 record: record.clone(),
                 events: Vec::new(),
@@ -391,12 +339,14 @@ impl ProcessRegistry for GlobalLockRegistry {
         process_id: &str,
         descriptor: ProcessHandleDescriptor,
     ) -> Result<ProcessHandleGrant, PluginError> {
+        check_scope(&self.limits, process_id, session_scope)?;
         let mut state = self.lock().await;
         state.process(process_id)?;
         Ok(state.grants.grant(session_scope, process_id, descriptor))
     }
 
     async fn revoke_handle(&self, session_scope: &SessionScope, process_id: &str) -> Result<(), PluginError> {
+        check_scope(&self.limits, process_id, session_scope)?;
         self.lock().await.grants.revoke(&session_scope.id(), process_id);
         Ok(())
     }
@@ -407,6 +357,9 @@ impl ProcessRegistry for GlobalLockRegistry {
         to_scope: &SessionScope,
         process_ids: &[String],
     ) -> Result<(), PluginError> {
+        let first = process_ids.first().map(String::as_str).unwrap_or_default();
+        check_scope(&self.limits, first, from_scope)?;
+        check_scope(&self.limits, first, to_scope)?;
         let mut state = self.lock().await;
         state.grants.transfer(from_scope, to_scope, process_ids).map_err(|missing| RegistryError::HandleNotGranted {
             process_id: missing.into_iter().next().unwrap_or_default(),
@@ -418,6 +371,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         &self,
         session_scope: &SessionScope,
     ) -> Result<Vec<ProcessHandleGrantEntry>, PluginError> {
+        check_scope(&self.limits, "", session_scope)?;
         let state = self.lock().await;
         Ok(state
             .grants
@@ -431,6 +385,7 @@ impl ProcessRegistry for GlobalLockRegistry {
     }
 
     async fn has_handle_grant(&self, session_scope: &SessionScope, process_id: &str) -> Result<bool, PluginError> {
+        check_scope(&self.limits, process_id, session_scope)?;
         let state = self.lock().await;
         Ok(state.grants.has(&session_scope.id(), process_id) && state.processes.contains_key(process_id))
     }
@@ -442,6 +397,7 @@ impl ProcessRegistry for GlobalLockRegistry {
     }
 
     async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {
+        check_session_id(&self.limits, "", session_id)?;
         let mut state = self.lock().await;
         let state = &mut *state;
         let processes = &state.processes;
@@ -472,6 +428,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         event_type: &str,
         up_to_sequence: u64,
     ) -> Result<u64, PluginError> {
+        self.limits.check_id(process_id, "event type bytes", event_type)?;
         let state = self.lock().await;
         let events = &state.process(process_id)?.events;
         let end = usize::try_from(up_to_sequence).unwrap_or(usize::MAX).min(events.len());
@@ -504,6 +461,14 @@ impl ProcessRegistry for GlobalLockRegistry {
         event_type: &str,
         after_sequence: u64,
     ) -> Result<ProcessEvent, PluginError> {
+        self.limits.check_id(process_id, "event type bytes", event_type)?;
+        // Declared types never change: a wait on another could never be answered.
+        if self.lock().await.process(process_id)?.record.event_type(event_type).is_none() {
+            return Err(RegistryError::UndeclaredEventType {
+                process_id: process_id.to_owned(),
+                event_type: truncated(event_type),
+            });
+        }
         let mut scanned_through = after_sequence;
         self.park_until(process_id, |process| {
             let found =
@@ -658,9 +623,18 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::events::{ProcessEventType, ProcessWakeSpec, COMPLETED, FAILED};
-    use crate::model::{ProcessStatusFilter, WaitKind};
+    use crate::events::{ProcessEventType, ProcessValueSelector, ProcessWakeSpec, COMPLETED, FAILED};
+    use crate::model::{ProcessInput, ProcessStatusFilter, WaitKind};
     use crate::rules::registration::no_args;
+
+    /// `depth` levels of single-element arrays (a scalar has depth 1).
+    fn nested_arrays(depth: usize) -> Value {
+        let mut value = Value::Null;
+        for _ in 1..depth {
+            value = Value::Array(vec![value]);
+        }
+        value
+    }
 
     /// Generous guard so a lost wakeup fails the test instead of hanging it.
     const GUARD: Duration = Duration::from_secs(10);

@@ -42,6 +42,7 @@ use crate::events::{ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery
 use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
 use crate::rules::append::{plan_append, wake_delivery, AppendPlan, AppendView};
 use crate::rules::lease;
+use crate::rules::limits::truncated;
 use crate::rules::schema::CompiledSchemas;
 use crate::runtime::call::Reply;
 use crate::store::{Commit, CommitResult, ProcessChange, StoredProcess};
@@ -163,6 +164,15 @@ impl ProcessActorState {
             ProcessMsg::AckWake { sequence, reply } => calls.ack_wake(sequence, reply),
             ProcessMsg::WaitEvent { event_type, after, waiter_id, reply } => {
                 let actor = calls.actor;
+                // Declared types never change: a wait on another could only
+                // be answered by shutdown.
+                if actor.state.record().event_type(&event_type).is_none() {
+                    let _ = reply.send(Err(RegistryError::UndeclaredEventType {
+                        process_id: actor.process_id.clone(),
+                        event_type: truncated(&event_type),
+                    }));
+                    return;
+                }
                 match actor.state.first_of_type_after(&event_type, after) {
                     Some(event) => {
                         let _ = reply.send(Ok(Arc::clone(event)));
@@ -319,6 +329,7 @@ impl Calls<'_> {
             last_sequence: actor.state.last_sequence(),
             schemas: &actor.schemas,
             replayed: request.replay_key().and_then(|key| actor.state.replay_entry(key)),
+            limits: &self.shared.limits,
         };
         match plan_append(view, request, payload_hash, now_ms) {
             Err(error) => self.answer(reply, Err(error)),

@@ -173,7 +173,11 @@ impl GrantIndex {
     }
 
     /// The grants of every scope of `session_id` (all frames), as
-    /// `(scope id, process id)`: what deleting the session revokes.
+    /// `(scope id, process id)`: what deleting the session revokes. Only
+    /// grants stored for this very session count: the registry refuses
+    /// scopes whose ids could collide, and should one slip in (say, from a
+    /// store written before that rule), another session's grant under the
+    /// same scope id is still not this session's to revoke.
     pub fn grants_of_session(&self, session_id: &str) -> Vec<(SessionScopeId, String)> {
         let Some(scopes) = self.by_session.get(session_id) else {
             return Vec::new();
@@ -181,10 +185,12 @@ impl GrantIndex {
         scopes
             .iter()
             .flat_map(|scope_id| {
-                self.by_scope
-                    .get(scope_id)
-                    .into_iter()
-                    .flat_map(move |grants| grants.keys().map(move |process_id| (scope_id.clone(), process_id.clone())))
+                self.by_scope.get(scope_id).into_iter().flat_map(move |grants| {
+                    grants
+                        .iter()
+                        .filter(move |(_, stored)| stored.session_id == session_id)
+                        .map(move |(process_id, _)| (scope_id.clone(), process_id.clone()))
+                })
             })
             .collect()
     }
@@ -310,6 +316,18 @@ mod tests {
         assert_eq!(report.orphaned_process_ids, ["lonely"]);
         assert_eq!(report.preserved_process_ids, ["shared"]);
         assert_eq!(report.deleted_wake_count, 0);
+    }
+
+    #[test]
+    fn deleting_a_session_leaves_another_sessions_grant_under_a_colliding_scope_id() {
+        let mut index = GrantIndex::new();
+        index.grant(&SessionScope::with_frame("a", "b"), "p", label("framed"));
+        index.grant(&SessionScope::new("a/frame:b"), "q", label("lookalike"));
+        let report = index.delete_session("a/frame:b", |_| true);
+        assert_eq!(report.revoked_handle_count, 1);
+        assert!(index.has(&SessionScope::with_frame("a", "b").id(), "p"));
+        assert_eq!(index.delete_session("a", |_| true).revoked_handle_count, 1);
+        assert!(index.is_empty());
     }
 
     #[test]

@@ -264,13 +264,15 @@ impl RegistrySupervisor {
             waiting.push((prepared.hash, reply));
             return;
         }
-        let record = Arc::new(prepared.new_record(self.shared.now_ms()));
+        let hash = prepared.hash.clone();
+        // Accepted: only now are its declarations interned.
+        let record = Arc::new(prepared.accepted(&self.shared.schemas).new_record(self.shared.now_ms()));
         let myself = myself.clone();
         let written = Arc::clone(&record);
         let later: CommitCallback = Box::new(move |result| {
             let _ = myself.send_message(SupervisorMsg::Registered { record: written, result });
         });
-        state.registering.insert(process_id, vec![(prepared.hash, reply)]);
+        state.registering.insert(process_id, vec![(hash, reply)]);
         if let Some(result) = self.shared.store.submit(Commit::Register { record: Arc::clone(&record) }, later) {
             self.registered(state, record, result);
         }
