@@ -13,15 +13,18 @@
 //! twice at once), an external ref, a wake and its ack, grant chains
 //! (grant, re-grant, transfer, revoke, session deletion), lease chains
 //! (claim, renew, release, re-claim) and `complete_process`, interleaved
-//! with appends after the terminal event.
+//! with appends after the terminal event; beside them, readers
+//! (`events_after` right after each append, while others are in flight)
+//! and parked waiters (`wait_event_after`, `await_process`).
 //!
 //! The child writes its ledger to stdout, one JSON line per call, each
 //! line flushed with one `write` to the pipe: a `begin` line before the
-//! call is made, and an `ack` line with the answer only after the call
-//! returned `Ok`. The parent reads the pipe while the child runs, kills the
-//! child with SIGKILL ([`std::process::Child::kill`]) at a random moment
-//! between 50 and 500 ms after the child's first acknowledgement, and keeps
-//! every complete line the kernel received before the kill.
+//! call is made, an `ack` line with the answer only after the call
+//! returned `Ok`, and a `saw` line with what a read or a wait returned.
+//! The parent reads the pipe while the child runs, kills the child with
+//! SIGKILL ([`std::process::Child::kill`]) at a random moment between 50
+//! and 500 ms after the child's first acknowledgement, and keeps every
+//! complete line the kernel received before the kill.
 //!
 //! The parent then reopens the file and checks, process by process:
 //!
@@ -40,6 +43,8 @@
 //!   (it renews) or is released (renewing it fails); the fencing token in
 //!   the file is at least every acknowledged claim's, and a new claim gets a
 //!   strictly higher one;
+//! - whatever a read or a parked waiter was shown before the kill is still
+//!   there: nothing that was not yet committed was visible;
 //! - a process whose completion was acknowledged is terminal with that
 //!   outcome; a process is terminal exactly when its log holds its terminal
 //!   event; an acknowledged external ref and wake ack are there;
@@ -59,8 +64,9 @@
 //! cache outlives a killed process, so this test would pass with
 //! `synchronous = NORMAL` too. That a commit is fsynced before its answer
 //! rests on the writer's code path (`src/store/sqlite/writer.rs`: answers
-//! after `COMMIT` under `synchronous = FULL`) and on the injected fsync
-//! failures of the fault-injection tests; power loss is not simulated.
+//! after `COMMIT` under `synchronous = FULL`) and on tests that inject a
+//! failing fsync (`StoreFaults::fail_next_sync`); power loss is not
+//! simulated here.
 //!
 //! Timing picks the kill moment only; nothing here asserts a duration.
 //!
@@ -576,7 +582,20 @@ async fn append_sequence(registry: &ActorProcessRegistry, ledger: &Ledger, job: 
     let result = ok_or_die(&call, registry.append_event(&process_id(job), append_request(job, append)).await);
     let sequence = result.event.sequence;
     ledger.ack(call, Answer::Appended { sequence });
+    // Other appends on this process are in flight now: a read must show
+    // none of them before they are durable.
+    read_last(registry, ledger, job).await;
     sequence
+}
+
+/// Reads the log and records its last event.
+async fn read_last(registry: &ActorProcessRegistry, ledger: &Ledger, job: u64) {
+    let process = process_id(job);
+    let events =
+        registry.events_after(&process, 0).await.unwrap_or_else(|error| die(format!("reading {process}: {error}")));
+    if let Some(last) = events.last() {
+        ledger.saw(job, Sight::Event { sequence: last.sequence, key: last.invocation.replay_key.clone() });
+    }
 }
 
 /// Parks for each next step event and reads the log after it, recording
@@ -590,11 +609,7 @@ async fn watch_steps(registry: ActorProcessRegistry, ledger: Arc<Ledger>, job: u
             .await
             .unwrap_or_else(|error| die(format!("waiting on {process}: {error}")));
         ledger.saw(job, Sight::Event { sequence: event.sequence, key: event.invocation.replay_key });
-        let events =
-            registry.events_after(&process, 0).await.unwrap_or_else(|error| die(format!("reading {process}: {error}")));
-        if let Some(last) = events.last() {
-            ledger.saw(job, Sight::Event { sequence: last.sequence, key: last.invocation.replay_key.clone() });
-        }
+        read_last(&registry, &ledger, job).await;
         after = event.sequence;
     }
 }
