@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{Commit, CommitCallback, CommitResult, Committed, ProcessStore, Recovered, StoredProcess};
+use super::{Commit, CommitCallback, CommitResult, Committed, ProcessChange, ProcessStore, Recovered, StoredProcess};
 use crate::error::RegistryError;
 use crate::model::DurabilityTier;
 
@@ -55,20 +55,26 @@ impl MemoryStore {
                     Ok(Committed::Done)
                 }
             },
-            Commit::Process { process_id, changes } => match self.processes.get_mut(process_id.as_str()) {
-                Some(mut stored) => {
-                    for change in &changes {
-                        stored.apply(change);
-                    }
-                    Ok(Committed::Done)
-                }
-                None => Err(RegistryError::Storage {
-                    process_id,
-                    message: "change for a process the store does not hold".to_owned(),
-                }),
-            },
+            Commit::Process { process_id, changes } => self.apply_process(&process_id, &changes),
             // Grants live in the supervisor, which outlives every actor.
             Commit::Grants { .. } => Ok(Committed::Done),
+        }
+    }
+}
+
+impl MemoryStore {
+    fn apply_process(&self, process_id: &str, changes: &[ProcessChange]) -> CommitResult {
+        match self.processes.get_mut(process_id) {
+            Some(mut stored) => {
+                for change in changes {
+                    stored.apply(change);
+                }
+                Ok(Committed::Done)
+            }
+            None => Err(RegistryError::Storage {
+                process_id: process_id.to_owned(),
+                message: "change for a process the store does not hold".to_owned(),
+            }),
         }
     }
 }
@@ -92,5 +98,9 @@ impl ProcessStore for MemoryStore {
 
     fn submit(&self, commit: Commit, _later: CommitCallback) -> Option<CommitResult> {
         Some(self.apply(commit))
+    }
+
+    fn commit_inline(&self, process_id: &str, changes: &[ProcessChange]) -> Option<CommitResult> {
+        Some(self.apply_process(process_id, changes))
     }
 }

@@ -137,6 +137,16 @@ pub trait ProcessStore: Send + Sync + std::fmt::Debug + 'static {
     /// visible only after an `Ok` answer.
     fn submit(&self, commit: Commit, later: CommitCallback) -> Option<CommitResult>;
 
+    /// The fast path of a store that commits the changes of one process
+    /// inline: commits `changes` and answers, or `None` when this store
+    /// does not commit inline (then the caller uses [`Self::submit`]).
+    /// Called only when nothing of the process is in flight. The default
+    /// is `None`.
+    fn commit_inline(&self, process_id: &str, changes: &[ProcessChange]) -> Option<CommitResult> {
+        let _ = (process_id, changes);
+        None
+    }
+
     /// Flushes what was submitted and releases the store (for SQLite:
     /// checkpoints the WAL and drops the file lock). Later commits are
     /// refused. Called by the registry's shutdown; idempotent.

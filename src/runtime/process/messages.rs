@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::error::RegistryError;
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
 use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
 use crate::runtime::call::Reply;
@@ -138,4 +139,27 @@ pub(crate) enum ProcessMsg {
     /// Panic inside the handler (tests of supervision only).
     #[cfg(feature = "fault-injection")]
     InjectPanic,
+}
+
+impl ProcessMsg {
+    /// Answers the call with `error` instead of handling it (the registry
+    /// is shutting down). Messages without a caller are dropped.
+    pub(crate) fn refuse(self, error: &RegistryError) {
+        let error = error.clone();
+        match self {
+            Self::Append { reply, .. } => drop(reply.send(Err(error))),
+            Self::EventsAfter { reply, .. } | Self::Recent { reply, .. } | Self::WakeEventsAfter { reply, .. } => {
+                drop(reply.send(Err(error)));
+            }
+            Self::CountThrough { reply, .. } => drop(reply.send(Err(error))),
+            Self::AckWake { reply, .. } | Self::CompleteLease { reply, .. } => drop(reply.send(Err(error))),
+            Self::WaitEvent { reply, .. } => drop(reply.send(Err(error))),
+            Self::AwaitOutput { reply, .. } => drop(reply.send(Err(error))),
+            Self::SetWait { reply, .. } | Self::SetExternalRef { reply, .. } => drop(reply.send(Err(error))),
+            Self::ClaimLease { reply, .. } | Self::RenewLease { reply, .. } => drop(reply.send(Err(error))),
+            Self::CancelWaiter { .. } | Self::Passivate { .. } | Self::Committed { .. } => {}
+            #[cfg(feature = "fault-injection")]
+            Self::InjectPanic => {}
+        }
+    }
 }

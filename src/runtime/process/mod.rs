@@ -135,6 +135,10 @@ impl Actor for ProcessActor {
                 actor.committed(shared, ticket, result);
                 return Ok(());
             }
+            // Shutting down: calls still queued are answered at once
+            // rather than worked through, so shutdown does not wait for a
+            // full mailbox to drain.
+            message if shared.is_stopping() => message.refuse(&RegistryError::stopped(&actor.process_id)),
             message => actor.handle_call(shared, &myself, message),
         }
         Ok(())
@@ -287,6 +291,25 @@ impl Calls<'_> {
     /// durable (or with the store's error).
     fn commit<T: Send + 'static>(&mut self, changes: Vec<ProcessChange>, reply: Reply<T>, value: T) {
         let actor = &mut *self.actor;
+        // A store that commits inline (memory) takes the changes by
+        // reference and answers at once: no ticket, no callback, no copy.
+        if actor.pipeline.is_empty() {
+            match self.shared.store.commit_inline(&actor.process_id, &changes) {
+                Some(Ok(_)) => {
+                    for change in &changes {
+                        actor.state.plan(change);
+                        actor.settle(self.shared, change);
+                    }
+                    let _ = reply.send(Ok(value));
+                    return;
+                }
+                Some(Err(error)) => {
+                    let _ = reply.send(Err(error));
+                    return;
+                }
+                None => {}
+            }
+        }
         let ticket = actor.pipeline.next_ticket();
         let myself = self.myself.clone();
         let later = Box::new(move |result| {
@@ -296,13 +319,6 @@ impl Calls<'_> {
         let commit = Commit::Process { process_id: actor.process_id.clone(), changes: changes.clone() };
         match self.shared.store.submit(commit, later) {
             Some(Err(error)) => self.answer(reply, Err(error)),
-            Some(Ok(_)) if actor.pipeline.is_empty() => {
-                for change in &changes {
-                    actor.state.plan(change);
-                    actor.settle(self.shared, change);
-                }
-                let _ = reply.send(Ok(value));
-            }
             answered => {
                 for change in &changes {
                     actor.state.plan(change);
