@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 use super::config::OverloadPolicy;
 use super::lifecycle::ActorProcessRegistry;
 use super::process::messages::ProcessMsg;
+use super::process::state::ProcessState;
 use super::routes::{ActiveProcess, Slot};
 use super::supervisor::messages::SupervisorMsg;
 use crate::error::RegistryError;
@@ -66,7 +67,7 @@ impl ActorProcessRegistry {
         match self.shared().routes.slot(process_id) {
             None => Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => Ok(active),
-            Some(Slot::Quarantined) => Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
+            Some(Slot::Quarantined(_)) => Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
             Some(Slot::Passive) => {
                 self.ask_supervisor(process_id, |reply| SupervisorMsg::Activate {
                     process_id: process_id.to_owned(),
@@ -160,6 +161,30 @@ impl ActorProcessRegistry {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
         Ok(())
+    }
+
+    /// A read of committed state: asked of the process's actor like any
+    /// `Transparent` call, or, when the process is quarantined (it has no
+    /// actor), answered by `answer` from the read-only view of its
+    /// committed state, without starting an actor.
+    pub(super) async fn read<T: Send + 'static>(
+        &self,
+        process_id: &str,
+        build: impl Fn(Reply<T>) -> ProcessMsg,
+        answer: impl Fn(&ProcessState) -> T,
+    ) -> Result<T, RegistryError> {
+        loop {
+            match self.ask(process_id, Retry::Transparent, |reply| Some(build(reply))).await {
+                Err(RegistryError::Quarantined { .. }) => {
+                    if let Some(Slot::Quarantined(quarantine)) = self.shared().routes.slot(process_id) {
+                        let committed = quarantine.committed(self.shared().store.as_ref(), process_id).await?;
+                        return Ok(answer(&committed));
+                    }
+                    // Released in between: ask its (new) actor.
+                }
+                answered => return answered,
+            }
+        }
     }
 
     /// Parks on the process's actor until `build`'s wait is answered; the

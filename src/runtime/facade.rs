@@ -14,6 +14,7 @@ use super::call::{traced, Retry};
 use super::input;
 use super::lifecycle::ActorProcessRegistry;
 use super::process::messages::ProcessMsg;
+use super::routes::Slot;
 use super::supervisor::messages::SupervisorMsg;
 use crate::error::{PluginError, RegistryError};
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
@@ -202,9 +203,11 @@ impl ProcessRegistry for ActorProcessRegistry {
     async fn events_after(&self, process_id: &str, after_sequence: u64) -> Result<Vec<ProcessEvent>, PluginError> {
         traced("events_after", process_id, async {
             let events = self
-                .ask(process_id, Retry::Transparent, |reply| {
-                    Some(ProcessMsg::EventsAfter { after: after_sequence, reply })
-                })
+                .read(
+                    process_id,
+                    |reply| ProcessMsg::EventsAfter { after: after_sequence, reply },
+                    |committed| committed.events_after(after_sequence).to_vec(),
+                )
                 .await?;
             Ok(owned_events(events))
         })
@@ -218,9 +221,11 @@ impl ProcessRegistry for ActorProcessRegistry {
         up_to_sequence: u64,
     ) -> Result<u64, PluginError> {
         traced("count_events_through", process_id, async {
-            self.ask(process_id, Retry::Transparent, |reply| {
-                Some(ProcessMsg::CountThrough { event_type: event_type.to_owned(), up_to: up_to_sequence, reply })
-            })
+            self.read(
+                process_id,
+                |reply| ProcessMsg::CountThrough { event_type: event_type.to_owned(), up_to: up_to_sequence, reply },
+                |committed| committed.count_through(event_type, up_to_sequence),
+            )
             .await
         })
         .await
@@ -228,8 +233,13 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn recent_events(&self, process_id: &str, limit: usize) -> Result<Vec<ProcessEvent>, PluginError> {
         traced("recent_events", process_id, async {
-            let events =
-                self.ask(process_id, Retry::Transparent, |reply| Some(ProcessMsg::Recent { limit, reply })).await?;
+            let events = self
+                .read(
+                    process_id,
+                    |reply| ProcessMsg::Recent { limit, reply },
+                    |committed| committed.recent(limit).to_vec(),
+                )
+                .await?;
             Ok(owned_events(events))
         })
         .await
@@ -238,9 +248,11 @@ impl ProcessRegistry for ActorProcessRegistry {
     async fn wake_events_after(&self, process_id: &str, after_sequence: u64) -> Result<Vec<ProcessEvent>, PluginError> {
         traced("wake_events_after", process_id, async {
             let events = self
-                .ask(process_id, Retry::Transparent, |reply| {
-                    Some(ProcessMsg::WakeEventsAfter { after: after_sequence, reply })
-                })
+                .read(
+                    process_id,
+                    |reply| ProcessMsg::WakeEventsAfter { after: after_sequence, reply },
+                    |committed| committed.wake_events_after(after_sequence),
+                )
                 .await?;
             Ok(owned_events(events))
         })
@@ -316,7 +328,7 @@ impl ProcessRegistry for ActorProcessRegistry {
             Ok(self
                 .shared()
                 .routes
-                .records_where(|record| filter.matches(record))
+                .records_where(|_, record| filter.matches(record))
                 .iter()
                 .map(|record| ProcessRecord::clone(record))
                 .collect())
@@ -331,12 +343,15 @@ impl ProcessRegistry for ActorProcessRegistry {
         .await
     }
 
+    /// The recovery worklist: every non-terminal process a worker can claim,
+    /// so quarantined ones are left out (they are in `stats().quarantined`
+    /// until released).
     async fn list_non_terminal(&self) -> Result<Vec<ProcessRecord>, PluginError> {
         traced("list_non_terminal", "", async {
             Ok(self
                 .shared()
                 .routes
-                .records_where(|record| !record.is_terminal())
+                .records_where(|slot, record| !record.is_terminal() && !matches!(slot, Slot::Quarantined(_)))
                 .iter()
                 .map(|record| ProcessRecord::clone(record))
                 .collect())

@@ -12,10 +12,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use dashmap::DashMap;
 use ractor::{ActorId, ActorRef};
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::process::messages::ProcessMsg;
+use super::process::state::ProcessState;
+use crate::error::RegistryError;
 use crate::model::ProcessRecord;
+use crate::store::ProcessStore;
 
 /// The record a process actor publishes: written only by that actor, before
 /// it replies, and read by anyone without a message.
@@ -54,8 +57,37 @@ pub(crate) enum Slot {
     Active(Arc<ActiveProcess>),
     /// No actor: the state is in the store; the next call activates one.
     Passive,
-    /// Restarted too often; every call is refused.
-    Quarantined,
+    /// Restarted too often: no actor, mutations and waits are refused, and
+    /// reads are answered from a read-only view of the committed state.
+    Quarantined(Arc<Quarantine>),
+}
+
+/// What a quarantined process keeps: a read-only view of its committed
+/// state, loaded from the store by the first read that needs it (the
+/// quarantine itself costs no I/O) and kept until the quarantine is
+/// released. Nothing can change that state meanwhile, since no actor runs.
+#[derive(Debug, Default)]
+pub(crate) struct Quarantine {
+    committed: OnceCell<Arc<ProcessState>>,
+}
+
+impl Quarantine {
+    /// The committed state. Waits on `store.load_process` the first time
+    /// (concurrent first readers share one load); O(1) afterwards.
+    pub(crate) async fn committed(
+        &self,
+        store: &dyn ProcessStore,
+        process_id: &str,
+    ) -> Result<Arc<ProcessState>, RegistryError> {
+        let load = || async {
+            let stored = store.load_process(process_id).await?.ok_or_else(|| RegistryError::Storage {
+                process_id: process_id.to_owned(),
+                message: "the store does not hold this quarantined process".to_owned(),
+            })?;
+            Ok::<_, RegistryError>(Arc::new(ProcessState::from_stored(stored)))
+        };
+        self.committed.get_or_try_init(load).await.map(Arc::clone)
+    }
 }
 
 /// One routed process.
@@ -110,10 +142,16 @@ impl Routes {
         }
     }
 
-    /// Every record passing `keep`, by id ascending.
-    pub(crate) fn records_where(&self, mut keep: impl FnMut(&ProcessRecord) -> bool) -> Vec<Arc<ProcessRecord>> {
-        let mut records: Vec<Arc<ProcessRecord>> =
-            self.entries.iter().map(|entry| entry.record.load()).filter(|record| keep(record)).collect();
+    /// Every record passing `keep` (given its slot too), by id ascending.
+    pub(crate) fn records_where(&self, mut keep: impl FnMut(&Slot, &ProcessRecord) -> bool) -> Vec<Arc<ProcessRecord>> {
+        let mut records: Vec<Arc<ProcessRecord>> = self
+            .entries
+            .iter()
+            .filter_map(|entry| {
+                let record = entry.record.load();
+                keep(&entry.slot, &record).then_some(record)
+            })
+            .collect();
         records.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         records
     }

@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
 
 pub(crate) mod messages;
-mod state;
+pub(crate) mod state;
 mod waiters;
 
 use self::messages::ProcessMsg;

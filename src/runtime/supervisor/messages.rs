@@ -83,6 +83,13 @@ pub(crate) enum SupervisorMsg {
         /// Where the answer goes.
         reply: Reply<Vec<ProcessHandleGrant>>,
     },
+    /// Lift a quarantine: the process goes back to passive.
+    ReleaseQuarantine {
+        /// The process.
+        process_id: String,
+        /// Where the answer goes.
+        reply: Reply<()>,
+    },
     /// Remove every grant of a session.
     DeleteSession {
         /// The session.

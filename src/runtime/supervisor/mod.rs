@@ -14,8 +14,11 @@
 //!   starts a fresh actor from the committed state. No other process is
 //!   touched.
 //! - **Quarantine.** More than `max_restarts` failures within `within_ms`
-//!   (OTP's restart intensity) leave the process quarantined: every call on
-//!   it is refused with a typed error, and it is listed in `stats()`.
+//!   (OTP's restart intensity) leave the process quarantined: no actor runs
+//!   for it, mutations and waits are refused with a typed error, reads are
+//!   answered from its committed state, and it is listed in `stats()`
+//!   until an operator releases it ([`SupervisorMsg::ReleaseQuarantine`]),
+//!   which makes it passive again with a fresh failure history.
 //!
 //! Creation is serialized here so that two racing registrations of one id
 //! end in one actor and one record. The supervisor also owns the session
@@ -146,6 +149,9 @@ impl Actor for RegistrySupervisor {
             SupervisorMsg::DeleteSession { session_id, reply } => {
                 let _ = reply.send(self.delete_session(state, session_id).await);
             }
+            SupervisorMsg::ReleaseQuarantine { process_id, reply } => {
+                let _ = reply.send(self.release_quarantine(state, &process_id));
+            }
         }
         Ok(())
     }
@@ -167,9 +173,7 @@ impl Actor for RegistrySupervisor {
                     return Ok(());
                 }
                 if state.failures.exceeds(&process_id, self.shared.now_ms(), self.shared.restart_intensity) {
-                    tracing::error!(process_id = %process_id, %reason, "process actor keeps failing; quarantined");
-                    self.shared.routes.set_slot(&process_id, Slot::Quarantined);
-                    self.shared.counters.quarantine(&process_id);
+                    self.quarantine(&process_id, &reason);
                 } else {
                     tracing::warn!(process_id = %process_id, %reason, "process actor failed; restarting from committed state");
                     self.shared.routes.passivate_if_current(&process_id, cell.get_id());
@@ -193,6 +197,40 @@ impl Actor for RegistrySupervisor {
 }
 
 impl RegistrySupervisor {
+    /// Quarantines a process whose actor failed more often than the restart
+    /// intensity allows. This and [`Self::release_quarantine`] are the only
+    /// places a quarantine starts or ends.
+    ///
+    /// A durable store records the quarantine here, before the slot
+    /// changes, so that a reopened registry routes the process as
+    /// quarantined (in `pre_start`) instead of passive.
+    fn quarantine(&self, process_id: &str, reason: &dyn std::fmt::Display) {
+        tracing::error!(process_id = %process_id, %reason, "process actor keeps failing; quarantined");
+        self.shared.routes.set_slot(process_id, Slot::Quarantined(Arc::default()));
+        self.shared.counters.quarantine(process_id);
+    }
+
+    /// Lifts the quarantine of `process_id`: the process goes back to
+    /// passive (its next call starts an actor from the committed state)
+    /// with no failure remembered, so the restart intensity counts afresh.
+    ///
+    /// A durable store records the release here, before the slot changes.
+    fn release_quarantine(&self, state: &mut SupervisorState, process_id: &str) -> Result<(), RegistryError> {
+        match self.shared.routes.slot(process_id) {
+            None => Err(RegistryError::unknown(process_id)),
+            Some(Slot::Quarantined(_)) => {
+                state.failures.forget(process_id);
+                self.shared.routes.set_slot(process_id, Slot::Passive);
+                self.shared.counters.release(process_id);
+                tracing::info!(process_id = %process_id, "quarantine released");
+                Ok(())
+            }
+            Some(Slot::Active(_) | Slot::Passive) => {
+                Err(RegistryError::NotQuarantined { process_id: process_id.to_owned() })
+            }
+        }
+    }
+
     /// Starts an actor for a passive process; returns the running one when
     /// there is one already.
     async fn activate(
@@ -204,7 +242,7 @@ impl RegistrySupervisor {
         match self.shared.routes.slot(process_id) {
             None => return Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => return Ok(active),
-            Some(Slot::Quarantined) => return Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
+            Some(Slot::Quarantined(_)) => return Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
             Some(Slot::Passive) => {}
         }
         let storage = |message: String| RegistryError::Storage { process_id: process_id.to_owned(), message };
