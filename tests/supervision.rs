@@ -320,3 +320,47 @@ async fn releasing_a_quarantine_makes_the_process_usable_again_with_a_fresh_fail
     let stopped = registry.release_quarantine("crashy").await;
     assert!(matches!(stopped, Err(RegistryError::Stopped { .. })), "{stopped:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_reject_a_call_on_an_idle_process_racing_passivation_is_never_overloaded() {
+    // Each process has one sequential caller, so a call never finds another
+    // in flight and any `Overloaded` is spurious. Before each call the
+    // caller makes its process idle long enough and asks for a sweep, so
+    // calls keep racing passivations.
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mailbox = MailboxConfig { capacity: 2, policy: OverloadPolicy::Reject };
+    let config = RegistryConfig::default()
+        .with_clock(clock.clone())
+        .with_mailbox(mailbox)
+        .with_passivation(Some(Duration::from_millis(1)));
+    let registry = ActorProcessRegistry::start(config).await.unwrap();
+    const PROCESSES: usize = 4;
+    for id in 0..PROCESSES {
+        registry.register_process(registration(&format!("p{id}"))).await.unwrap();
+    }
+    let callers: Vec<_> = (0..PROCESSES)
+        .map(|id| {
+            let (registry, clock) = (registry.clone(), clock.clone());
+            tokio::spawn(async move {
+                let process = format!("p{id}");
+                for n in 1..=6_000u64 {
+                    clock.advance(5);
+                    registry.passivate_idle();
+                    tokio::task::yield_now().await;
+                    if n % 8 == 0 {
+                        let appended = registry.append_event(&process, tick()).await;
+                        assert_eq!(appended.unwrap().event.sequence, n / 8, "append {n} on {process}");
+                    } else {
+                        let read = registry.count_events_through(&process, "tick", n).await;
+                        assert_eq!(read.unwrap(), n / 8, "read {n} on {process}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert!(registry.stats().passivations > 20, "the race was exercised: {:?}", registry.stats());
+    registry.shutdown().await;
+}

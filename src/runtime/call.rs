@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorRef, MessagingErr, RpcReplyPort};
-use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::config::OverloadPolicy;
 use super::lifecycle::ActorProcessRegistry;
 use super::process::messages::ProcessMsg;
 use super::process::state::ProcessState;
-use super::routes::{ActiveProcess, Slot};
+use super::routes::{ActiveProcess, Slot, TryPermit};
 use super::supervisor::messages::SupervisorMsg;
 use crate::error::RegistryError;
 use crate::rules::limits::truncated;
@@ -79,20 +79,20 @@ impl ActorProcessRegistry {
     }
 
     /// A mailbox slot on `active`, per the overload policy; `None` when the
-    /// actor is passivating (its permits are closed) and the call must be
-    /// routed again.
+    /// actor is passivating (its permits are taken or closed) and the call
+    /// must be routed again. `Overloaded` only when `capacity` calls are in
+    /// flight, never because of a passivation.
     pub(super) async fn permit(
         &self,
         process_id: &str,
         active: &ActiveProcess,
     ) -> Result<Option<OwnedSemaphorePermit>, RegistryError> {
-        let permits = Arc::clone(&active.permits);
         match self.shared().mailbox.policy {
-            OverloadPolicy::Wait => Ok(permits.acquire_owned().await.ok()),
-            OverloadPolicy::Reject => match permits.try_acquire_owned() {
-                Ok(permit) => Ok(Some(permit)),
-                Err(TryAcquireError::Closed) => Ok(None),
-                Err(TryAcquireError::NoPermits) => Err(RegistryError::Overloaded {
+            OverloadPolicy::Wait => Ok(active.mailbox.acquire().await),
+            OverloadPolicy::Reject => match active.mailbox.try_acquire() {
+                TryPermit::Granted(permit) => Ok(Some(permit)),
+                TryPermit::Passivating => Ok(None),
+                TryPermit::Full => Err(RegistryError::Overloaded {
                     process_id: process_id.to_owned(),
                     capacity: self.shared().mailbox.capacity,
                 }),

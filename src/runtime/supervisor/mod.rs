@@ -39,7 +39,7 @@ use self::messages::SupervisorMsg;
 use self::restarts::FailureHistory;
 use super::process::messages::ProcessMsg;
 use super::process::{ProcessActor, ProcessActorArgs};
-use super::routes::{ActiveProcess, ProcessEntry, RecordSnapshot, Slot};
+use super::routes::{ActiveProcess, Mailbox, ProcessEntry, RecordSnapshot, Slot};
 use super::shared::Shared;
 use crate::error::RegistryError;
 use crate::model::{ProcessRecord, ProcessSessionDeleteReport, SessionScope};
@@ -259,14 +259,14 @@ impl RegistrySupervisor {
             .schemas
             .schemas_for(&stored.record.event_types)
             .map_err(|(name, reason)| storage(format!("stored schema of `{name}` does not compile: {reason}")))?;
-        let permits = Arc::new(tokio::sync::Semaphore::new(self.shared.mailbox.capacity.max(1)));
-        let args = ProcessActorArgs { stored, permits: Arc::clone(&permits), schemas, snapshot };
+        let mailbox = Arc::new(Mailbox::new(self.shared.mailbox.capacity));
+        let args = ProcessActorArgs { stored, mailbox: Arc::clone(&mailbox), schemas, snapshot };
         let actor = ProcessActor { shared: Arc::clone(&self.shared) };
         let (actor, _join) = Actor::spawn_linked(None, actor, args, myself.get_cell())
             .await
             .map_err(|err| storage(format!("could not start the process actor: {err}")))?;
         state.children.insert(actor.get_id(), (process_id.to_owned(), actor.clone()));
-        let active = Arc::new(ActiveProcess { actor, permits });
+        let active = Arc::new(ActiveProcess { actor, mailbox });
         self.shared.routes.set_slot(process_id, Slot::Active(Arc::clone(&active)));
         self.shared.counters.activated();
         Ok(active)
