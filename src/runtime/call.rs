@@ -12,11 +12,18 @@
 //! are retried on the restarted actor, transparently; a mutation gets
 //! [`RegistryError::ProcessRestarted`] (it was not committed, or the commit
 //! is visible to a read); during shutdown every call gets
-//! [`RegistryError::Stopped`].
+//! [`RegistryError::Stopped`]. A message the dead actor refused was never
+//! seen, so it is re-sent whatever its policy.
+//!
+//! A call that needs the replacement of a dead actor waits for it by asking
+//! the supervisor ([`SupervisorMsg::Replace`]), which answers once it has
+//! handled the death: with the restarted actor, `Quarantined`, or the
+//! error of a failed restart. There is no retry budget to run out while a
+//! slow supervisor gets round to it; what bounds the wait is the
+//! supervisor, and shutdown, which answers every such question `Stopped`.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ractor::{ActorRef, MessagingErr, RpcReplyPort};
 use tokio::sync::OwnedSemaphorePermit;
@@ -29,9 +36,6 @@ use super::routes::{ActiveProcess, Slot, TryPermit};
 use super::supervisor::messages::SupervisorMsg;
 use crate::error::RegistryError;
 use crate::rules::limits::truncated;
-
-/// How many times a call looks for a restarted actor before giving up.
-const RESTART_ATTEMPTS: u32 = 200;
 
 /// A reply port carrying a result.
 pub(crate) type Reply<T> = RpcReplyPort<Result<T, RegistryError>>;
@@ -114,53 +118,77 @@ impl ActorProcessRegistry {
     /// and it is re-sent unchanged to the replacement actor: it was never
     /// seen, so this is safe for every call. A message that was delivered
     /// but never answered died with its actor: during shutdown that is
-    /// `Stopped`; otherwise a `Transparent` call is built and sent again,
-    /// and a mutation reports `ProcessRestarted`.
+    /// `Stopped`; otherwise a `Transparent` call is built and sent again to
+    /// the replacement, and a mutation reports `ProcessRestarted`. Either
+    /// way the call waits for the replacement as long as the supervisor
+    /// takes to start it (see [`Self::replacement`]), with no retry budget.
     pub(super) async fn ask<T: Send + 'static>(
         &self,
         process_id: &str,
         retry: Retry,
         mut build: impl FnMut(Reply<T>) -> Option<ProcessMsg>,
     ) -> Result<T, RegistryError> {
-        let mut attempts = 0u32;
+        let mut active = self.active(process_id).await?;
         loop {
             let (tx, rx) = ractor::concurrency::oneshot();
             let Some(mut message) = build(RpcReplyPort::from(tx)) else {
                 return Err(self.lost(process_id));
             };
-            loop {
-                let active = self.active(process_id).await?;
-                let Some(_permit) = self.permit(process_id, &active).await? else {
-                    // Passivating: the supervisor marks the process passive next.
+            let answered = loop {
+                let Some(permit) = self.permit(process_id, &active).await? else {
+                    // Passivating: the actor marks its slot passive next.
                     tokio::task::yield_now().await;
+                    active = self.active(process_id).await?;
                     continue;
                 };
                 match active.actor.send_message(message) {
-                    Ok(()) => match rx.await {
-                        Ok(answer) => return answer,
-                        Err(_) => break,
-                    },
+                    Ok(()) => {
+                        // The permit is held until the answer is in.
+                        let answered = rx.await;
+                        drop(permit);
+                        break answered;
+                    }
                     Err(MessagingErr::SendErr(refused)) => message = refused,
                     Err(_) => return Err(self.lost(process_id)),
                 }
-                self.before_retry(process_id, &mut attempts).await?;
+                drop(permit);
+                active = self.replacement(process_id, &active).await?;
+            };
+            match answered {
+                Ok(answer) => return answer,
+                Err(_) if retry == Retry::Never => return Err(self.lost(process_id)),
+                Err(_) => active = self.replacement(process_id, &active).await?,
             }
-            if retry == Retry::Never {
-                return Err(self.lost(process_id));
-            }
-            self.before_retry(process_id, &mut attempts).await?;
         }
     }
 
-    /// Waits a moment for the supervisor to replace a dead actor; gives up
-    /// on shutdown or after `RESTART_ATTEMPTS`.
-    pub(super) async fn before_retry(&self, process_id: &str, attempts: &mut u32) -> Result<(), RegistryError> {
-        *attempts += 1;
-        if self.shared().is_stopping() || *attempts > RESTART_ATTEMPTS {
-            return Err(self.lost(process_id));
+    /// The actor that replaces `gone`, an actor that refused a message or
+    /// dropped one unanswered (it stopped, or died under it).
+    ///
+    /// While the routing table still names `gone`, the supervisor has not
+    /// handled its end yet: the supervisor is asked, and answers once it
+    /// has (with the restarted actor, or `Quarantined`, or the error of a
+    /// failed restart). So this waits exactly as long as the supervisor
+    /// takes, however slow, and never reports a restart that has not
+    /// happened. Once the table names something else, that is routed to as
+    /// usual. At shutdown it is `Stopped`: the question is refused, or
+    /// dropped with the supervisor's mailbox.
+    async fn replacement(&self, process_id: &str, gone: &ActiveProcess) -> Result<Arc<ActiveProcess>, RegistryError> {
+        if self.shared().is_stopping() {
+            return Err(RegistryError::stopped(process_id));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        Ok(())
+        let gone = gone.actor.get_id();
+        match self.shared().routes.slot(process_id) {
+            Some(Slot::Active(current)) if current.actor.get_id() == gone => {
+                self.ask_supervisor(process_id, |reply| SupervisorMsg::Replace {
+                    process_id: process_id.to_owned(),
+                    gone,
+                    reply,
+                })
+                .await
+            }
+            _ => self.active(process_id).await,
+        }
     }
 
     /// A read of committed state: asked of the process's actor like any
@@ -194,23 +222,22 @@ impl ActorProcessRegistry {
         process_id: &str,
         build: impl Fn(u64, Reply<T>) -> ProcessMsg,
     ) -> Result<T, RegistryError> {
-        let mut attempts = 0u32;
+        let mut active = self.active(process_id).await?;
         loop {
-            let actor = self.active(process_id).await?.actor.clone();
             let waiter_id = self.shared().next_waiter_id();
             let (tx, rx) = ractor::concurrency::oneshot();
-            if actor.send_message(build(waiter_id, RpcReplyPort::from(tx))).is_ok() {
-                let mut guard = WaiterGuard { actor, waiter_id, armed: true };
+            if active.actor.send_message(build(waiter_id, RpcReplyPort::from(tx))).is_ok() {
+                let mut guard = WaiterGuard { actor: active.actor.clone(), waiter_id, armed: true };
                 let answer = rx.await;
                 guard.armed = false;
                 match answer {
                     Ok(answer) => return answer,
                     Err(_) if self.shared().is_stopping() => return Err(RegistryError::stopped(process_id)),
-                    // Restarted: re-park on the new actor straight away.
-                    Err(_) => continue,
+                    // Its actor went away: re-park on the replacement.
+                    Err(_) => {}
                 }
             }
-            self.before_retry(process_id, &mut attempts).await?;
+            active = self.replacement(process_id, &active).await?;
         }
     }
 

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use ractor::ActorId;
+
 use crate::model::{
     ProcessHandleDescriptor, ProcessHandleGrant, ProcessRecord, ProcessSessionDeleteReport, SessionScope,
 };
@@ -24,6 +26,17 @@ pub(crate) enum SupervisorMsg {
     Activate {
         /// The process.
         process_id: String,
+        /// Where the answer goes.
+        reply: Reply<Arc<ActiveProcess>>,
+    },
+    /// The actor that replaces `gone`, which stopped answering; answered
+    /// once the supervisor has handled `gone`'s end (restarted the process,
+    /// quarantined it, or seen it passivate).
+    Replace {
+        /// The process.
+        process_id: String,
+        /// The actor that went away.
+        gone: ActorId,
         /// Where the answer goes.
         reply: Reply<Arc<ActiveProcess>>,
     },

@@ -9,10 +9,11 @@
 //!   parked drains its mailbox and stops ([`SupervisorMsg::Sweep`]); its
 //!   state stays in the store, so memory per idle process is its record.
 //! - **Restart.** Every process actor is linked to the supervisor, so it
-//!   alone learns when one fails. The slot goes back to passive and the
-//!   next call (the retried reads and re-parked waits of the facade first)
-//!   starts a fresh actor from the committed state. No other process is
-//!   touched.
+//!   alone learns when one fails. It starts a fresh actor from the
+//!   committed state at once; no other process is touched. Callers that
+//!   found the dead actor before the supervisor heard of its death ask for
+//!   its replacement ([`SupervisorMsg::Replace`]) and are answered when the
+//!   supervisor has handled it.
 //! - **Quarantine.** More than `max_restarts` failures within `within_ms`
 //!   (OTP's restart intensity) leave the process quarantined: no actor runs
 //!   for it, mutations and waits are refused with a typed error, reads are
@@ -37,6 +38,7 @@ mod restarts;
 use self::grants::GrantIndex;
 use self::messages::SupervisorMsg;
 use self::restarts::FailureHistory;
+use super::call::Reply;
 use super::process::messages::ProcessMsg;
 use super::process::{ProcessActor, ProcessActorArgs};
 use super::routes::{ActiveProcess, Mailbox, ProcessEntry, RecordSnapshot, Slot};
@@ -60,6 +62,9 @@ pub(crate) struct SupervisorState {
     children: HashMap<ActorId, (String, ActorRef<ProcessMsg>)>,
     /// Recent failure times per process, for the restart intensity.
     failures: FailureHistory,
+    /// Callers waiting for the replacement of an actor that went away
+    /// before its end reached the supervisor; answered when it does.
+    replacing: HashMap<ActorId, Vec<Reply<Arc<ActiveProcess>>>>,
 }
 
 impl Actor for RegistrySupervisor {
@@ -100,6 +105,15 @@ impl Actor for RegistrySupervisor {
             }
             SupervisorMsg::Activate { process_id, reply } => {
                 let _ = reply.send(self.activate(&myself, state, &process_id).await);
+            }
+            SupervisorMsg::Replace { process_id, gone, reply } => {
+                if state.children.contains_key(&gone) {
+                    // Its end is on the way (the supervision event of an
+                    // actor is sent after its mailbox closes).
+                    state.replacing.entry(gone).or_default().push(reply);
+                } else {
+                    let _ = reply.send(self.activate(&myself, state, &process_id).await);
+                }
             }
             SupervisorMsg::Sweep => {
                 if let Some(idle) = self.shared.passivate_after {
@@ -169,25 +183,44 @@ impl Actor for RegistrySupervisor {
                 };
                 // A failed actor never ran post_stop.
                 self.shared.counters.actor_stopped();
+                // At shutdown, dropping the waiting callers' ports answers them `Stopped`.
+                let waiting = state.replacing.remove(&cell.get_id()).unwrap_or_default();
                 if self.shared.is_stopping() {
                     return Ok(());
                 }
-                if state.failures.exceeds(&process_id, self.shared.now_ms(), self.shared.restart_intensity) {
+                let replaced = if state.failures.exceeds(
+                    &process_id,
+                    self.shared.now_ms(),
+                    self.shared.restart_intensity,
+                ) {
                     self.quarantine(&process_id, &reason);
+                    Err(RegistryError::Quarantined { process_id: process_id.clone() })
                 } else {
                     tracing::warn!(process_id = %process_id, %reason, "process actor failed; restarting from committed state");
                     self.shared.routes.passivate_if_current(&process_id, cell.get_id());
                     self.shared.counters.restarted();
                     // A failed restart must not take the supervisor down:
                     // the slot stays passive and the next call tries again.
-                    if let Err(err) = self.activate(&myself, state, &process_id).await {
+                    let restarted = self.activate(&myself, state, &process_id).await;
+                    if let Err(err) = &restarted {
                         tracing::error!(process_id = %process_id, %err, "restarting the process actor failed");
                     }
+                    restarted
+                };
+                for reply in waiting {
+                    let _ = reply.send(replaced.clone());
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some((process_id, _)) = state.children.remove(&cell.get_id()) {
                     self.shared.routes.passivate_if_current(&process_id, cell.get_id());
+                    let waiting = state.replacing.remove(&cell.get_id()).unwrap_or_default();
+                    if !waiting.is_empty() && !self.shared.is_stopping() {
+                        let replaced = self.activate(&myself, state, &process_id).await;
+                        for reply in waiting {
+                            let _ = reply.send(replaced.clone());
+                        }
+                    }
                 }
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
@@ -239,6 +272,9 @@ impl RegistrySupervisor {
         state: &mut SupervisorState,
         process_id: &str,
     ) -> Result<Arc<ActiveProcess>, RegistryError> {
+        if self.shared.is_stopping() {
+            return Err(RegistryError::stopped(process_id));
+        }
         match self.shared.routes.slot(process_id) {
             None => return Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => return Ok(active),
