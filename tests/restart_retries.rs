@@ -1,9 +1,10 @@
-//! What a call in flight gets when its process actor crashes: calls the
-//! dead actor never saw, reads and waits are carried to the replacement
-//! actor, however long the supervisor takes to start it; shutdown ends
-//! every such wait with `Stopped`.
+//! What a call in flight gets when its process actor crashes: reads, waits
+//! and idempotent mutations are carried to the replacement actor, however
+//! long the supervisor takes to start it; only calls whose effect may have
+//! been lost with the actor report `ProcessRestarted`; shutdown ends every
+//! wait with `Stopped`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +12,9 @@ use async_trait::async_trait;
 use process_registry::runtime::RestartIntensity;
 use process_registry::store::{GrantChange, ProcessChange, Recovered, StoredProcess};
 use process_registry::{
-    ActorProcessRegistry, DurabilityTier, MemoryStore, ProcessEventAppendRequest, ProcessEventType, ProcessInput,
-    ProcessRegistration, ProcessRegistry, ProcessStore, ProcessValueSelector, ProcessWakeSpec, RegistryConfig,
-    RegistryError,
+    ActorProcessRegistry, DurabilityTier, MemoryStore, ProcessEventAppendRequest, ProcessEventType, ProcessExternalRef,
+    ProcessInput, ProcessLeaseCompletion, ProcessRegistration, ProcessRegistry, ProcessStore, ProcessValueSelector,
+    ProcessWakeSpec, RegistryConfig, RegistryError,
 };
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -197,4 +198,100 @@ async fn calls_waiting_for_a_replacement_actor_get_stopped_at_shutdown() {
     }
     let waited = waiter.await.unwrap();
     assert!(matches!(waited, Err(RegistryError::Stopped { .. })), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_mutations_in_flight_when_the_actor_crashes_are_retried_not_reported_as_restarted() {
+    const WAKES: u64 = 64;
+    const CRASHES: u64 = 40;
+    let config = RegistryConfig::default().with_passivation(None).with_restart_intensity(never_quarantine());
+    let registry = ActorProcessRegistry::start(config).await.unwrap();
+    registry.register_process(registration("p")).await.unwrap();
+    for _ in 0..WAKES {
+        registry.append_event("p", ProcessEventAppendRequest::new("poke", json!({}))).await.unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let spawn_loop = |body: fn(ActorProcessRegistry, u64) -> futures_like::BoxFuture| {
+        let (registry, stop, calls) = (registry.clone(), stop.clone(), calls.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                body(registry.clone(), n).await;
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let loops = vec![
+        spawn_loop(|registry, n| {
+            Box::pin(async move {
+                let acked = registry.ack_wake("p", 1 + n % WAKES).await;
+                assert!(acked.is_ok(), "ack_wake: {acked:?}");
+            })
+        }),
+        spawn_loop(|registry, n| {
+            Box::pin(async move {
+                let external = ProcessExternalRef { backend: "queue".into(), id: n.to_string(), metadata: None };
+                let record = registry.set_external_ref("p", external.clone()).await;
+                assert_eq!(record.expect("set_external_ref").external_ref, Some(external));
+            })
+        }),
+        spawn_loop(|registry, _| {
+            Box::pin(async move {
+                let record = registry.clear_process_wait("p").await;
+                assert_eq!(record.expect("clear_process_wait").wait, None);
+            })
+        }),
+        spawn_loop(|registry, _| {
+            Box::pin(async move {
+                // Claiming is not idempotent (each claim takes a new
+                // fencing token), so a crash may refuse it; releasing is.
+                let lease = match registry.claim_process_lease("p", "worker", 60_000).await {
+                    Ok(lease) => lease,
+                    Err(RegistryError::ProcessRestarted { .. }) => return,
+                    Err(other) => panic!("claim: {other:?}"),
+                };
+                let released = registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&lease)).await;
+                assert!(released.is_ok(), "complete_process_lease: {released:?}");
+            })
+        }),
+        spawn_loop(|registry, n| {
+            Box::pin(async move {
+                // A replay key makes an append idempotent: it is retried too.
+                let request =
+                    ProcessEventAppendRequest::new("tick", json!({ "n": n })).with_replay_key(format!("tick-{n}"));
+                let appended = registry.append_event("p", request).await;
+                assert_eq!(appended.expect("keyed append_event").event.payload, json!({ "n": n }));
+            })
+        }),
+        spawn_loop(|registry, _| {
+            Box::pin(async move {
+                assert!(registry.events_after("p", 0).await.expect("events_after").len() as u64 >= WAKES);
+            })
+        }),
+    ];
+    for crash in 1..=CRASHES {
+        registry.inject_panic("p").await.unwrap();
+        until(|| registry.stats().restarts >= crash).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in loops {
+        task.await.unwrap();
+    }
+    assert!(calls.load(Ordering::Relaxed) > CRASHES, "calls ran alongside the crashes");
+    let ticks: Vec<u64> = registry
+        .events_after("p", WAKES)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.payload["n"].as_u64().expect("a tick"))
+        .collect();
+    assert_eq!(ticks, (1..=ticks.len() as u64).collect::<Vec<_>>(), "each keyed append committed exactly once");
+    assert_eq!(registry.stats().restarts, CRASHES);
+    registry.shutdown().await;
+}
+
+mod futures_like {
+    pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }

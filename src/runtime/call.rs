@@ -7,13 +7,34 @@
 //! `await_process`) hold no permit and carry a guard that tells the actor
 //! when their future is dropped.
 //!
-//! When a process actor dies under a call, the reply port closes. The
-//! [`Retry`] policy of each message decides what follows: reads and waits
-//! are retried on the restarted actor, transparently; a mutation gets
-//! [`RegistryError::ProcessRestarted`] (it was not committed, or the commit
-//! is visible to a read); during shutdown every call gets
-//! [`RegistryError::Stopped`]. A message the dead actor refused was never
-//! seen, so it is re-sent whatever its policy.
+//! When a process actor dies under a call, the reply port closes: the
+//! message may have been handled (and its change committed) or not. The
+//! [`Retry`] policy of each message decides what follows; during shutdown
+//! every call gets [`RegistryError::Stopped`] instead. A message the dead
+//! actor refused was never seen, so it is re-sent whatever its policy.
+//!
+//! | call (message) | policy | why |
+//! |---|---|---|
+//! | `events_after`, `count_events_through`, `recent_events`, `wake_events_after` (`EventsAfter`, `CountThrough`, `Recent`, `WakeEventsAfter`) | `Transparent` | reads of committed state: any actor gives the same answer |
+//! | `wait_event_after`, `await_process` (`WaitEvent`, `AwaitOutput`) | re-parked (see [`ActorProcessRegistry::park`]) | a wait commits nothing; it parks again on the new actor |
+//! | `ack_wake` (`AckWake`) | `Idempotent` | acks are a set: acking an acked sequence answers `Ok` and changes nothing |
+//! | `complete_process_lease` (`CompleteLease`) | `Idempotent` | it releases only the lease holding its token; once released, the same completion is a stale no-op answering `Ok` |
+//! | `set_external_ref` (`SetExternalRef`) | `Idempotent` | writes the value the request carries; a second commit writes it again (only `updated_at_ms` moves) |
+//! | `clear_process_wait` (`SetWait { wait: None }`) | `Idempotent` | clears the wait; clearing again answers the same record |
+//! | `append_event` / `complete_process` with a replay key (`Append`) | `Idempotent` | the replay key makes a second send return the original event (spec step 2), so a committed first attempt is not appended twice |
+//! | `append_event` without a replay key (`Append`) | `Never` | a second send would append a second event |
+//! | `set_process_wait` (`SetWait { wait: Some }`) | `Never` | refused on a terminal process: had the first attempt committed and the process then completed (which clears the wait), a retry would answer `AlreadyTerminal` for a call that succeeded |
+//! | `claim_process_lease` (`ClaimLease`) | `Never` | each claim takes a new lease token and fencing token: a retry after a committed claim would bump the token again and return a lease the caller did not get first |
+//! | `renew_process_lease` (`RenewLease`) | `Never` | its answer depends on the lease's expiry, which the first attempt moved: with a short ttl a committed renewal could be answered `LeaseMissingOrExpired` on retry |
+//!
+//! `Idempotent` means a second application gives the answer the first
+//! would have given, whatever the first did. Between the lost answer and
+//! the retry another caller may change the same field (say, set another
+//! external ref); the retry then writes the caller's value again, as if
+//! its call had been ordered after the other one, which it may be: it had
+//! not returned. A `Never` call reports
+//! [`RegistryError::ProcessRestarted`] (it was not committed, or the
+//! commit is visible to a read).
 //!
 //! A call that needs the replacement of a dead actor waits for it by asking
 //! the supervisor ([`SupervisorMsg::Replace`]), which answers once it has
@@ -40,12 +61,16 @@ use crate::rules::limits::truncated;
 /// A reply port carrying a result.
 pub(crate) type Reply<T> = RpcReplyPort<Result<T, RegistryError>>;
 
-/// Whether a call may be sent again to a restarted actor.
+/// Whether a call whose answer was lost with its actor is sent again to
+/// the replacement (the table in the module docs says which call has which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Retry {
-    /// Reads and waits: the answer does not depend on which actor gives it.
+    /// Reads: the answer does not depend on which actor gives it.
     Transparent,
-    /// Mutations: report [`RegistryError::ProcessRestarted`].
+    /// Mutations whose second application answers as the first did and
+    /// changes nothing more: sent again.
+    Idempotent,
+    /// Other mutations: report [`RegistryError::ProcessRestarted`].
     Never,
 }
 
@@ -118,8 +143,9 @@ impl ActorProcessRegistry {
     /// and it is re-sent unchanged to the replacement actor: it was never
     /// seen, so this is safe for every call. A message that was delivered
     /// but never answered died with its actor: during shutdown that is
-    /// `Stopped`; otherwise a `Transparent` call is built and sent again to
-    /// the replacement, and a mutation reports `ProcessRestarted`. Either
+    /// `Stopped`; otherwise a `Transparent` or `Idempotent` call is built
+    /// and sent again to the replacement, and a `Never` call reports
+    /// `ProcessRestarted`. Either
     /// way the call waits for the replacement as long as the supervisor
     /// takes to start it (see [`Self::replacement`]), with no retry budget.
     pub(super) async fn ask<T: Send + 'static>(

@@ -79,9 +79,9 @@ impl ProcessRegistry for ActorProcessRegistry {
         external_ref: ProcessExternalRef,
     ) -> Result<ProcessRecord, PluginError> {
         traced("set_external_ref", process_id, async {
-            let mut external_ref = Some(input::bounded_external_ref(&self.shared().limits, process_id, external_ref)?);
-            self.ask(process_id, Retry::Never, |reply| {
-                Some(ProcessMsg::SetExternalRef { external_ref: external_ref.take()?, reply })
+            let external_ref = input::bounded_external_ref(&self.shared().limits, process_id, external_ref)?;
+            self.ask(process_id, Retry::Idempotent, |reply| {
+                Some(ProcessMsg::SetExternalRef { external_ref: external_ref.clone(), reply })
             })
             .await
         })
@@ -188,10 +188,18 @@ impl ProcessRegistry for ActorProcessRegistry {
         request: ProcessEventAppendRequest,
     ) -> Result<ProcessEventAppendResult, PluginError> {
         traced("append_event", process_id, async {
-            let mut unsent = Some(input::checked_append(&self.shared().limits, process_id, request)?);
+            let checked = input::checked_append(&self.shared().limits, process_id, request)?;
+            // A replay key makes a second send answer with the first's event.
+            let retry = if checked.0.replay_key().is_some() { Retry::Idempotent } else { Retry::Never };
+            let mut unsent = Some(checked);
             let (event, wake_delivery) = self
-                .ask(process_id, Retry::Never, |reply| {
-                    let (request, payload_hash) = unsent.take()?;
+                .ask(process_id, retry, |reply| {
+                    let (request, payload_hash) = match retry {
+                        // Sent once: moved, never copied.
+                        Retry::Never => unsent.take()?,
+                        // Kept for a retry: each send gets a copy.
+                        Retry::Transparent | Retry::Idempotent => unsent.clone()?,
+                    };
                     Some(ProcessMsg::Append { request, payload_hash, reply })
                 })
                 .await?;
@@ -311,7 +319,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn clear_process_wait(&self, process_id: &str) -> Result<ProcessRecord, PluginError> {
         traced("clear_process_wait", process_id, async {
-            self.ask(process_id, Retry::Never, |reply| Some(ProcessMsg::SetWait { wait: None, reply })).await
+            self.ask(process_id, Retry::Idempotent, |reply| Some(ProcessMsg::SetWait { wait: None, reply })).await
         })
         .await
     }
@@ -338,7 +346,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn ack_wake(&self, process_id: &str, sequence: u64) -> Result<(), PluginError> {
         traced("ack_wake", process_id, async {
-            self.ask(process_id, Retry::Never, |reply| Some(ProcessMsg::AckWake { sequence, reply })).await
+            self.ask(process_id, Retry::Idempotent, |reply| Some(ProcessMsg::AckWake { sequence, reply })).await
         })
         .await
     }
@@ -387,7 +395,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn complete_process_lease(&self, completion: &ProcessLeaseCompletion) -> Result<(), PluginError> {
         traced("complete_process_lease", &completion.process_id, async {
-            self.ask(&completion.process_id, Retry::Never, |reply| {
+            self.ask(&completion.process_id, Retry::Idempotent, |reply| {
                 Some(ProcessMsg::CompleteLease { completion: completion.clone(), reply })
             })
             .await
