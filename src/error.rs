@@ -151,10 +151,20 @@ pub enum RegistryError {
         process_id: String,
     },
     /// The process actor crashed more often than the restart intensity
-    /// allows; the process is quarantined and refuses every call.
+    /// allows; the process is quarantined: it refuses mutations and waits
+    /// (reads of its committed state still answer) until an operator calls
+    /// [`ActorProcessRegistry::release_quarantine`](crate::ActorProcessRegistry::release_quarantine).
     #[error("process `{process_id}` is quarantined after repeated crashes")]
     Quarantined {
         /// The quarantined process.
+        process_id: String,
+    },
+    /// [`ActorProcessRegistry::release_quarantine`](crate::ActorProcessRegistry::release_quarantine)
+    /// named a process that is not quarantined (never was, or was released
+    /// already): nothing changed.
+    #[error("process `{process_id}` is not quarantined")]
+    NotQuarantined {
+        /// The process named.
         process_id: String,
     },
     /// The process has as many calls in flight as its mailbox bound allows
@@ -237,6 +247,7 @@ impl RegistryError {
             | Self::Stopped { process_id }
             | Self::ProcessRestarted { process_id }
             | Self::Quarantined { process_id }
+            | Self::NotQuarantined { process_id }
             | Self::Overloaded { process_id, .. }
             | Self::Storage { process_id, .. } => process_id,
             Self::StoreLocked { .. } | Self::StoreVersion { .. } | Self::StoreOpen { .. } => "",

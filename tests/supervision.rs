@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use process_registry::runtime::{MailboxConfig, OverloadPolicy, RestartIntensity};
 use process_registry::{
-    ActorProcessRegistry, ManualClock, ProcessEventAppendRequest, ProcessEventType, ProcessInput, ProcessRegistration,
-    ProcessRegistry, RegistryConfig, RegistryError,
+    ActorProcessRegistry, ManualClock, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType,
+    ProcessExternalRef, ProcessInput, ProcessListFilter, ProcessRegistration, ProcessRegistry, ProcessValueSelector,
+    ProcessWakeSpec, RegistryConfig, RegistryError,
 };
 use serde_json::json;
 
@@ -202,5 +203,164 @@ async fn a_flood_of_100k_callers_on_one_process_waits_at_the_bound_and_completes
     }
     sequences.sort_unstable();
     assert_eq!(sequences, (1..=100_000).collect::<Vec<u64>>());
+    registry.shutdown().await;
+}
+
+fn wake_registration(id: &str) -> ProcessRegistration {
+    ProcessRegistration::new(id, ProcessInput::definition("job", serde_json::Map::new())).with_extra_event_types(vec![
+        ProcessEventType::new("tick", json!({"type": "object"})),
+        ProcessEventType::new("poke", json!({"type": "object"}))
+            .with_wake(ProcessWakeSpec::new(ProcessValueSelector::Const(json!("poked")))),
+    ])
+}
+
+/// A registry that quarantines a process on its second crash within a minute.
+async fn quarantining_registry() -> ActorProcessRegistry {
+    let config = RegistryConfig::default()
+        .with_clock(Arc::new(ManualClock::new(1_000)))
+        .with_restart_intensity(RestartIntensity { max_restarts: 1, within_ms: 60_000 });
+    ActorProcessRegistry::start(config).await.unwrap()
+}
+
+async fn crash_until_quarantined(registry: &ActorProcessRegistry, process_id: &str) {
+    let restarts = registry.stats().restarts;
+    registry.inject_panic(process_id).await.unwrap();
+    until(|| registry.stats().restarts == restarts + 1).await;
+    registry.inject_panic(process_id).await.unwrap();
+    until(|| registry.stats().quarantined.iter().any(|id| id == process_id)).await;
+}
+
+fn is_quarantined<T: std::fmt::Debug>(result: &Result<T, RegistryError>) -> bool {
+    matches!(result, Err(RegistryError::Quarantined { process_id }) if process_id == "crashy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_process_answers_reads_of_its_committed_state_and_refuses_mutations_and_waits() {
+    let registry = quarantining_registry().await;
+    registry.register_process(wake_registration("crashy")).await.unwrap();
+    registry.register_process(wake_registration("calm")).await.unwrap();
+    registry.append_event("crashy", tick()).await.unwrap();
+    registry.append_event("crashy", ProcessEventAppendRequest::new("poke", json!({}))).await.unwrap();
+    registry.append_event("crashy", ProcessEventAppendRequest::new("poke", json!({}))).await.unwrap();
+    registry.ack_wake("crashy", 2).await.unwrap();
+    let lease = registry.claim_process_lease("crashy", "worker", 60_000).await.unwrap();
+    let parked = {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.wait_event_after("crashy", "tick", 1).await })
+    };
+    until(|| registry.stats().parked_waiters == 1).await;
+
+    crash_until_quarantined(&registry, "crashy").await;
+    assert!(is_quarantined(&parked.await.unwrap()), "a parked waiter learns of the quarantine");
+    let activations = registry.stats().activations;
+
+    let events = registry.events_after("crashy", 0).await.unwrap();
+    assert_eq!(events.iter().map(|event| event.sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(registry.events_after("crashy", 2).await.unwrap().len(), 1);
+    assert_eq!(registry.count_events_through("crashy", "poke", 3).await.unwrap(), 2);
+    assert_eq!(registry.recent_events("crashy", 1).await.unwrap()[0].sequence, 3);
+    let unacked = registry.wake_events_after("crashy", 0).await.unwrap();
+    assert_eq!(unacked.iter().map(|event| event.sequence).collect::<Vec<_>>(), vec![3], "acks are kept");
+    assert!(registry.get_process("crashy").await.is_some());
+    assert!(
+        matches!(registry.events_after("nobody", 0).await, Err(RegistryError::UnknownProcess { .. })),
+        "unknown ids stay unknown"
+    );
+    let stats = registry.stats();
+    assert_eq!(stats.activations, activations, "reads of a quarantined process start no actor");
+    assert_eq!(stats.live_actors, 0);
+
+    assert!(is_quarantined(&registry.append_event("crashy", tick()).await));
+    assert!(is_quarantined(&registry.complete_process("crashy", ProcessAwaitOutput::success(json!(1))).await));
+    assert!(is_quarantined(&registry.ack_wake("crashy", 3).await));
+    assert!(is_quarantined(&registry.clear_process_wait("crashy").await));
+    let external = ProcessExternalRef { backend: "queue".into(), id: "1".into(), metadata: None };
+    assert!(is_quarantined(&registry.set_external_ref("crashy", external).await));
+    assert!(is_quarantined(&registry.claim_process_lease("crashy", "other", 1_000).await));
+    assert!(is_quarantined(&registry.renew_process_lease(&lease, 1_000).await));
+    assert!(is_quarantined(&registry.wait_event_after("crashy", "tick", 0).await), "even an answerable wait");
+    assert!(is_quarantined(&registry.await_process("crashy").await));
+    assert_eq!(registry.events_after("crashy", 0).await.unwrap().len(), 3, "refusals changed nothing");
+
+    assert_eq!(registry.stats().quarantined, vec!["crashy".to_owned()]);
+    let worklist: Vec<String> = registry.list_non_terminal().await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(worklist, vec!["calm".to_owned()], "no worker can claim it, so the worklist leaves it out");
+    let running: Vec<String> =
+        registry.list_processes(&ProcessListFilter::default()).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(running, vec!["calm".to_owned(), "crashy".to_owned()], "the inventory still lists it");
+    registry.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_a_quarantine_makes_the_process_usable_again_with_a_fresh_failure_history() {
+    let registry = quarantining_registry().await;
+    registry.register_process(wake_registration("crashy")).await.unwrap();
+    registry.append_event("crashy", tick()).await.unwrap();
+    crash_until_quarantined(&registry, "crashy").await;
+
+    registry.release_quarantine("crashy").await.unwrap();
+    assert!(registry.stats().quarantined.is_empty());
+    let worklist: Vec<String> = registry.list_non_terminal().await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(worklist, vec!["crashy".to_owned()], "back on the worklist");
+    assert_eq!(registry.append_event("crashy", tick()).await.unwrap().event.sequence, 2, "the log continues");
+
+    // One crash is within the intensity (max 1): with the failures from
+    // before the release forgotten, it restarts instead of quarantining.
+    let restarts = registry.stats().restarts;
+    registry.inject_panic("crashy").await.unwrap();
+    until(|| registry.stats().restarts == restarts + 1).await;
+    assert!(registry.stats().quarantined.is_empty());
+    assert_eq!(registry.append_event("crashy", tick()).await.unwrap().event.sequence, 3);
+
+    let again = registry.release_quarantine("crashy").await;
+    assert!(matches!(&again, Err(RegistryError::NotQuarantined { process_id }) if process_id == "crashy"), "{again:?}");
+    let unknown = registry.release_quarantine("nobody").await;
+    assert!(matches!(unknown, Err(RegistryError::UnknownProcess { .. })), "{unknown:?}");
+    registry.shutdown().await;
+    let stopped = registry.release_quarantine("crashy").await;
+    assert!(matches!(stopped, Err(RegistryError::Stopped { .. })), "{stopped:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_reject_a_call_on_an_idle_process_racing_passivation_is_never_overloaded() {
+    // Each process has one sequential caller, so a call never finds another
+    // in flight and any `Overloaded` is spurious. Before each call the
+    // caller makes its process idle long enough and asks for a sweep, so
+    // calls keep racing passivations.
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mailbox = MailboxConfig { capacity: 2, policy: OverloadPolicy::Reject };
+    let config = RegistryConfig::default()
+        .with_clock(clock.clone())
+        .with_mailbox(mailbox)
+        .with_passivation(Some(Duration::from_millis(1)));
+    let registry = ActorProcessRegistry::start(config).await.unwrap();
+    const PROCESSES: usize = 4;
+    for id in 0..PROCESSES {
+        registry.register_process(registration(&format!("p{id}"))).await.unwrap();
+    }
+    let callers: Vec<_> = (0..PROCESSES)
+        .map(|id| {
+            let (registry, clock) = (registry.clone(), clock.clone());
+            tokio::spawn(async move {
+                let process = format!("p{id}");
+                for n in 1..=6_000u64 {
+                    clock.advance(5);
+                    registry.passivate_idle();
+                    tokio::task::yield_now().await;
+                    if n % 8 == 0 {
+                        let appended = registry.append_event(&process, tick()).await;
+                        assert_eq!(appended.unwrap().event.sequence, n / 8, "append {n} on {process}");
+                    } else {
+                        let read = registry.count_events_through(&process, "tick", n).await;
+                        assert_eq!(read.unwrap(), n / 8, "read {n} on {process}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert!(registry.stats().passivations > 20, "the race was exercised: {:?}", registry.stats());
     registry.shutdown().await;
 }

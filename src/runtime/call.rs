@@ -7,40 +7,70 @@
 //! `await_process`) hold no permit and carry a guard that tells the actor
 //! when their future is dropped.
 //!
-//! When a process actor dies under a call, the reply port closes. The
-//! [`Retry`] policy of each message decides what follows: reads and waits
-//! are retried on the restarted actor, transparently; a mutation gets
-//! [`RegistryError::ProcessRestarted`] (it was not committed, or the commit
-//! is visible to a read); during shutdown every call gets
-//! [`RegistryError::Stopped`].
+//! When a process actor dies under a call, the reply port closes: the
+//! message may have been handled (and its change committed) or not. The
+//! [`Retry`] policy of each message decides what follows; during shutdown
+//! every call gets [`RegistryError::Stopped`] instead. A message the dead
+//! actor refused was never seen, so it is re-sent whatever its policy.
+//!
+//! | call (message) | policy | why |
+//! |---|---|---|
+//! | `events_after`, `count_events_through`, `recent_events`, `wake_events_after` (`EventsAfter`, `CountThrough`, `Recent`, `WakeEventsAfter`) | `Transparent` | reads of committed state: any actor gives the same answer |
+//! | `wait_event_after`, `await_process` (`WaitEvent`, `AwaitOutput`) | re-parked (see [`ActorProcessRegistry::park`]) | a wait commits nothing; it parks again on the new actor |
+//! | `ack_wake` (`AckWake`) | `Idempotent` | acks are a set: acking an acked sequence answers `Ok` and changes nothing |
+//! | `complete_process_lease` (`CompleteLease`) | `Idempotent` | it releases only the lease holding its token; once released, the same completion is a stale no-op answering `Ok` |
+//! | `set_external_ref` (`SetExternalRef`) | `Idempotent` | writes the value the request carries; a second commit writes it again (only `updated_at_ms` moves) |
+//! | `clear_process_wait` (`SetWait { wait: None }`) | `Idempotent` | clears the wait; clearing again answers the same record |
+//! | `append_event` / `complete_process` with a replay key (`Append`) | `Idempotent` | the replay key makes a second send return the original event (spec step 2), so a committed first attempt is not appended twice |
+//! | `append_event` without a replay key (`Append`) | `Never` | a second send would append a second event |
+//! | `set_process_wait` (`SetWait { wait: Some }`) | `Never` | refused on a terminal process: had the first attempt committed and the process then completed (which clears the wait), a retry would answer `AlreadyTerminal` for a call that succeeded |
+//! | `claim_process_lease` (`ClaimLease`) | `Never` | each claim takes a new lease token and fencing token: a retry after a committed claim would bump the token again and return a lease the caller did not get first |
+//! | `renew_process_lease` (`RenewLease`) | `Never` | its answer depends on the lease's expiry, which the first attempt moved: with a short ttl a committed renewal could be answered `LeaseMissingOrExpired` on retry |
+//!
+//! `Idempotent` means a second application gives the answer the first
+//! would have given, whatever the first did. Between the lost answer and
+//! the retry another caller may change the same field (say, set another
+//! external ref); the retry then writes the caller's value again, as if
+//! its call had been ordered after the other one, which it may be: it had
+//! not returned. A `Never` call reports
+//! [`RegistryError::ProcessRestarted`] (it was not committed, or the
+//! commit is visible to a read).
+//!
+//! A call that needs the replacement of a dead actor waits for it by asking
+//! the supervisor ([`SupervisorMsg::Replace`]), which answers once it has
+//! handled the death: with the restarted actor, `Quarantined`, or the
+//! error of a failed restart. There is no retry budget to run out while a
+//! slow supervisor gets round to it; what bounds the wait is the
+//! supervisor, and shutdown, which answers every such question `Stopped`.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ractor::{ActorRef, MessagingErr, RpcReplyPort};
-use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::config::OverloadPolicy;
 use super::lifecycle::ActorProcessRegistry;
 use super::process::messages::ProcessMsg;
-use super::routes::{ActiveProcess, Slot};
+use super::process::state::ProcessState;
+use super::routes::{ActiveProcess, Slot, TryPermit};
 use super::supervisor::messages::SupervisorMsg;
 use crate::error::RegistryError;
 use crate::rules::limits::truncated;
 
-/// How many times a call looks for a restarted actor before giving up.
-const RESTART_ATTEMPTS: u32 = 200;
-
 /// A reply port carrying a result.
 pub(crate) type Reply<T> = RpcReplyPort<Result<T, RegistryError>>;
 
-/// Whether a call may be sent again to a restarted actor.
+/// Whether a call whose answer was lost with its actor is sent again to
+/// the replacement (the table in the module docs says which call has which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Retry {
-    /// Reads and waits: the answer does not depend on which actor gives it.
+    /// Reads: the answer does not depend on which actor gives it.
     Transparent,
-    /// Mutations: report [`RegistryError::ProcessRestarted`].
+    /// Mutations whose second application answers as the first did and
+    /// changes nothing more: sent again.
+    Idempotent,
+    /// Other mutations: report [`RegistryError::ProcessRestarted`].
     Never,
 }
 
@@ -66,7 +96,7 @@ impl ActorProcessRegistry {
         match self.shared().routes.slot(process_id) {
             None => Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => Ok(active),
-            Some(Slot::Quarantined) => Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
+            Some(Slot::Quarantined(_)) => Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
             Some(Slot::Passive) => {
                 self.ask_supervisor(process_id, |reply| SupervisorMsg::Activate {
                     process_id: process_id.to_owned(),
@@ -78,20 +108,20 @@ impl ActorProcessRegistry {
     }
 
     /// A mailbox slot on `active`, per the overload policy; `None` when the
-    /// actor is passivating (its permits are closed) and the call must be
-    /// routed again.
+    /// actor is passivating (its permits are taken or closed) and the call
+    /// must be routed again. `Overloaded` only when `capacity` calls are in
+    /// flight, never because of a passivation.
     pub(super) async fn permit(
         &self,
         process_id: &str,
         active: &ActiveProcess,
     ) -> Result<Option<OwnedSemaphorePermit>, RegistryError> {
-        let permits = Arc::clone(&active.permits);
         match self.shared().mailbox.policy {
-            OverloadPolicy::Wait => Ok(permits.acquire_owned().await.ok()),
-            OverloadPolicy::Reject => match permits.try_acquire_owned() {
-                Ok(permit) => Ok(Some(permit)),
-                Err(TryAcquireError::Closed) => Ok(None),
-                Err(TryAcquireError::NoPermits) => Err(RegistryError::Overloaded {
+            OverloadPolicy::Wait => Ok(active.mailbox.acquire().await),
+            OverloadPolicy::Reject => match active.mailbox.try_acquire() {
+                TryPermit::Granted(permit) => Ok(Some(permit)),
+                TryPermit::Passivating => Ok(None),
+                TryPermit::Full => Err(RegistryError::Overloaded {
                     process_id: process_id.to_owned(),
                     capacity: self.shared().mailbox.capacity,
                 }),
@@ -113,53 +143,102 @@ impl ActorProcessRegistry {
     /// and it is re-sent unchanged to the replacement actor: it was never
     /// seen, so this is safe for every call. A message that was delivered
     /// but never answered died with its actor: during shutdown that is
-    /// `Stopped`; otherwise a `Transparent` call is built and sent again,
-    /// and a mutation reports `ProcessRestarted`.
+    /// `Stopped`; otherwise a `Transparent` or `Idempotent` call is built
+    /// and sent again to the replacement, and a `Never` call reports
+    /// `ProcessRestarted`. Either
+    /// way the call waits for the replacement as long as the supervisor
+    /// takes to start it (see [`Self::replacement`]), with no retry budget.
     pub(super) async fn ask<T: Send + 'static>(
         &self,
         process_id: &str,
         retry: Retry,
         mut build: impl FnMut(Reply<T>) -> Option<ProcessMsg>,
     ) -> Result<T, RegistryError> {
-        let mut attempts = 0u32;
+        let mut active = self.active(process_id).await?;
         loop {
             let (tx, rx) = ractor::concurrency::oneshot();
             let Some(mut message) = build(RpcReplyPort::from(tx)) else {
                 return Err(self.lost(process_id));
             };
-            loop {
-                let active = self.active(process_id).await?;
-                let Some(_permit) = self.permit(process_id, &active).await? else {
-                    // Passivating: the supervisor marks the process passive next.
+            let answered = loop {
+                let Some(permit) = self.permit(process_id, &active).await? else {
+                    // Passivating: the actor marks its slot passive next.
                     tokio::task::yield_now().await;
+                    active = self.active(process_id).await?;
                     continue;
                 };
                 match active.actor.send_message(message) {
-                    Ok(()) => match rx.await {
-                        Ok(answer) => return answer,
-                        Err(_) => break,
-                    },
+                    Ok(()) => {
+                        // The permit is held until the answer is in.
+                        let answered = rx.await;
+                        drop(permit);
+                        break answered;
+                    }
                     Err(MessagingErr::SendErr(refused)) => message = refused,
                     Err(_) => return Err(self.lost(process_id)),
                 }
-                self.before_retry(process_id, &mut attempts).await?;
+                drop(permit);
+                active = self.replacement(process_id, &active).await?;
+            };
+            match answered {
+                Ok(answer) => return answer,
+                Err(_) if retry == Retry::Never => return Err(self.lost(process_id)),
+                Err(_) => active = self.replacement(process_id, &active).await?,
             }
-            if retry == Retry::Never {
-                return Err(self.lost(process_id));
-            }
-            self.before_retry(process_id, &mut attempts).await?;
         }
     }
 
-    /// Waits a moment for the supervisor to replace a dead actor; gives up
-    /// on shutdown or after `RESTART_ATTEMPTS`.
-    pub(super) async fn before_retry(&self, process_id: &str, attempts: &mut u32) -> Result<(), RegistryError> {
-        *attempts += 1;
-        if self.shared().is_stopping() || *attempts > RESTART_ATTEMPTS {
-            return Err(self.lost(process_id));
+    /// The actor that replaces `gone`, an actor that refused a message or
+    /// dropped one unanswered (it stopped, or died under it).
+    ///
+    /// While the routing table still names `gone`, the supervisor has not
+    /// handled its end yet: the supervisor is asked, and answers once it
+    /// has (with the restarted actor, or `Quarantined`, or the error of a
+    /// failed restart). So this waits exactly as long as the supervisor
+    /// takes, however slow, and never reports a restart that has not
+    /// happened. Once the table names something else, that is routed to as
+    /// usual. At shutdown it is `Stopped`: the question is refused, or
+    /// dropped with the supervisor's mailbox.
+    async fn replacement(&self, process_id: &str, gone: &ActiveProcess) -> Result<Arc<ActiveProcess>, RegistryError> {
+        if self.shared().is_stopping() {
+            return Err(RegistryError::stopped(process_id));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        Ok(())
+        let gone = gone.actor.get_id();
+        match self.shared().routes.slot(process_id) {
+            Some(Slot::Active(current)) if current.actor.get_id() == gone => {
+                self.ask_supervisor(process_id, |reply| SupervisorMsg::Replace {
+                    process_id: process_id.to_owned(),
+                    gone,
+                    reply,
+                })
+                .await
+            }
+            _ => self.active(process_id).await,
+        }
+    }
+
+    /// A read of committed state: asked of the process's actor like any
+    /// `Transparent` call, or, when the process is quarantined (it has no
+    /// actor), answered by `answer` from the read-only view of its
+    /// committed state, without starting an actor.
+    pub(super) async fn read<T: Send + 'static>(
+        &self,
+        process_id: &str,
+        build: impl Fn(Reply<T>) -> ProcessMsg,
+        answer: impl Fn(&ProcessState) -> T,
+    ) -> Result<T, RegistryError> {
+        loop {
+            match self.ask(process_id, Retry::Transparent, |reply| Some(build(reply))).await {
+                Err(RegistryError::Quarantined { .. }) => {
+                    if let Some(Slot::Quarantined(quarantine)) = self.shared().routes.slot(process_id) {
+                        let committed = quarantine.committed(self.shared().store.as_ref(), process_id).await?;
+                        return Ok(answer(&committed));
+                    }
+                    // Released in between: ask its (new) actor.
+                }
+                answered => return answered,
+            }
+        }
     }
 
     /// Parks on the process's actor until `build`'s wait is answered; the
@@ -169,23 +248,22 @@ impl ActorProcessRegistry {
         process_id: &str,
         build: impl Fn(u64, Reply<T>) -> ProcessMsg,
     ) -> Result<T, RegistryError> {
-        let mut attempts = 0u32;
+        let mut active = self.active(process_id).await?;
         loop {
-            let actor = self.active(process_id).await?.actor.clone();
             let waiter_id = self.shared().next_waiter_id();
             let (tx, rx) = ractor::concurrency::oneshot();
-            if actor.send_message(build(waiter_id, RpcReplyPort::from(tx))).is_ok() {
-                let mut guard = WaiterGuard { actor, waiter_id, armed: true };
+            if active.actor.send_message(build(waiter_id, RpcReplyPort::from(tx))).is_ok() {
+                let mut guard = WaiterGuard { actor: active.actor.clone(), waiter_id, armed: true };
                 let answer = rx.await;
                 guard.armed = false;
                 match answer {
                     Ok(answer) => return answer,
                     Err(_) if self.shared().is_stopping() => return Err(RegistryError::stopped(process_id)),
-                    // Restarted: re-park on the new actor straight away.
-                    Err(_) => continue,
+                    // Its actor went away: re-park on the replacement.
+                    Err(_) => {}
                 }
             }
-            self.before_retry(process_id, &mut attempts).await?;
+            active = self.replacement(process_id, &active).await?;
         }
     }
 

@@ -23,6 +23,8 @@ pub enum OverloadPolicy {
     #[default]
     Wait,
     /// Fail at once with [`RegistryError::Overloaded`](crate::RegistryError::Overloaded).
+    /// Only calls in flight count: a call that races the passivation of an
+    /// idle actor is routed to a fresh actor, never refused.
     Reject,
 }
 

@@ -14,6 +14,7 @@ use super::call::{traced, Retry};
 use super::input;
 use super::lifecycle::ActorProcessRegistry;
 use super::process::messages::ProcessMsg;
+use super::routes::Slot;
 use super::supervisor::messages::SupervisorMsg;
 use crate::error::{PluginError, RegistryError};
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
@@ -82,9 +83,9 @@ impl ProcessRegistry for ActorProcessRegistry {
         external_ref: ProcessExternalRef,
     ) -> Result<ProcessRecord, PluginError> {
         traced("set_external_ref", process_id, async {
-            let mut external_ref = Some(input::bounded_external_ref(&self.shared().limits, process_id, external_ref)?);
-            self.ask(process_id, Retry::Never, |reply| {
-                Some(ProcessMsg::SetExternalRef { external_ref: external_ref.take()?, reply })
+            let external_ref = input::bounded_external_ref(&self.shared().limits, process_id, external_ref)?;
+            self.ask(process_id, Retry::Idempotent, |reply| {
+                Some(ProcessMsg::SetExternalRef { external_ref: external_ref.clone(), reply })
             })
             .await
         })
@@ -197,10 +198,18 @@ impl ProcessRegistry for ActorProcessRegistry {
         request: ProcessEventAppendRequest,
     ) -> Result<ProcessEventAppendResult, PluginError> {
         traced("append_event", process_id, async {
-            let mut unsent = Some(input::checked_append(&self.shared().limits, process_id, request)?);
+            let checked = input::checked_append(&self.shared().limits, process_id, request)?;
+            // A replay key makes a second send answer with the first's event.
+            let retry = if checked.0.replay_key().is_some() { Retry::Idempotent } else { Retry::Never };
+            let mut unsent = Some(checked);
             let (event, wake_delivery) = self
-                .ask(process_id, Retry::Never, |reply| {
-                    let (request, payload_hash) = unsent.take()?;
+                .ask(process_id, retry, |reply| {
+                    let (request, payload_hash) = match retry {
+                        // Sent once: moved, never copied.
+                        Retry::Never => unsent.take()?,
+                        // Kept for a retry: each send gets a copy.
+                        Retry::Transparent | Retry::Idempotent => unsent.clone()?,
+                    };
                     Some(ProcessMsg::Append { request, payload_hash, reply })
                 })
                 .await?;
@@ -212,9 +221,11 @@ impl ProcessRegistry for ActorProcessRegistry {
     async fn events_after(&self, process_id: &str, after_sequence: u64) -> Result<Vec<ProcessEvent>, PluginError> {
         traced("events_after", process_id, async {
             let events = self
-                .ask(process_id, Retry::Transparent, |reply| {
-                    Some(ProcessMsg::EventsAfter { after: after_sequence, reply })
-                })
+                .read(
+                    process_id,
+                    |reply| ProcessMsg::EventsAfter { after: after_sequence, reply },
+                    |committed| committed.events_after(after_sequence).to_vec(),
+                )
                 .await?;
             Ok(owned_events(events))
         })
@@ -229,9 +240,11 @@ impl ProcessRegistry for ActorProcessRegistry {
     ) -> Result<u64, PluginError> {
         traced("count_events_through", process_id, async {
             self.shared().limits.check_id(process_id, "event type bytes", event_type)?;
-            self.ask(process_id, Retry::Transparent, |reply| {
-                Some(ProcessMsg::CountThrough { event_type: event_type.to_owned(), up_to: up_to_sequence, reply })
-            })
+            self.read(
+                process_id,
+                |reply| ProcessMsg::CountThrough { event_type: event_type.to_owned(), up_to: up_to_sequence, reply },
+                |committed| committed.count_through(event_type, up_to_sequence),
+            )
             .await
         })
         .await
@@ -239,8 +252,13 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn recent_events(&self, process_id: &str, limit: usize) -> Result<Vec<ProcessEvent>, PluginError> {
         traced("recent_events", process_id, async {
-            let events =
-                self.ask(process_id, Retry::Transparent, |reply| Some(ProcessMsg::Recent { limit, reply })).await?;
+            let events = self
+                .read(
+                    process_id,
+                    |reply| ProcessMsg::Recent { limit, reply },
+                    |committed| committed.recent(limit).to_vec(),
+                )
+                .await?;
             Ok(owned_events(events))
         })
         .await
@@ -249,9 +267,11 @@ impl ProcessRegistry for ActorProcessRegistry {
     async fn wake_events_after(&self, process_id: &str, after_sequence: u64) -> Result<Vec<ProcessEvent>, PluginError> {
         traced("wake_events_after", process_id, async {
             let events = self
-                .ask(process_id, Retry::Transparent, |reply| {
-                    Some(ProcessMsg::WakeEventsAfter { after: after_sequence, reply })
-                })
+                .read(
+                    process_id,
+                    |reply| ProcessMsg::WakeEventsAfter { after: after_sequence, reply },
+                    |committed| committed.wake_events_after(after_sequence),
+                )
                 .await?;
             Ok(owned_events(events))
         })
@@ -311,7 +331,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn clear_process_wait(&self, process_id: &str) -> Result<ProcessRecord, PluginError> {
         traced("clear_process_wait", process_id, async {
-            self.ask(process_id, Retry::Never, |reply| Some(ProcessMsg::SetWait { wait: None, reply })).await
+            self.ask(process_id, Retry::Idempotent, |reply| Some(ProcessMsg::SetWait { wait: None, reply })).await
         })
         .await
     }
@@ -328,7 +348,7 @@ impl ProcessRegistry for ActorProcessRegistry {
             Ok(self
                 .shared()
                 .routes
-                .records_where(|record| filter.matches(record))
+                .records_where(|_, record| filter.matches(record))
                 .iter()
                 .map(|record| ProcessRecord::clone(record))
                 .collect())
@@ -338,17 +358,20 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn ack_wake(&self, process_id: &str, sequence: u64) -> Result<(), PluginError> {
         traced("ack_wake", process_id, async {
-            self.ask(process_id, Retry::Never, |reply| Some(ProcessMsg::AckWake { sequence, reply })).await
+            self.ask(process_id, Retry::Idempotent, |reply| Some(ProcessMsg::AckWake { sequence, reply })).await
         })
         .await
     }
 
+    /// The recovery worklist: every non-terminal process a worker can claim,
+    /// so quarantined ones are left out (they are in `stats().quarantined`
+    /// until released).
     async fn list_non_terminal(&self) -> Result<Vec<ProcessRecord>, PluginError> {
         traced("list_non_terminal", "", async {
             Ok(self
                 .shared()
                 .routes
-                .records_where(|record| !record.is_terminal())
+                .records_where(|slot, record| !record.is_terminal() && !matches!(slot, Slot::Quarantined(_)))
                 .iter()
                 .map(|record| ProcessRecord::clone(record))
                 .collect())
@@ -384,7 +407,7 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn complete_process_lease(&self, completion: &ProcessLeaseCompletion) -> Result<(), PluginError> {
         traced("complete_process_lease", &completion.process_id, async {
-            self.ask(&completion.process_id, Retry::Never, |reply| {
+            self.ask(&completion.process_id, Retry::Idempotent, |reply| {
                 Some(ProcessMsg::CompleteLease { completion: completion.clone(), reply })
             })
             .await

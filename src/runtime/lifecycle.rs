@@ -30,6 +30,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// (`tokio::spawn`): a caller outside the runtime's workers (a thread in
 /// `block_on`) pays a thread wake-up per message. Dropping the last clone
 /// without [`shutdown`](Self::shutdown) still stops every actor.
+///
+/// A process whose actor keeps crashing is quarantined: its committed state
+/// stays readable, mutations and waits get
+/// [`RegistryError::Quarantined`], and `list_non_terminal` leaves it out
+/// until [`release_quarantine`](Self::release_quarantine) (see
+/// [`RegistryStats::quarantined`] for what workers and operators do).
 #[derive(Clone, Debug)]
 pub struct ActorProcessRegistry {
     inner: Arc<Inner>,
@@ -162,6 +168,27 @@ impl ActorProcessRegistry {
     /// a copy of the quarantined ids).
     pub fn stats(&self) -> RegistryStats {
         self.inner.shared.counters.snapshot()
+    }
+
+    /// Lifts the quarantine of `process_id` (see
+    /// [`RegistryStats::quarantined`]): the process becomes passive, with
+    /// its committed state as it was and no failure remembered, so the
+    /// restart intensity counts afresh; its next call starts an actor, and
+    /// it is back on the `list_non_terminal` worklist (when it is not
+    /// terminal). Meant for an operator who has looked at why it crashed.
+    ///
+    /// Waits on: one message to the supervisor, behind the calls it is
+    /// handling. Cost: O(1). Errors: `UnknownProcess` for an unknown id,
+    /// `NotQuarantined` when the process is not quarantined (nothing
+    /// changes; a caller repeating a release may treat it as done),
+    /// `Stopped` after shutdown. Cancel safety: a dropped future leaves the
+    /// release either done or not started, never half done.
+    pub async fn release_quarantine(&self, process_id: &str) -> Result<(), RegistryError> {
+        self.ask_supervisor(process_id, |reply| SupervisorMsg::ReleaseQuarantine {
+            process_id: process_id.to_owned(),
+            reply,
+        })
+        .await
     }
 
     /// Makes the process's actor panic, to exercise supervision.

@@ -8,14 +8,18 @@
 //! actor swaps its snapshot before it replies, so a call that returned is
 //! visible to every later read.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use dashmap::DashMap;
 use ractor::{ActorId, ActorRef};
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::process::messages::ProcessMsg;
+use super::process::state::ProcessState;
+use crate::error::RegistryError;
 use crate::model::ProcessRecord;
+use crate::store::ProcessStore;
 
 /// The record a process actor publishes: written only by that actor, before
 /// it replies, and read by anyone without a message.
@@ -39,12 +43,79 @@ impl RecordSnapshot {
     }
 }
 
-/// A running process actor and the permits that bound its mailbox.
+/// A running process actor and the bound on its mailbox.
 #[derive(Clone, Debug)]
 pub(crate) struct ActiveProcess {
     pub(crate) actor: ActorRef<ProcessMsg>,
-    /// One permit per call in flight (parked waiters hold none).
-    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) mailbox: Arc<Mailbox>,
+}
+
+/// The bound on one actor's mailbox: one permit per call in flight
+/// (parked waiters hold none), taken by the caller before it sends and
+/// kept until it has its answer.
+///
+/// Passivation proves that no call is in flight by taking every permit,
+/// then closes the semaphore. Between the two a caller finds no free
+/// permit although the actor is idle; the `passivating` flag, set before
+/// the permits are taken, tells such a caller that it is racing a
+/// passivation (route again) and not a full mailbox (`Overloaded`).
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    permits: Arc<Semaphore>,
+    passivating: AtomicBool,
+}
+
+/// What a caller that wants a permit now may find.
+pub(crate) enum TryPermit {
+    /// A permit: send.
+    Granted(OwnedSemaphorePermit),
+    /// The actor passivated or is passivating: route the call again.
+    Passivating,
+    /// Every permit is held by a call in flight.
+    Full,
+}
+
+impl Mailbox {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self { permits: Arc::new(Semaphore::new(capacity.max(1))), passivating: AtomicBool::new(false) }
+    }
+
+    /// Waits for a permit; `None` once the actor passivated.
+    pub(crate) async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).acquire_owned().await.ok()
+    }
+
+    /// A permit if one is free now. Never `Full` on an idle actor: a
+    /// caller that finds every permit taken while passivation holds them
+    /// sees the flag, which was set before they were taken (their taking
+    /// is an acquire-release operation on the count this caller read).
+    pub(crate) fn try_acquire(&self) -> TryPermit {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => TryPermit::Granted(permit),
+            Err(TryAcquireError::Closed) => TryPermit::Passivating,
+            Err(TryAcquireError::NoPermits) if self.passivating.load(Ordering::SeqCst) => TryPermit::Passivating,
+            Err(TryAcquireError::NoPermits) => TryPermit::Full,
+        }
+    }
+
+    /// Closes the mailbox if no call is in flight (all `capacity` permits
+    /// are free); true when it did. Once closed, every caller routes anew,
+    /// so no call is ever sent to an actor that is going away.
+    pub(crate) fn close_if_idle(&self, capacity: usize) -> bool {
+        let capacity = u32::try_from(capacity.max(1)).unwrap_or(u32::MAX);
+        self.passivating.store(true, Ordering::SeqCst);
+        match self.permits.try_acquire_many(capacity) {
+            Ok(all) => {
+                all.forget();
+                self.permits.close();
+                true
+            }
+            Err(_) => {
+                self.passivating.store(false, Ordering::SeqCst);
+                false
+            }
+        }
+    }
 }
 
 /// Where a process's calls go.
@@ -54,8 +125,37 @@ pub(crate) enum Slot {
     Active(Arc<ActiveProcess>),
     /// No actor: the state is in the store; the next call activates one.
     Passive,
-    /// Restarted too often; every call is refused.
-    Quarantined,
+    /// Restarted too often: no actor, mutations and waits are refused, and
+    /// reads are answered from a read-only view of the committed state.
+    Quarantined(Arc<Quarantine>),
+}
+
+/// What a quarantined process keeps: a read-only view of its committed
+/// state, loaded from the store by the first read that needs it (the
+/// quarantine itself costs no I/O) and kept until the quarantine is
+/// released. Nothing can change that state meanwhile, since no actor runs.
+#[derive(Debug, Default)]
+pub(crate) struct Quarantine {
+    committed: OnceCell<Arc<ProcessState>>,
+}
+
+impl Quarantine {
+    /// The committed state. Waits on `store.load_process` the first time
+    /// (concurrent first readers share one load); O(1) afterwards.
+    pub(crate) async fn committed(
+        &self,
+        store: &dyn ProcessStore,
+        process_id: &str,
+    ) -> Result<Arc<ProcessState>, RegistryError> {
+        let load = || async {
+            let stored = store.load_process(process_id).await?.ok_or_else(|| RegistryError::Storage {
+                process_id: process_id.to_owned(),
+                message: "the store does not hold this quarantined process".to_owned(),
+            })?;
+            Ok::<_, RegistryError>(Arc::new(ProcessState::from_stored(stored)))
+        };
+        self.committed.get_or_try_init(load).await.map(Arc::clone)
+    }
 }
 
 /// One routed process.
@@ -110,10 +210,16 @@ impl Routes {
         }
     }
 
-    /// Every record passing `keep`, by id ascending.
-    pub(crate) fn records_where(&self, mut keep: impl FnMut(&ProcessRecord) -> bool) -> Vec<Arc<ProcessRecord>> {
-        let mut records: Vec<Arc<ProcessRecord>> =
-            self.entries.iter().map(|entry| entry.record.load()).filter(|record| keep(record)).collect();
+    /// Every record passing `keep` (given its slot too), by id ascending.
+    pub(crate) fn records_where(&self, mut keep: impl FnMut(&Slot, &ProcessRecord) -> bool) -> Vec<Arc<ProcessRecord>> {
+        let mut records: Vec<Arc<ProcessRecord>> = self
+            .entries
+            .iter()
+            .filter_map(|entry| {
+                let record = entry.record.load();
+                keep(&entry.slot, &record).then_some(record)
+            })
+            .collect();
         records.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         records
     }

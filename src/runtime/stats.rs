@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +35,20 @@ pub struct RegistryStats {
     pub activations: u64,
     /// Actors stopped because their process was idle.
     pub passivations: u64,
-    /// Processes quarantined after repeated crashes, by id.
+    /// Processes quarantined after repeated crashes, by id ascending.
+    ///
+    /// A quarantined process has no actor: reads of its committed state
+    /// (`get_process`, `events_after`, `count_events_through`,
+    /// `recent_events`, `wake_events_after`, `list_processes`) still
+    /// answer, every mutation and wait gets
+    /// [`RegistryError::Quarantined`](crate::RegistryError::Quarantined), and
+    /// `list_non_terminal` leaves it out, so a recovery worker's sweep never
+    /// picks a process it cannot claim. This list is where an operator finds
+    /// them: inspect the log, fix the cause, then
+    /// [`release_quarantine`](crate::ActorProcessRegistry::release_quarantine)
+    /// puts the process back on the worklist. Until then no worker should
+    /// touch it; a worker that meets `Quarantined` anyway (it listed just
+    /// before the quarantine) skips the process.
     pub quarantined: Vec<String>,
 }
 
@@ -100,9 +113,11 @@ impl Counters {
     }
 
     pub(crate) fn quarantine(&self, process_id: &str) {
-        if let Ok(mut quarantined) = self.quarantined.lock() {
-            quarantined.insert(process_id.to_owned());
-        }
+        self.quarantined.lock().unwrap_or_else(PoisonError::into_inner).insert(process_id.to_owned());
+    }
+
+    pub(crate) fn release(&self, process_id: &str) {
+        self.quarantined.lock().unwrap_or_else(PoisonError::into_inner).remove(process_id);
     }
 
     pub(crate) fn snapshot(&self) -> RegistryStats {
@@ -117,7 +132,7 @@ impl Counters {
             restarts: self.restarts.load(Ordering::Relaxed),
             activations: self.activations.load(Ordering::Relaxed),
             passivations: self.passivations.load(Ordering::Relaxed),
-            quarantined: self.quarantined.lock().map(|ids| ids.iter().cloned().collect()).unwrap_or_default(),
+            quarantined: self.quarantined.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect(),
         }
     }
 }

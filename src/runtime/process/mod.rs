@@ -24,18 +24,17 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::Semaphore;
 
 pub(crate) mod messages;
 mod pipeline;
-mod state;
+pub(crate) mod state;
 mod waiters;
 
 use self::messages::ProcessMsg;
 use self::pipeline::{Answer, Pipeline};
 use self::state::ProcessState;
 use self::waiters::Waiters;
-use super::routes::RecordSnapshot;
+use super::routes::{Mailbox, RecordSnapshot};
 use super::shared::Shared;
 use crate::error::RegistryError;
 use crate::events::{ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
@@ -59,7 +58,7 @@ pub(crate) struct ProcessActorArgs {
     /// The committed state the actor starts from.
     pub(crate) stored: StoredProcess,
     /// The mailbox permits callers hold while a call is in flight.
-    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) schemas: CompiledSchemas,
     pub(crate) snapshot: Arc<RecordSnapshot>,
 }
@@ -72,7 +71,7 @@ pub(crate) struct ProcessActorState {
     schemas: CompiledSchemas,
     snapshot: Arc<RecordSnapshot>,
     waiters: Waiters,
-    permits: Arc<Semaphore>,
+    mailbox: Arc<Mailbox>,
     /// Commits in flight and the answers behind them.
     pipeline: Pipeline,
     /// When the last call arrived, by the registry clock.
@@ -98,7 +97,7 @@ impl Actor for ProcessActor {
             schemas: args.schemas,
             snapshot: args.snapshot,
             waiters: Waiters::new(Arc::clone(&self.shared)),
-            permits: args.permits,
+            mailbox: args.mailbox,
             pipeline: Pipeline::default(),
             last_active_ms: self.shared.now_ms(),
         })
@@ -219,12 +218,9 @@ impl ProcessActorState {
         if self.waiters.len() > 0 || !self.pipeline.is_empty() || idle_for < idle_ms {
             return false;
         }
-        let capacity = u32::try_from(shared.mailbox.capacity.max(1)).unwrap_or(u32::MAX);
-        let Ok(all) = self.permits.try_acquire_many(capacity) else {
+        if !self.mailbox.close_if_idle(shared.mailbox.capacity) {
             return false;
-        };
-        all.forget();
-        self.permits.close();
+        }
         shared.counters.passivated();
         true
     }

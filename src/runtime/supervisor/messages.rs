@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use ractor::ActorId;
+
 use crate::model::{
     ProcessHandleDescriptor, ProcessHandleGrant, ProcessRecord, ProcessSessionDeleteReport, SessionScope,
 };
@@ -32,6 +34,17 @@ pub(crate) enum SupervisorMsg {
     Activate {
         /// The process.
         process_id: String,
+        /// Where the answer goes.
+        reply: Reply<Arc<ActiveProcess>>,
+    },
+    /// The actor that replaces `gone`, which stopped answering; answered
+    /// once the supervisor has handled `gone`'s end (restarted the process,
+    /// quarantined it, or seen it passivate).
+    Replace {
+        /// The process.
+        process_id: String,
+        /// The actor that went away.
+        gone: ActorId,
         /// Where the answer goes.
         reply: Reply<Arc<ActiveProcess>>,
     },
@@ -90,6 +103,13 @@ pub(crate) enum SupervisorMsg {
         process_id: String,
         /// Where the answer goes.
         reply: Reply<Vec<ProcessHandleGrant>>,
+    },
+    /// Lift a quarantine: the process goes back to passive.
+    ReleaseQuarantine {
+        /// The process.
+        process_id: String,
+        /// Where the answer goes.
+        reply: Reply<()>,
     },
     /// Remove every grant of a session.
     DeleteSession {

@@ -9,13 +9,17 @@
 //!   parked drains its mailbox and stops ([`SupervisorMsg::Sweep`]); its
 //!   state stays in the store, so memory per idle process is its record.
 //! - **Restart.** Every process actor is linked to the supervisor, so it
-//!   alone learns when one fails. The slot goes back to passive and the
-//!   next call (the retried reads and re-parked waits of the facade first)
-//!   starts a fresh actor from the committed state. No other process is
-//!   touched.
+//!   alone learns when one fails. It starts a fresh actor from the
+//!   committed state at once; no other process is touched. Callers that
+//!   found the dead actor before the supervisor heard of its death ask for
+//!   its replacement ([`SupervisorMsg::Replace`]) and are answered when the
+//!   supervisor has handled it.
 //! - **Quarantine.** More than `max_restarts` failures within `within_ms`
-//!   (OTP's restart intensity) leave the process quarantined: every call on
-//!   it is refused with a typed error, and it is listed in `stats()`.
+//!   (OTP's restart intensity) leave the process quarantined: no actor runs
+//!   for it, mutations and waits are refused with a typed error, reads are
+//!   answered from its committed state, and it is listed in `stats()`
+//!   until an operator releases it ([`SupervisorMsg::ReleaseQuarantine`]),
+//!   which makes it passive again with a fresh failure history.
 //!
 //! Creation is serialized here so that two racing registrations of one id
 //! end in one actor and one record. The supervisor also owns the session
@@ -34,14 +38,14 @@ mod restarts;
 use self::grants::GrantIndex;
 use self::messages::SupervisorMsg;
 use self::restarts::FailureHistory;
+use super::call::Reply;
 use super::process::messages::ProcessMsg;
 use super::process::{ProcessActor, ProcessActorArgs};
-use super::routes::{ActiveProcess, ProcessEntry, RecordSnapshot, Slot};
+use super::routes::{ActiveProcess, Mailbox, ProcessEntry, RecordSnapshot, Slot};
 use super::shared::Shared;
 use crate::error::RegistryError;
 use crate::model::{ProcessRecord, ProcessSessionDeleteReport, SessionScope};
 use crate::rules::registration::{same_registration, PreparedRegistration};
-use crate::runtime::call::Reply;
 use crate::store::{self, Commit, CommitCallback, CommitResult, Committed, GrantChange};
 
 /// The supervisor actor.
@@ -60,6 +64,9 @@ pub(crate) struct SupervisorState {
     failures: FailureHistory,
     /// Registrations being written, by id: the callers waiting for each.
     registering: HashMap<String, Vec<(String, Reply<ProcessRecord>)>>,
+    /// Callers waiting for the replacement of an actor that went away
+    /// before its end reached the supervisor; answered when it does.
+    replacing: HashMap<ActorId, Vec<Reply<Arc<ActiveProcess>>>>,
 }
 
 impl Actor for RegistrySupervisor {
@@ -97,6 +104,15 @@ impl Actor for RegistrySupervisor {
             SupervisorMsg::Registered { record, result } => self.registered(state, record, result),
             SupervisorMsg::Activate { process_id, reply } => {
                 let _ = reply.send(self.activate(&myself, state, &process_id).await);
+            }
+            SupervisorMsg::Replace { process_id, gone, reply } => {
+                if state.children.contains_key(&gone) {
+                    // Its end is on the way (the supervision event of an
+                    // actor is sent after its mailbox closes).
+                    state.replacing.entry(gone).or_default().push(reply);
+                } else {
+                    let _ = reply.send(self.activate(&myself, state, &process_id).await);
+                }
             }
             SupervisorMsg::Sweep => {
                 if let Some(idle) = self.shared.passivate_after {
@@ -146,6 +162,9 @@ impl Actor for RegistrySupervisor {
             SupervisorMsg::DeleteSession { session_id, reply } => {
                 let _ = reply.send(self.delete_session(state, session_id).await);
             }
+            SupervisorMsg::ReleaseQuarantine { process_id, reply } => {
+                let _ = reply.send(self.release_quarantine(state, &process_id));
+            }
         }
         Ok(())
     }
@@ -163,27 +182,44 @@ impl Actor for RegistrySupervisor {
                 };
                 // A failed actor never ran post_stop.
                 self.shared.counters.actor_stopped();
+                // At shutdown, dropping the waiting callers' ports answers them `Stopped`.
+                let waiting = state.replacing.remove(&cell.get_id()).unwrap_or_default();
                 if self.shared.is_stopping() {
                     return Ok(());
                 }
-                if state.failures.exceeds(&process_id, self.shared.now_ms(), self.shared.restart_intensity) {
-                    tracing::error!(process_id = %process_id, %reason, "process actor keeps failing; quarantined");
-                    self.shared.routes.set_slot(&process_id, Slot::Quarantined);
-                    self.shared.counters.quarantine(&process_id);
+                let replaced = if state.failures.exceeds(
+                    &process_id,
+                    self.shared.now_ms(),
+                    self.shared.restart_intensity,
+                ) {
+                    self.quarantine(&process_id, &reason);
+                    Err(RegistryError::Quarantined { process_id: process_id.clone() })
                 } else {
                     tracing::warn!(process_id = %process_id, %reason, "process actor failed; restarting from committed state");
                     self.shared.routes.passivate_if_current(&process_id, cell.get_id());
                     self.shared.counters.restarted();
                     // A failed restart must not take the supervisor down:
                     // the slot stays passive and the next call tries again.
-                    if let Err(err) = self.activate(&myself, state, &process_id).await {
+                    let restarted = self.activate(&myself, state, &process_id).await;
+                    if let Err(err) = &restarted {
                         tracing::error!(process_id = %process_id, %err, "restarting the process actor failed");
                     }
+                    restarted
+                };
+                for reply in waiting {
+                    let _ = reply.send(replaced.clone());
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some((process_id, _)) = state.children.remove(&cell.get_id()) {
                     self.shared.routes.passivate_if_current(&process_id, cell.get_id());
+                    let waiting = state.replacing.remove(&cell.get_id()).unwrap_or_default();
+                    if !waiting.is_empty() && !self.shared.is_stopping() {
+                        let replaced = self.activate(&myself, state, &process_id).await;
+                        for reply in waiting {
+                            let _ = reply.send(replaced.clone());
+                        }
+                    }
                 }
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
@@ -193,6 +229,40 @@ impl Actor for RegistrySupervisor {
 }
 
 impl RegistrySupervisor {
+    /// Quarantines a process whose actor failed more often than the restart
+    /// intensity allows. This and [`Self::release_quarantine`] are the only
+    /// places a quarantine starts or ends.
+    ///
+    /// A durable store records the quarantine here, before the slot
+    /// changes, so that a reopened registry routes the process as
+    /// quarantined (in `pre_start`) instead of passive.
+    fn quarantine(&self, process_id: &str, reason: &dyn std::fmt::Display) {
+        tracing::error!(process_id = %process_id, %reason, "process actor keeps failing; quarantined");
+        self.shared.routes.set_slot(process_id, Slot::Quarantined(Arc::default()));
+        self.shared.counters.quarantine(process_id);
+    }
+
+    /// Lifts the quarantine of `process_id`: the process goes back to
+    /// passive (its next call starts an actor from the committed state)
+    /// with no failure remembered, so the restart intensity counts afresh.
+    ///
+    /// A durable store records the release here, before the slot changes.
+    fn release_quarantine(&self, state: &mut SupervisorState, process_id: &str) -> Result<(), RegistryError> {
+        match self.shared.routes.slot(process_id) {
+            None => Err(RegistryError::unknown(process_id)),
+            Some(Slot::Quarantined(_)) => {
+                state.failures.forget(process_id);
+                self.shared.routes.set_slot(process_id, Slot::Passive);
+                self.shared.counters.release(process_id);
+                tracing::info!(process_id = %process_id, "quarantine released");
+                Ok(())
+            }
+            Some(Slot::Active(_) | Slot::Passive) => {
+                Err(RegistryError::NotQuarantined { process_id: process_id.to_owned() })
+            }
+        }
+    }
+
     /// Starts an actor for a passive process; returns the running one when
     /// there is one already.
     async fn activate(
@@ -201,10 +271,13 @@ impl RegistrySupervisor {
         state: &mut SupervisorState,
         process_id: &str,
     ) -> Result<Arc<ActiveProcess>, RegistryError> {
+        if self.shared.is_stopping() {
+            return Err(RegistryError::stopped(process_id));
+        }
         match self.shared.routes.slot(process_id) {
             None => return Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => return Ok(active),
-            Some(Slot::Quarantined) => return Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
+            Some(Slot::Quarantined(_)) => return Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
             Some(Slot::Passive) => {}
         }
         let storage = |message: String| RegistryError::Storage { process_id: process_id.to_owned(), message };
@@ -221,14 +294,14 @@ impl RegistrySupervisor {
             .schemas
             .schemas_for(&stored.record.event_types)
             .map_err(|(name, reason)| storage(format!("stored schema of `{name}` does not compile: {reason}")))?;
-        let permits = Arc::new(tokio::sync::Semaphore::new(self.shared.mailbox.capacity.max(1)));
-        let args = ProcessActorArgs { stored, permits: Arc::clone(&permits), schemas, snapshot };
+        let mailbox = Arc::new(Mailbox::new(self.shared.mailbox.capacity));
+        let args = ProcessActorArgs { stored, mailbox: Arc::clone(&mailbox), schemas, snapshot };
         let actor = ProcessActor { shared: Arc::clone(&self.shared) };
         let (actor, _join) = Actor::spawn_linked(None, actor, args, myself.get_cell())
             .await
             .map_err(|err| storage(format!("could not start the process actor: {err}")))?;
         state.children.insert(actor.get_id(), (process_id.to_owned(), actor.clone()));
-        let active = Arc::new(ActiveProcess { actor, permits });
+        let active = Arc::new(ActiveProcess { actor, mailbox });
         self.shared.routes.set_slot(process_id, Slot::Active(Arc::clone(&active)));
         self.shared.counters.activated();
         Ok(active)

@@ -37,4 +37,10 @@ impl FailureHistory {
         }
         failures.len() > intensity.max_restarts
     }
+
+    /// Forgets every failure of `process_id`: its next failure is counted
+    /// as the first.
+    pub(crate) fn forget(&mut self, process_id: &str) {
+        self.failures.remove(process_id);
+    }
 }

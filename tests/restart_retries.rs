@@ -1,0 +1,297 @@
+//! What a call in flight gets when its process actor crashes: reads, waits
+//! and idempotent mutations are carried to the replacement actor, however
+//! long the supervisor takes to start it; only calls whose effect may have
+//! been lost with the actor report `ProcessRestarted`; shutdown ends every
+//! wait with `Stopped`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use process_registry::runtime::RestartIntensity;
+use process_registry::store::{GrantChange, ProcessChange, Recovered, StoredProcess};
+use process_registry::{
+    ActorProcessRegistry, DurabilityTier, MemoryStore, ProcessEventAppendRequest, ProcessEventType, ProcessExternalRef,
+    ProcessInput, ProcessLeaseCompletion, ProcessRegistration, ProcessRegistry, ProcessStore, ProcessValueSelector,
+    ProcessWakeSpec, RegistryConfig, RegistryError,
+};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+fn registration(id: &str) -> ProcessRegistration {
+    ProcessRegistration::new(id, ProcessInput::definition("job", serde_json::Map::new())).with_extra_event_types(vec![
+        ProcessEventType::new("tick", json!({"type": "object"})),
+        ProcessEventType::new("poke", json!({"type": "object"}))
+            .with_wake(ProcessWakeSpec::new(ProcessValueSelector::Const(json!("poked")))),
+    ])
+}
+
+fn tick() -> ProcessEventAppendRequest {
+    ProcessEventAppendRequest::new("tick", json!({}))
+}
+
+/// Never quarantines: these tests crash one process many times.
+fn never_quarantine() -> RestartIntensity {
+    RestartIntensity { max_restarts: usize::MAX, within_ms: 1 }
+}
+
+async fn until(mut condition: impl FnMut() -> bool) {
+    for _ in 0..5_000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("condition never became true");
+}
+
+/// A memory store whose `load_process` of one id blocks until the test
+/// opens the gate: while it blocks, the supervisor (which loads a process
+/// to start its actor) handles nothing else, restarts included.
+#[derive(Debug)]
+struct GatedStore {
+    inner: MemoryStore,
+    gated_id: String,
+    /// Closed semaphore = open gate: `acquire` then fails at once.
+    gate: Semaphore,
+    entered: AtomicU64,
+}
+
+impl GatedStore {
+    fn new(gated_id: &str) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            gated_id: gated_id.to_owned(),
+            gate: Semaphore::new(0),
+            entered: AtomicU64::new(0),
+        }
+    }
+
+    fn open(&self) {
+        self.gate.close();
+    }
+
+    fn loads_waiting(&self) -> u64 {
+        self.entered.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl ProcessStore for GatedStore {
+    fn durability_tier(&self) -> DurabilityTier {
+        self.inner.durability_tier()
+    }
+
+    async fn recover(&self) -> Result<Recovered, RegistryError> {
+        self.inner.recover().await
+    }
+
+    async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {
+        if process_id == self.gated_id {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            let _closed = self.gate.acquire().await;
+        }
+        self.inner.load_process(process_id).await
+    }
+
+    async fn commit_process(&self, process_id: &str, change: &ProcessChange) -> Result<(), RegistryError> {
+        self.inner.commit_process(process_id, change).await
+    }
+
+    async fn commit_grant(&self, change: &GrantChange) -> Result<(), RegistryError> {
+        self.inner.commit_grant(change).await
+    }
+}
+
+/// A registry on a [`GatedStore`] where `p`'s actor has crashed while the
+/// supervisor is stuck loading `slow`: `p`'s slot still names the dead
+/// actor, whose mailbox refuses every message, and nothing replaces it until
+/// the gate opens. Returns the registry, the store and `p`'s parked waiter.
+async fn crashed_behind_a_stuck_supervisor() -> (
+    ActorProcessRegistry,
+    Arc<GatedStore>,
+    tokio::task::JoinHandle<Result<process_registry::ProcessEvent, RegistryError>>,
+) {
+    let store = Arc::new(GatedStore::new("slow"));
+    let config = RegistryConfig::default()
+        .with_store(store.clone())
+        .with_passivation(None)
+        .with_restart_intensity(never_quarantine());
+    let registry = ActorProcessRegistry::start(config).await.unwrap();
+    registry.register_process(registration("p")).await.unwrap();
+    registry.register_process(registration("slow")).await.unwrap();
+    assert_eq!(registry.append_event("p", tick()).await.unwrap().event.sequence, 1);
+    let waiter = {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.wait_event_after("p", "tick", 1).await })
+    };
+    until(|| registry.stats().parked_waiters == 1).await;
+    {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.events_after("slow", 0).await });
+    }
+    until(|| store.loads_waiting() == 1).await;
+    registry.inject_panic("p").await.unwrap();
+    // The dead actor's parked waiters are dropped with it: it is gone.
+    until(|| registry.stats().parked_waiters == 0).await;
+    assert_eq!(registry.stats().restarts, 0, "the supervisor has not handled the crash yet");
+    (registry, store, waiter)
+}
+
+// Paused time: the runtime jumps the clock forward whenever every task
+// waits, so "an hour" of a stuck supervisor passes at once, and a retry
+// budget counted in sleeps would run out long before it.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_call_that_never_reached_a_crashed_actor_waits_for_its_replacement_however_slow_the_supervisor() {
+    let (registry, store, waiter) = crashed_behind_a_stuck_supervisor().await;
+    let appends: Vec<_> = (0..16)
+        .map(|_| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.append_event("p", tick()).await })
+        })
+        .collect();
+    let reads: Vec<_> = (0..16)
+        .map(|_| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.count_events_through("p", "tick", 1).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3_600)).await;
+    store.open();
+
+    let mut sequences = Vec::new();
+    for append in appends {
+        sequences
+            .push(append.await.unwrap().expect("a never-delivered append is sent to the new actor").event.sequence);
+    }
+    sequences.sort_unstable();
+    assert_eq!(sequences, (2..=17).collect::<Vec<u64>>());
+    for read in reads {
+        assert_eq!(read.await.unwrap().expect("a read waits for the new actor"), 1);
+    }
+    assert_eq!(waiter.await.unwrap().expect("the waiter re-parks on the new actor").sequence, 2);
+    assert_eq!(registry.stats().restarts, 1);
+    registry.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn calls_waiting_for_a_replacement_actor_get_stopped_at_shutdown() {
+    let (registry, store, waiter) = crashed_behind_a_stuck_supervisor().await;
+    let appends: Vec<_> = (0..8)
+        .map(|_| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.append_event("p", tick()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3_600)).await;
+    let shutdown = {
+        let registry = registry.clone();
+        tokio::spawn(async move { registry.shutdown().await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    store.open();
+    shutdown.await.unwrap();
+    for append in appends {
+        let result = append.await.unwrap();
+        assert!(matches!(result, Err(RegistryError::Stopped { .. })), "{result:?}");
+    }
+    let waited = waiter.await.unwrap();
+    assert!(matches!(waited, Err(RegistryError::Stopped { .. })), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_mutations_in_flight_when_the_actor_crashes_are_retried_not_reported_as_restarted() {
+    const WAKES: u64 = 64;
+    const CRASHES: u64 = 40;
+    let config = RegistryConfig::default().with_passivation(None).with_restart_intensity(never_quarantine());
+    let registry = ActorProcessRegistry::start(config).await.unwrap();
+    registry.register_process(registration("p")).await.unwrap();
+    for _ in 0..WAKES {
+        registry.append_event("p", ProcessEventAppendRequest::new("poke", json!({}))).await.unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let spawn_loop = |body: fn(ActorProcessRegistry, u64) -> futures_like::BoxFuture| {
+        let (registry, stop, calls) = (registry.clone(), stop.clone(), calls.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                body(registry.clone(), n).await;
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let loops = vec![
+        spawn_loop(|registry, n| {
+            Box::pin(async move {
+                let acked = registry.ack_wake("p", 1 + n % WAKES).await;
+                assert!(acked.is_ok(), "ack_wake: {acked:?}");
+            })
+        }),
+        spawn_loop(|registry, n| {
+            Box::pin(async move {
+                let external = ProcessExternalRef { backend: "queue".into(), id: n.to_string(), metadata: None };
+                let record = registry.set_external_ref("p", external.clone()).await;
+                assert_eq!(record.expect("set_external_ref").external_ref, Some(external));
+            })
+        }),
+        spawn_loop(|registry, _| {
+            Box::pin(async move {
+                let record = registry.clear_process_wait("p").await;
+                assert_eq!(record.expect("clear_process_wait").wait, None);
+            })
+        }),
+        spawn_loop(|registry, _| {
+            Box::pin(async move {
+                // Claiming is not idempotent (each claim takes a new
+                // fencing token), so a crash may refuse it; releasing is.
+                let lease = match registry.claim_process_lease("p", "worker", 60_000).await {
+                    Ok(lease) => lease,
+                    Err(RegistryError::ProcessRestarted { .. }) => return,
+                    Err(other) => panic!("claim: {other:?}"),
+                };
+                let released = registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&lease)).await;
+                assert!(released.is_ok(), "complete_process_lease: {released:?}");
+            })
+        }),
+        spawn_loop(|registry, n| {
+            Box::pin(async move {
+                // A replay key makes an append idempotent: it is retried too.
+                let request =
+                    ProcessEventAppendRequest::new("tick", json!({ "n": n })).with_replay_key(format!("tick-{n}"));
+                let appended = registry.append_event("p", request).await;
+                assert_eq!(appended.expect("keyed append_event").event.payload, json!({ "n": n }));
+            })
+        }),
+        spawn_loop(|registry, _| {
+            Box::pin(async move {
+                assert!(registry.events_after("p", 0).await.expect("events_after").len() as u64 >= WAKES);
+            })
+        }),
+    ];
+    for crash in 1..=CRASHES {
+        registry.inject_panic("p").await.unwrap();
+        until(|| registry.stats().restarts >= crash).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in loops {
+        task.await.unwrap();
+    }
+    assert!(calls.load(Ordering::Relaxed) > CRASHES, "calls ran alongside the crashes");
+    let ticks: Vec<u64> = registry
+        .events_after("p", WAKES)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.payload["n"].as_u64().expect("a tick"))
+        .collect();
+    assert_eq!(ticks, (1..=ticks.len() as u64).collect::<Vec<_>>(), "each keyed append committed exactly once");
+    assert_eq!(registry.stats().restarts, CRASHES);
+    registry.shutdown().await;
+}
+
+mod futures_like {
+    pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
