@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use process_registry::runtime::RestartIntensity;
-use process_registry::store::{GrantChange, ProcessChange, Recovered, StoredProcess};
+use process_registry::store::{Commit, CommitCallback, CommitResult, ProcessChange, Recovered, StoredProcess};
 use process_registry::{
     ActorProcessRegistry, DurabilityTier, MemoryStore, ProcessEventAppendRequest, ProcessEventType, ProcessExternalRef,
     ProcessInput, ProcessLeaseCompletion, ProcessRegistration, ProcessRegistry, ProcessStore, ProcessValueSelector,
@@ -95,12 +95,12 @@ impl ProcessStore for GatedStore {
         self.inner.load_process(process_id).await
     }
 
-    async fn commit_process(&self, process_id: &str, change: &ProcessChange) -> Result<(), RegistryError> {
-        self.inner.commit_process(process_id, change).await
+    fn submit(&self, commit: Commit, later: CommitCallback) -> Option<CommitResult> {
+        self.inner.submit(commit, later)
     }
 
-    async fn commit_grant(&self, change: &GrantChange) -> Result<(), RegistryError> {
-        self.inner.commit_grant(change).await
+    fn commit_inline(&self, process_id: &str, changes: &[ProcessChange]) -> Option<CommitResult> {
+        self.inner.commit_inline(process_id, changes)
     }
 }
 
