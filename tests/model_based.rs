@@ -1068,21 +1068,9 @@ impl Run {
         let Some((_, path)) = &self.durable else {
             return Ok(());
         };
-        self.registry.shutdown().await;
-        for pending in std::mem::take(&mut self.pending) {
-            let stopped = match pending {
-                PendingWait::Event { task, .. } => joined_within(task).await?.map(drop),
-                PendingWait::Output { task, .. } => joined_within(task).await?.map(drop),
-            };
-            prop_assert!(
-                matches!(stopped, Err(RegistryError::Stopped { .. })),
-                "step {} {:?}: a caller parked at shutdown got {:?}",
-                step,
-                op,
-                stopped
-            );
-        }
-        self.registry = Self::open(Some(path), &self.clock).await;
+        let path = path.clone();
+        self.shut_down(&format!("step {step} {op:?}")).await?;
+        self.registry = Self::open(Some(&path), &self.clock).await;
         Ok(())
     }
 
@@ -1417,6 +1405,11 @@ impl Run {
             stats
         );
         prop_assert_eq!(stats.restarts, 0, "no actor crashed: {:?}", stats);
+        self.shut_down("the end").await
+    }
+
+    /// Shuts the registry down: every parked caller must get `Stopped`.
+    async fn shut_down(&mut self, when: &str) -> Result<(), TestCaseError> {
         self.registry.shutdown().await;
         for pending in std::mem::take(&mut self.pending) {
             let stopped = match pending {
@@ -1425,7 +1418,8 @@ impl Run {
             };
             prop_assert!(
                 matches!(stopped, Err(RegistryError::Stopped { .. })),
-                "a caller parked at shutdown got {:?}",
+                "{}: a caller parked at shutdown got {:?}",
+                when,
                 stopped
             );
         }
