@@ -14,14 +14,13 @@ use super::call::{traced, Retry};
 use super::input;
 use super::lifecycle::ActorProcessRegistry;
 use super::process::messages::ProcessMsg;
-use super::routes::Slot;
 use super::supervisor::messages::SupervisorMsg;
 use crate::error::{PluginError, RegistryError};
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
 use crate::model::{
     DurabilityTier, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessHandleGrantEntry,
     ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord, ProcessRegistration,
-    ProcessSessionDeleteReport, SessionScope, WaitState,
+    ProcessSessionDeleteReport, ProcessStatusFilter, SessionScope, WaitState,
 };
 use crate::registry::ProcessRegistry;
 use crate::rules::limits::truncated;
@@ -348,7 +347,7 @@ impl ProcessRegistry for ActorProcessRegistry {
             Ok(self
                 .shared()
                 .routes
-                .records_where(|_, record| filter.matches(record))
+                .listed(filter.status, |record| filter.matches(record))
                 .iter()
                 .map(|record| ProcessRecord::clone(record))
                 .collect())
@@ -368,13 +367,12 @@ impl ProcessRegistry for ActorProcessRegistry {
     /// until released).
     async fn list_non_terminal(&self) -> Result<Vec<ProcessRecord>, PluginError> {
         traced("list_non_terminal", "", async {
-            Ok(self
-                .shared()
-                .routes
-                .records_where(|slot, record| !record.is_terminal() && !matches!(slot, Slot::Quarantined(_)))
-                .iter()
-                .map(|record| ProcessRecord::clone(record))
-                .collect())
+            let shared = self.shared();
+            let quarantined = shared.counters.quarantined_ids();
+            let worklist = shared.routes.listed(ProcessStatusFilter::Running, |record| {
+                !record.is_terminal() && !quarantined.contains(record.id.as_str())
+            });
+            Ok(worklist.iter().map(|record| ProcessRecord::clone(record)).collect())
         })
         .await
     }

@@ -28,6 +28,8 @@
 //! - `config`, `stats`, `shared`: what configures, what counts, and
 //!   what every actor shares.
 //! - `schemas`: the compiled-schema cache, shared across processes.
+//! - `status_index`: the ids in order, one set per status, so listings
+//!   cost O(result) and take no lock while they copy records.
 
 mod call;
 mod config;
@@ -39,6 +41,7 @@ mod routes;
 mod schemas;
 mod shared;
 mod stats;
+mod status_index;
 mod supervisor;
 
 pub use config::{MailboxConfig, OverloadPolicy, RegistryConfig, RestartIntensity};

@@ -17,8 +17,10 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::process::messages::ProcessMsg;
 use super::process::state::ProcessState;
+use super::status_index::StatusIndex;
 use crate::error::RegistryError;
-use crate::model::ProcessRecord;
+use crate::events::ProcessTerminalState;
+use crate::model::{ProcessRecord, ProcessStatusFilter};
 use crate::store::ProcessStore;
 
 /// The record a process actor publishes: written only by that actor, before
@@ -166,11 +168,14 @@ pub(crate) struct ProcessEntry {
     pub(crate) record: Arc<RecordSnapshot>,
 }
 
-/// Process id -> entry.
+/// Process id -> entry, and the ids in order by status.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
-    /// Keys are `Box<str>`, 8 bytes smaller than `String` in every bucket.
-    entries: DashMap<Box<str>, ProcessEntry>,
+    /// Keys are `Arc<str>`, 8 bytes smaller than `String` in every bucket
+    /// and shared with the status index, which so keeps no copy of an id.
+    entries: DashMap<Arc<str>, ProcessEntry>,
+    /// Every id, ordered, in the set of its status.
+    statuses: StatusIndex,
 }
 
 impl Routes {
@@ -190,8 +195,20 @@ impl Routes {
         self.entries.contains_key(process_id)
     }
 
+    /// Routes a new process, in the status its record has. The entry goes
+    /// in before the index, so every id a listing finds is routed.
     pub(crate) fn insert(&self, process_id: String, entry: ProcessEntry) {
-        self.entries.insert(process_id.into_boxed_str(), entry);
+        let id: Arc<str> = Arc::from(process_id);
+        let record = Arc::clone(&entry.record);
+        let status = record.load().status.clone();
+        self.entries.insert(Arc::clone(&id), entry);
+        self.statuses.insert(id, record, &status);
+    }
+
+    /// Moves the process to the index of its terminal status; its actor
+    /// calls this after publishing the terminal record, before replying.
+    pub(crate) fn terminal_committed(&self, process_id: &str, state: ProcessTerminalState) {
+        self.statuses.terminal_committed(process_id, state);
     }
 
     pub(crate) fn set_slot(&self, process_id: &str, slot: Slot) {
@@ -210,17 +227,27 @@ impl Routes {
         }
     }
 
-    /// Every record passing `keep` (given its slot too), by id ascending.
-    pub(crate) fn records_where(&self, mut keep: impl FnMut(&Slot, &ProcessRecord) -> bool) -> Vec<Arc<ProcessRecord>> {
-        let mut records: Vec<Arc<ProcessRecord>> = self
-            .entries
-            .iter()
-            .filter_map(|entry| {
-                let record = entry.record.load();
-                keep(&entry.slot, &record).then_some(record)
-            })
-            .collect();
-        records.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    /// The records of the processes the index holds under `status`, by id
+    /// ascending, that pass `keep`. `keep` judges the record as read, so it
+    /// must check the status itself (a process may have moved on since the
+    /// index was copied).
+    ///
+    /// Costs O(processes in `status`), without a routing-table lookup; no
+    /// lock is held while `keep` runs or after a record is read, and the
+    /// caller clones the records with none held.
+    pub(crate) fn listed(
+        &self,
+        status: ProcessStatusFilter,
+        mut keep: impl FnMut(&ProcessRecord) -> bool,
+    ) -> Vec<Arc<ProcessRecord>> {
+        let snapshots = self.statuses.snapshots(status);
+        let mut records = Vec::with_capacity(snapshots.len());
+        for snapshot in &snapshots {
+            let record = snapshot.load();
+            if keep(&record) {
+                records.push(record);
+            }
+        }
         records
     }
 }

@@ -120,6 +120,11 @@ impl Counters {
         self.quarantined.lock().unwrap_or_else(PoisonError::into_inner).remove(process_id);
     }
 
+    /// The quarantined ids (a copy: usually empty, so free).
+    pub(crate) fn quarantined_ids(&self) -> BTreeSet<String> {
+        self.quarantined.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     pub(crate) fn snapshot(&self) -> RegistryStats {
         let non_negative = |value: i64| u64::try_from(value).unwrap_or(0);
         RegistryStats {

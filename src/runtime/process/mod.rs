@@ -255,6 +255,7 @@ impl ProcessActorState {
                 self.snapshot.publish(Arc::clone(record));
                 self.waiters.event_committed(event);
                 if let Some(terminal) = &event.semantics.terminal {
+                    shared.routes.terminal_committed(&self.process_id, terminal.state);
                     shared.counters.count_terminal(terminal.state);
                     self.waiters.terminal_committed(&terminal.await_output);
                 }
