@@ -86,6 +86,12 @@ pub(crate) struct DeclarationIds {
 }
 
 impl DeclarationIds {
+    /// Forgets every list: a rolled-back transaction may have written
+    /// none of them.
+    pub(crate) fn forget(&mut self) {
+        self.by_address.clear();
+    }
+
     /// The hash of `event_types`, stored in `declarations` if new.
     pub(crate) fn id_of(
         &mut self,

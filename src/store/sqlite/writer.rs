@@ -13,7 +13,6 @@
 //! poisoned, and every later commit is refused until the file is reopened.
 //! It is never retried as if nothing happened.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -385,12 +384,4 @@ fn write_grant(connection: &Connection, change: &GrantChange) -> rusqlite::Resul
 /// far below `i64::MAX`, and larger ones are stored saturated.
 pub(crate) fn to_sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Event type lists already written in this session, by address.
-impl DeclarationIds {
-    /// Forgets what a rolled-back batch may have written.
-    fn forget(&mut self) {
-        self.by_address = HashMap::new();
-    }
 }
