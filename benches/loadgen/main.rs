@@ -99,6 +99,11 @@ mod report;
 #[path = "../support/mod.rs"]
 mod support;
 mod sys;
+// The operator CLI's time formatting, written once; the loadgen uses
+// only its RFC 3339 timestamps.
+#[path = "../../src/bin/process-registry/time.rs"]
+#[allow(dead_code, unused_imports)]
+mod time;
 
 use args::{Args, Phase, Sizes};
 

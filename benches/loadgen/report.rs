@@ -302,28 +302,6 @@ pub fn render_table(rows: &[Row]) -> String {
     out
 }
 
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-fn utc_timestamp(epoch_seconds: u64) -> String {
-    let days = i64::try_from(epoch_seconds / 86_400).unwrap_or(0);
-    let seconds_of_day = epoch_seconds % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds_of_day / 3_600,
-        seconds_of_day % 3_600 / 60,
-        seconds_of_day % 60
-    )
-}
-
 pub fn report_json(
     args: &Args,
     sizes: &Sizes,
@@ -337,7 +315,7 @@ pub fn report_json(
     json!({
         "schema_version": 2,
         "timestamp_unix_s": epoch_seconds,
-        "timestamp_utc": utc_timestamp(epoch_seconds),
+        "timestamp_utc": crate::time::rfc3339(epoch_seconds.saturating_mul(1_000)),
         "machine": {
             "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
             "cpu_model": cpu_model(),
