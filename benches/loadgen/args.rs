@@ -32,7 +32,7 @@ usage: cargo bench --bench loadgen -- [--quick | --smoke] [--json PATH] [--round
                    (default 100000, 2000 with --quick; the target is stated at 1000000)
   --callers N      concurrent callers of the flood phase (default 100000, 10000 with --quick)
   --only PHASES    run only these phases, comma-separated, of:
-                   figures, activation, memory, flood (default: all)
+                   figures, activation, memory, flood, listing (default: all)
   --in-block-on    drive the figures from the runtime's block_on instead of
                    a task on its workers, as the body of #[tokio::main] runs
   --store sqlite   run the durable store's figures instead (group commit against
@@ -46,10 +46,11 @@ pub enum Phase {
     Activation,
     Memory,
     Flood,
+    Listing,
 }
 
 impl Phase {
-    const ALL: [Phase; 4] = [Phase::Figures, Phase::Activation, Phase::Memory, Phase::Flood];
+    const ALL: [Phase; 5] = [Phase::Figures, Phase::Activation, Phase::Memory, Phase::Flood, Phase::Listing];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -57,6 +58,7 @@ impl Phase {
             Phase::Activation => "activation",
             Phase::Memory => "memory",
             Phase::Flood => "flood",
+            Phase::Listing => "listing",
         }
     }
 }
@@ -230,6 +232,12 @@ pub struct Sizes {
     pub memory_processes: u64,
     /// Concurrent callers the flood phase sends to one process.
     pub flood_callers: u64,
+    /// Processes the listing phase registers.
+    pub listing_processes: u64,
+    /// Of those, how many stay running (the rest are completed).
+    pub listing_running: u64,
+    /// `list_non_terminal` calls the listing phase times.
+    pub listing_samples: u64,
 }
 
 impl Sizes {
@@ -253,6 +261,9 @@ impl Sizes {
                 activation_processes: 20,
                 memory_processes: 100,
                 flood_callers: 200,
+                listing_processes: 2_000,
+                listing_running: 10,
+                listing_samples: 5,
             }
         } else if args.quick {
             Self {
@@ -273,6 +284,9 @@ impl Sizes {
                 activation_processes: 500,
                 memory_processes: 2_000,
                 flood_callers: 10_000,
+                listing_processes: 20_000,
+                listing_running: 20,
+                listing_samples: 50,
             }
         } else {
             Self {
@@ -293,6 +307,9 @@ impl Sizes {
                 activation_processes: 10_000,
                 memory_processes: 100_000,
                 flood_callers: 100_000,
+                listing_processes: 1_000_000,
+                listing_running: 1_000,
+                listing_samples: 200,
             }
         };
         if let Some(rounds) = args.rounds {

@@ -30,7 +30,7 @@
 //! all rounds. The ratio is actor / baseline of the medians unless the row
 //! says otherwise; each row says whether higher or lower is better.
 //!
-//! Four phases, any subset selectable with `--only`:
+//! Five phases, any subset selectable with `--only`:
 //!
 //! - `figures` ([`figures`]): the per-operation figures above.
 //! - `activation` ([`activation`]): activation latency. An actor registry
@@ -61,6 +61,9 @@
 //!   [`FLOOD_SAMPLE_EVERY`](flood::FLOOD_SAMPLE_EVERY); the figure is (peak
 //!   RSS - RSS before the callers were spawned) / callers, which includes
 //!   each caller's own task (the same on both sides) and the appended events.
+//! - `listing` ([`listing`]): the recovery worklist at scale. Each registry
+//!   gets 1,000,000 processes of which 1,000 stay running (the others are
+//!   completed), then `list_non_terminal` is timed 200 times.
 //!
 //! `--in-block-on` drives the figures from the runtime's `block_on` future,
 //! as the body of `#[tokio::main]` runs, instead of from a task on its
@@ -77,7 +80,7 @@
 //! phase ran.
 //!
 //! The modules, by job: [`args`] (command line and sizes), [`figures`],
-//! [`activation`], [`memory`] and [`flood`] (one phase each, parent and
+//! [`activation`], [`memory`], [`flood`] and [`listing`] (one phase each, parent and
 //! child side), [`passivation`] (the passivating actor registry two phases
 //! measure), [`forwarder`] (the ceiling row's actor), [`report`]
 //! (statistics, table, JSON) and [`sys`] (RSS, CPU, child processes). The
@@ -93,6 +96,7 @@ mod durable;
 mod figures;
 mod flood;
 mod forwarder;
+mod listing;
 mod memory;
 mod passivation;
 mod report;
@@ -182,6 +186,9 @@ fn run() -> Result<()> {
         let (flood_rows, reports) = flood::flood_rows(&sizes)?;
         rows.extend(flood_rows);
         flood_reports = reports;
+    }
+    if args.only.contains(&Phase::Listing) {
+        rows.extend(listing::run_listing(sizes)?);
     }
 
     println!("{}", report::render_table(&rows));

@@ -33,7 +33,7 @@ const MAX_LIVE_ACTORS: u64 = 50_000;
 
 /// Runs `op(i)` for every `i` in `0..n` from [`LOAD_TASKS`] concurrent tasks
 /// (task `k` takes `k`, `k + LOAD_TASKS`, ...).
-async fn for_each_concurrently<F, Fut>(n: u64, op: F) -> Result<()>
+pub async fn for_each_concurrently<F, Fut>(n: u64, op: F) -> Result<()>
 where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<()>> + Send,
