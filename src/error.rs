@@ -106,6 +106,20 @@ pub enum RegistryError {
         /// The process the lease was for.
         process_id: String,
     },
+    /// A fenced write presented a lease that is not the process's current,
+    /// unexpired lease (another worker took the process over, the lease
+    /// expired or was released): the write did not happen. A worker that
+    /// gets this has lost the process and must stop working on it.
+    #[error("fenced write on process `{process_id}` refused: presented fencing token {presented_fencing_token}, current {}", current_fencing_token.map_or_else(|| "none (no live lease)".to_owned(), |token| token.to_string()))]
+    LeaseFenced {
+        /// The process written to.
+        process_id: String,
+        /// The fencing token of the lease the writer presented.
+        presented_fencing_token: u64,
+        /// The fencing token of the process's current live lease, `None`
+        /// when no lease is live (released or expired).
+        current_fencing_token: Option<u64>,
+    },
     /// The scope holds no grant for the process.
     #[error("process `{process_id}` is not granted to scope `{scope_id}`")]
     HandleNotGranted {
@@ -241,6 +255,7 @@ impl RegistryError {
             | Self::SequenceOutOfRange { process_id, .. }
             | Self::LeaseHeld { process_id, .. }
             | Self::LeaseMissingOrExpired { process_id }
+            | Self::LeaseFenced { process_id, .. }
             | Self::HandleNotGranted { process_id, .. }
             | Self::InvalidScope { process_id, .. }
             | Self::LimitExceeded { process_id, .. }

@@ -88,6 +88,7 @@
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod fenced;
 pub mod model;
 pub mod registry;
 #[cfg(feature = "testing")]
@@ -102,6 +103,7 @@ pub mod testing;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{PluginError, RegistryError};
 pub use events::*;
+pub use fenced::FencedProcessRegistry;
 pub use model::*;
 pub use registry::ProcessRegistry;
 pub use rules::limits::Limits;

@@ -80,6 +80,28 @@ pub fn renew(
     }
 }
 
+/// Checks a fenced write: `presented` must be the current lease (owner,
+/// lease token and fencing token) and unexpired at `now_ms`; otherwise
+/// [`RegistryError::LeaseFenced`], naming the current live lease's fencing
+/// token (`None` when no lease is live).
+pub fn check_fence(state: &LeaseState, presented: &ProcessLease, now_ms: u64) -> Result<(), RegistryError> {
+    let live = state.current.as_deref().filter(|current| is_live(current, now_ms));
+    match live {
+        Some(current)
+            if current.lease_token == presented.lease_token
+                && current.owner_id == presented.owner_id
+                && current.fencing_token == presented.fencing_token =>
+        {
+            Ok(())
+        }
+        _ => Err(RegistryError::LeaseFenced {
+            process_id: presented.process_id.clone(),
+            presented_fencing_token: presented.fencing_token,
+            current_fencing_token: live.map(|current| current.fencing_token),
+        }),
+    }
+}
+
 /// The state after releasing `completion`'s lease, or `None` when the
 /// completion is stale (its token is not the current lease's): a no-op.
 pub fn release(state: &LeaseState, completion: &ProcessLeaseCompletion) -> Option<LeaseState> {
@@ -143,6 +165,36 @@ mod tests {
         forged.lease_token = "other".into();
         assert!(renew(&state, &forged, 50, 60).is_err());
         assert!(renew(&LeaseState::default(), &lease, 50, 60).is_err());
+    }
+
+    #[test]
+    fn a_fence_holds_only_for_the_current_unexpired_lease() {
+        let first = claim_as(&LeaseState::default(), "a", 100, 10).unwrap();
+        let state = granted(&LeaseState::default(), first.clone());
+        assert_eq!(check_fence(&state, &first, 109), Ok(()));
+        let fenced = |state: &LeaseState, lease: &ProcessLease, now| match check_fence(state, lease, now) {
+            Err(RegistryError::LeaseFenced { presented_fencing_token, current_fencing_token, .. }) => {
+                (presented_fencing_token, current_fencing_token)
+            }
+            other => panic!("expected LeaseFenced, got {other:?}"),
+        };
+        // Expired: nothing is live.
+        assert_eq!(fenced(&state, &first, 110), (1, None));
+        // Taken over: the newer lease's token is named.
+        let second = claim_as(&state, "b", 100, 110).unwrap();
+        let state = granted(&state, second.clone());
+        assert_eq!(fenced(&state, &first, 111), (1, Some(2)));
+        assert_eq!(check_fence(&state, &second, 111), Ok(()));
+        // Same tokens under another owner, or another fencing token: refused.
+        let mut forged = second.clone();
+        forged.owner_id = "a".into();
+        assert_eq!(fenced(&state, &forged, 111), (2, Some(2)));
+        let mut forged = second.clone();
+        forged.fencing_token = 1;
+        assert_eq!(fenced(&state, &forged, 111), (1, Some(2)));
+        // Released: nothing is live.
+        let released = release(&state, &ProcessLeaseCompletion::from_lease(&second)).unwrap();
+        assert_eq!(fenced(&released, &second, 111), (2, None));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::process::messages::ProcessMsg;
 use super::supervisor::messages::SupervisorMsg;
 use crate::error::{PluginError, RegistryError};
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
+use crate::fenced::FencedProcessRegistry;
 use crate::model::{
     DurabilityTier, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessHandleGrantEntry,
     ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord, ProcessRegistration,
@@ -33,6 +34,59 @@ fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
 }
 
 impl ActorProcessRegistry {
+    /// Appends `request`, fenced by `fence` when there is one.
+    async fn append(
+        &self,
+        process_id: &str,
+        request: ProcessEventAppendRequest,
+        fence: Option<&ProcessLease>,
+    ) -> Result<ProcessEventAppendResult, PluginError> {
+        let checked = input::checked_append(&self.shared().limits, process_id, request)?;
+        // A replay key makes a second send answer with the first's event.
+        let retry = if checked.0.replay_key().is_some() { Retry::Idempotent } else { Retry::Never };
+        let mut unsent = Some(checked);
+        let (event, wake_delivery) = self
+            .ask(process_id, retry, |reply| {
+                let (request, payload_hash) = match retry {
+                    // Sent once: moved, never copied.
+                    Retry::Never => unsent.take()?,
+                    // Kept for a retry: each send gets a copy.
+                    Retry::Transparent | Retry::Idempotent => unsent.clone()?,
+                };
+                Some(ProcessMsg::Append { request, payload_hash, fence: fence.cloned().map(Box::new), reply })
+            })
+            .await?;
+        Ok(ProcessEventAppendResult { event: ProcessEvent::clone(&event), wake_delivery })
+    }
+
+    /// The record as published after a commit this caller waited for.
+    fn committed_record(&self, process_id: &str) -> Result<ProcessRecord, PluginError> {
+        self.shared()
+            .routes
+            .record(process_id)
+            .map(|record| ProcessRecord::clone(&record))
+            .ok_or_else(|| RegistryError::unknown(process_id))
+    }
+
+    /// Sets (`Some`) or clears (`None`) the wait state, fenced by `fence`
+    /// when there is one.
+    async fn set_wait(
+        &self,
+        process_id: &str,
+        wait: Option<WaitState>,
+        fence: Option<&ProcessLease>,
+    ) -> Result<ProcessRecord, PluginError> {
+        // Setting a wait is idempotent (the same state again), but the
+        // state moves into the message: a set is sent once.
+        let retry = if wait.is_some() { Retry::Never } else { Retry::Idempotent };
+        let mut unsent = Some(wait);
+        self.ask(process_id, retry, |reply| {
+            let wait = if retry == Retry::Never { unsent.take()? } else { unsent.clone()? };
+            Some(ProcessMsg::SetWait { wait, fence: fence.cloned().map(Box::new), reply })
+        })
+        .await
+    }
+
     async fn grant_entries(
         &self,
         session_scope: &SessionScope,
@@ -196,25 +250,7 @@ impl ProcessRegistry for ActorProcessRegistry {
         process_id: &str,
         request: ProcessEventAppendRequest,
     ) -> Result<ProcessEventAppendResult, PluginError> {
-        traced("append_event", process_id, async {
-            let checked = input::checked_append(&self.shared().limits, process_id, request)?;
-            // A replay key makes a second send answer with the first's event.
-            let retry = if checked.0.replay_key().is_some() { Retry::Idempotent } else { Retry::Never };
-            let mut unsent = Some(checked);
-            let (event, wake_delivery) = self
-                .ask(process_id, retry, |reply| {
-                    let (request, payload_hash) = match retry {
-                        // Sent once: moved, never copied.
-                        Retry::Never => unsent.take()?,
-                        // Kept for a retry: each send gets a copy.
-                        Retry::Transparent | Retry::Idempotent => unsent.clone()?,
-                    };
-                    Some(ProcessMsg::Append { request, payload_hash, reply })
-                })
-                .await?;
-            Ok(ProcessEventAppendResult { event: ProcessEvent::clone(&event), wake_delivery })
-        })
-        .await
+        traced("append_event", process_id, self.append(process_id, request, None)).await
     }
 
     async fn events_after(&self, process_id: &str, after_sequence: u64) -> Result<Vec<ProcessEvent>, PluginError> {
@@ -310,29 +346,20 @@ impl ProcessRegistry for ActorProcessRegistry {
         process_id: &str,
         await_output: ProcessAwaitOutput,
     ) -> Result<ProcessRecord, PluginError> {
-        let request = input::terminal_request(&self.shared().limits, process_id, await_output)?;
-        self.append_event(process_id, request).await?;
-        self.shared()
-            .routes
-            .record(process_id)
-            .map(|record| ProcessRecord::clone(&record))
-            .ok_or_else(|| RegistryError::unknown(process_id))
+        traced("complete_process", process_id, async {
+            let request = input::terminal_request(&self.shared().limits, process_id, await_output)?;
+            self.append(process_id, request, None).await?;
+            self.committed_record(process_id)
+        })
+        .await
     }
 
     async fn set_process_wait(&self, process_id: &str, wait: WaitState) -> Result<ProcessRecord, PluginError> {
-        traced("set_process_wait", process_id, async {
-            let mut wait = Some(wait);
-            self.ask(process_id, Retry::Never, |reply| Some(ProcessMsg::SetWait { wait: Some(wait.take()?), reply }))
-                .await
-        })
-        .await
+        traced("set_process_wait", process_id, self.set_wait(process_id, Some(wait), None)).await
     }
 
     async fn clear_process_wait(&self, process_id: &str) -> Result<ProcessRecord, PluginError> {
-        traced("clear_process_wait", process_id, async {
-            self.ask(process_id, Retry::Idempotent, |reply| Some(ProcessMsg::SetWait { wait: None, reply })).await
-        })
-        .await
+        traced("clear_process_wait", process_id, self.set_wait(process_id, None, None)).await
     }
 
     async fn get_process(&self, process_id: &str) -> Option<ProcessRecord> {
@@ -411,5 +438,44 @@ impl ProcessRegistry for ActorProcessRegistry {
             .await
         })
         .await
+    }
+}
+
+#[async_trait]
+impl FencedProcessRegistry for ActorProcessRegistry {
+    async fn append_event_fenced(
+        &self,
+        lease: &ProcessLease,
+        request: ProcessEventAppendRequest,
+    ) -> Result<ProcessEventAppendResult, PluginError> {
+        let process_id = &lease.process_id;
+        traced("append_event_fenced", process_id, self.append(process_id, request, Some(lease))).await
+    }
+
+    async fn complete_process_fenced(
+        &self,
+        lease: &ProcessLease,
+        await_output: ProcessAwaitOutput,
+    ) -> Result<ProcessRecord, PluginError> {
+        let process_id = &lease.process_id;
+        traced("complete_process_fenced", process_id, async {
+            let request = input::terminal_request(&self.shared().limits, process_id, await_output)?;
+            self.append(process_id, request, Some(lease)).await?;
+            self.committed_record(process_id)
+        })
+        .await
+    }
+
+    async fn set_process_wait_fenced(
+        &self,
+        lease: &ProcessLease,
+        wait: WaitState,
+    ) -> Result<ProcessRecord, PluginError> {
+        let process_id = &lease.process_id;
+        traced("set_process_wait_fenced", process_id, self.set_wait(process_id, Some(wait), Some(lease))).await
+    }
+
+    fn registration_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.shared().registrations.subscribe())
     }
 }

@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     pub(crate) passivate_after: Option<Duration>,
     pub(crate) counters: Counters,
     pub(crate) stopping: AtomicBool,
+    /// Counts committed registrations, for
+    /// [`FencedProcessRegistry::registration_notices`](crate::FencedProcessRegistry::registration_notices).
+    pub(crate) registrations: tokio::sync::watch::Sender<u64>,
     next_waiter: AtomicU64,
 }
 
@@ -44,6 +47,7 @@ impl Shared {
             passivate_after: config.passivate_after,
             counters: Counters::default(),
             stopping: AtomicBool::new(false),
+            registrations: tokio::sync::watch::Sender::new(0),
             next_waiter: AtomicU64::new(1),
         }
     }

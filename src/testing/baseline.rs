@@ -41,6 +41,7 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{PluginError, RegistryError};
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
+use crate::fenced::FencedProcessRegistry;
 use crate::model::{
     DurabilityTier, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessHandleGrantEntry,
     ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord, ProcessRegistration,
@@ -195,9 +196,13 @@ impl GlobalLockRegistry {
         process_id: &str,
         request: ProcessEventAppendRequest,
         payload_hash: String,
+        fence: Option<&ProcessLease>,
     ) -> Result<(ProcessEventAppendResult, ProcessRecord), RegistryError> {
         let now_ms = self.clock.now_ms();
         let process = state.process_mut(process_id)?;
+        if let Some(presented) = fence {
+            lease::check_fence(&process.lease, presented, now_ms)?;
+        }
         let target = request.wake_target_scope.clone();
         let replayed = request.replay_key().and_then(|key| process.replay.get(key));
         let view = AppendView {
@@ -230,17 +235,71 @@ impl GlobalLockRegistry {
         }
     }
 
-    /// Runs `update` on a process's record and stamps `updated_at_ms`.
+    /// Runs `update` on a process's record and stamps `updated_at_ms`,
+    /// under `fence`'s lease when there is one.
     async fn update_record(
         &self,
         process_id: &str,
+        fence: Option<&ProcessLease>,
         update: impl FnOnce(&mut ProcessRecord) -> Result<(), RegistryError>,
     ) -> Result<ProcessRecord, RegistryError> {
         let mut state = self.lock().await;
         let process = state.process_mut(process_id)?;
+        if let Some(presented) = fence {
+            lease::check_fence(&process.lease, presented, self.clock.now_ms())?;
+        }
         update(&mut process.record)?;
         process.record.updated_at_ms = self.clock.now_ms();
         Ok(process.record.clone())
+    }
+
+    /// Sets the wait state, under `fence`'s lease when there is one.
+    async fn set_wait(
+        &self,
+        process_id: &str,
+        wait: WaitState,
+        fence: Option<&ProcessLease>,
+    ) -> Result<ProcessRecord, RegistryError> {
+        self.update_record(process_id, fence, |record| {
+            if record.is_terminal() {
+                return Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() });
+            }
+            record.wait = Some(wait);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Appends the terminal event for `await_output`, under `fence`'s
+    /// lease when there is one.
+    async fn complete(
+        &self,
+        process_id: &str,
+        await_output: ProcessAwaitOutput,
+        fence: Option<&ProcessLease>,
+    ) -> Result<ProcessRecord, RegistryError> {
+        // Serializing a value nested past the limit would recurse as deep as
+        // it goes: refuse it first, as the payload check would.
+        if let Some(value) = await_output_value(&await_output) {
+            if let Err(err) = self.limits.check_depth(process_id, "payload depth", value) {
+                dismantle_await_output(await_output);
+                return Err(err);
+            }
+        }
+        let event_type = await_output.terminal_state().event_type();
+        let output = serde_json::to_value(&await_output).map_err(|err| RegistryError::InvalidPayload {
+            process_id: process_id.to_owned(),
+            event_type: event_type.to_owned(),
+            path: "/await_output".to_owned(),
+            message: err.to_string(),
+        })?;
+        let payload = Value::Object(Map::from_iter([("await_output".to_owned(), output)]));
+        let request = ProcessEventAppendRequest::new(event_type, payload)
+            .with_replay_key(format!("process:{process_id}:terminal:{event_type}"));
+        let (request, payload_hash) = self.hash_payload(process_id, request)?;
+        let mut state = self.lock().await;
+        let (_, record) = self.append_locked(&mut state, process_id, request, payload_hash, fence)?;
+        Ok(record)
     }
 }
 
@@ -326,7 +385,7 @@ impl ProcessRegistry for GlobalLockRegistry {
                 return Err(err);
             }
         }
-        self.update_record(process_id, |record| {
+        self.update_record(process_id, None, |record| {
             record.external_ref = Some(external_ref);
             Ok(())
         })
@@ -413,7 +472,7 @@ impl ProcessRegistry for GlobalLockRegistry {
     ) -> Result<ProcessEventAppendResult, PluginError> {
         let (request, payload_hash) = self.hash_payload(process_id, request)?;
         let mut state = self.lock().await;
-        let (result, _) = self.append_locked(&mut state, process_id, request, payload_hash)?;
+        let (result, _) = self.append_locked(&mut state, process_id, request, payload_hash, None)?;
         Ok(result)
     }
 
@@ -489,43 +548,15 @@ impl ProcessRegistry for GlobalLockRegistry {
         process_id: &str,
         await_output: ProcessAwaitOutput,
     ) -> Result<ProcessRecord, PluginError> {
-        // Serializing a value nested past the limit would recurse as deep as
-        // it goes: refuse it first, as the payload check would.
-        if let Some(value) = await_output_value(&await_output) {
-            if let Err(err) = self.limits.check_depth(process_id, "payload depth", value) {
-                dismantle_await_output(await_output);
-                return Err(err);
-            }
-        }
-        let event_type = await_output.terminal_state().event_type();
-        let output = serde_json::to_value(&await_output).map_err(|err| RegistryError::InvalidPayload {
-            process_id: process_id.to_owned(),
-            event_type: event_type.to_owned(),
-            path: "/await_output".to_owned(),
-            message: err.to_string(),
-        })?;
-        let payload = Value::Object(Map::from_iter([("await_output".to_owned(), output)]));
-        let request = ProcessEventAppendRequest::new(event_type, payload)
-            .with_replay_key(format!("process:{process_id}:terminal:{event_type}"));
-        let (request, payload_hash) = self.hash_payload(process_id, request)?;
-        let mut state = self.lock().await;
-        let (_, record) = self.append_locked(&mut state, process_id, request, payload_hash)?;
-        Ok(record)
+        self.complete(process_id, await_output, None).await
     }
 
     async fn set_process_wait(&self, process_id: &str, wait: WaitState) -> Result<ProcessRecord, PluginError> {
-        self.update_record(process_id, |record| {
-            if record.is_terminal() {
-                return Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() });
-            }
-            record.wait = Some(wait);
-            Ok(())
-        })
-        .await
+        self.set_wait(process_id, wait, None).await
     }
 
     async fn clear_process_wait(&self, process_id: &str) -> Result<ProcessRecord, PluginError> {
-        self.update_record(process_id, |record| {
+        self.update_record(process_id, None, |record| {
             record.wait = None;
             Ok(())
         })
@@ -612,6 +643,37 @@ impl ProcessRegistry for GlobalLockRegistry {
             process.lease = released;
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl FencedProcessRegistry for GlobalLockRegistry {
+    async fn append_event_fenced(
+        &self,
+        lease: &ProcessLease,
+        request: ProcessEventAppendRequest,
+    ) -> Result<ProcessEventAppendResult, PluginError> {
+        let process_id = &lease.process_id;
+        let (request, payload_hash) = self.hash_payload(process_id, request)?;
+        let mut state = self.lock().await;
+        let (result, _) = self.append_locked(&mut state, process_id, request, payload_hash, Some(lease))?;
+        Ok(result)
+    }
+
+    async fn complete_process_fenced(
+        &self,
+        lease: &ProcessLease,
+        await_output: ProcessAwaitOutput,
+    ) -> Result<ProcessRecord, PluginError> {
+        self.complete(&lease.process_id, await_output, Some(lease)).await
+    }
+
+    async fn set_process_wait_fenced(
+        &self,
+        lease: &ProcessLease,
+        wait: WaitState,
+    ) -> Result<ProcessRecord, PluginError> {
+        self.set_wait(&lease.process_id, wait, Some(lease)).await
     }
 }
 

@@ -22,6 +22,8 @@ pub(crate) enum ProcessMsg {
         request: ProcessEventAppendRequest,
         /// Its payload hash, computed by the caller.
         payload_hash: String,
+        /// A fenced append: the lease that must be current.
+        fence: Option<Box<ProcessLease>>,
         /// Where the answer goes.
         reply: Reply<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>)>,
     },
@@ -89,6 +91,8 @@ pub(crate) enum ProcessMsg {
     SetWait {
         /// The new wait state.
         wait: Option<WaitState>,
+        /// A fenced update: the lease that must be current.
+        fence: Option<Box<ProcessLease>>,
         /// Where the answer goes.
         reply: Reply<ProcessRecord>,
     },

@@ -151,7 +151,12 @@ impl ProcessActorState {
         let mut calls = Calls { actor: self, shared, myself };
         match message {
             ProcessMsg::Passivate { .. } | ProcessMsg::Committed { .. } => {}
-            ProcessMsg::Append { request, payload_hash, reply } => calls.append(request, payload_hash, now_ms, reply),
+            ProcessMsg::Append { request, payload_hash, fence, reply } => {
+                if let Err(error) = calls.fenced(fence.as_deref(), now_ms) {
+                    return calls.answer(reply, Err(error));
+                }
+                calls.append(request, payload_hash, now_ms, reply);
+            }
             ProcessMsg::EventsAfter { after, reply } => {
                 let _ = reply.send(Ok(calls.actor.state.events_after(after).to_vec()));
             }
@@ -195,7 +200,12 @@ impl ProcessActorState {
                 }
             }
             ProcessMsg::CancelWaiter { waiter_id } => calls.actor.waiters.cancel(waiter_id),
-            ProcessMsg::SetWait { wait, reply } => calls.set_wait(wait, reply),
+            ProcessMsg::SetWait { wait, fence, reply } => {
+                if let Err(error) = calls.fenced(fence.as_deref(), now_ms) {
+                    return calls.answer(reply, Err(error));
+                }
+                calls.set_wait(wait, reply);
+            }
             ProcessMsg::SetExternalRef { external_ref, reply } => calls.set_external_ref(external_ref, reply),
             ProcessMsg::ClaimLease { owner_id, ttl_ms, reply } => calls.claim_lease(&owner_id, ttl_ms, now_ms, reply),
             ProcessMsg::RenewLease { lease, ttl_ms, reply } => calls.renew_lease(&lease, ttl_ms, now_ms, reply),
@@ -326,6 +336,13 @@ impl Calls<'_> {
                 }
             }
         }
+    }
+
+    /// Checks a fenced call's lease against the lease as planned, so the
+    /// check and the write it guards are one step of this actor: no claim
+    /// can slip between them.
+    fn fenced(&self, fence: Option<&ProcessLease>, now_ms: u64) -> Result<(), RegistryError> {
+        fence.map_or(Ok(()), |presented| lease::check_fence(self.actor.state.lease(), presented, now_ms))
     }
 
     fn append(

@@ -355,6 +355,7 @@ impl RegistrySupervisor {
     /// who registered that id meanwhile.
     fn registered(&self, state: &mut SupervisorState, record: Arc<ProcessRecord>, result: CommitResult) {
         let waiting = state.registering.remove(&record.id).unwrap_or_default();
+        let fresh = matches!(result, Ok(Committed::Done));
         let stored = match result {
             Ok(Committed::Done) => Ok(record),
             Ok(Committed::AlreadyRegistered(existing)) => Ok(existing),
@@ -362,6 +363,10 @@ impl RegistrySupervisor {
         };
         if let Ok(stored) = &stored {
             self.route_new(Arc::clone(stored));
+        }
+        if fresh {
+            // Routed first, so a worker woken by the notice lists it.
+            self.shared.registrations.send_modify(|count| *count = count.wrapping_add(1));
         }
         for (hash, reply) in waiting {
             let answer = match &stored {
