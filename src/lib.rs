@@ -99,6 +99,7 @@ pub mod runtime;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{PluginError, RegistryError};

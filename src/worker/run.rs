@@ -1,0 +1,263 @@
+//! One claimed process, from claim to release: the handler's runs in their
+//! own task, the renewals beside them, the fenced completion, the release.
+//!
+//! A run task owns everything of its process: the lease, the handler's
+//! task (aborted when the run task drops it) and the renewal task (the
+//! same). It ends in one of four ways, each counted: completed (the
+//! handler's outcome, or a `Failure` after its last attempt), lost (a
+//! renewal or the fenced completion was refused: another worker owns the
+//! process now), abandoned (the worker shut down past its deadline; the
+//! lease is released so another worker can take the process at once) or
+//! quarantined. Only a crash (the worker dropped) skips the release: the
+//! lease then expires after its ttl, as if the OS process had died.
+
+use std::any::Any;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::{AbortHandle, JoinError};
+use tokio_util::sync::CancellationToken;
+
+use super::context::ProcessContext;
+use super::stats::bump;
+use super::{Handler, Registered, WorkerShared};
+use crate::error::RegistryError;
+use crate::events::ProcessAwaitOutput;
+use crate::model::{ProcessLease, ProcessLeaseCompletion, ProcessRecord};
+
+/// Aborts a task when dropped, so a run task that ends (or is dropped with
+/// the worker) never leaves its handler or renewals running.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Why a run stopped before an outcome to complete with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// The lease was lost.
+    Lost,
+    /// The worker is shutting down past its deadline.
+    Abandoned,
+    /// The registry quarantined the process.
+    Quarantined,
+}
+
+/// How the handler's runs ended.
+enum Ended {
+    /// An outcome to complete the process with; `failed` when it is the
+    /// failure after the last attempt.
+    Outcome {
+        output: ProcessAwaitOutput,
+        failed: bool,
+    },
+    Stopped(Stopped),
+}
+
+/// Runs the process `record` under `lease` to its end, then gives back the
+/// lease (unless the worker crashed) and the concurrency permit.
+pub(super) async fn run_process(
+    shared: Arc<WorkerShared>,
+    registered: Arc<Registered>,
+    record: ProcessRecord,
+    lease: ProcessLease,
+    permit: OwnedSemaphorePermit,
+) {
+    let process_id = record.id.clone();
+    // The worker was dropped: stop where we are, release nothing.
+    tokio::select! {
+        biased;
+        () = shared.crashed.cancelled() => {}
+        () = supervise(&shared, &registered, record, &lease) => {
+            let completion = ProcessLeaseCompletion::from_lease(&lease);
+            if let Err(error) = shared.registry.complete_process_lease(&completion).await {
+                tracing::debug!(%process_id, %error, "releasing the lease failed; it expires after its ttl");
+            }
+        }
+    }
+    shared.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&process_id);
+    shared.counters.running.fetch_sub(1, Ordering::Relaxed);
+    drop(permit);
+}
+
+/// The handler's runs with renewals beside them, then the completion.
+async fn supervise(shared: &Arc<WorkerShared>, registered: &Registered, record: ProcessRecord, lease: &ProcessLease) {
+    let cancel = shared.hard_stop.child_token();
+    let quarantined = CancellationToken::new();
+    let renewals = tokio::spawn(renew(Arc::clone(shared), lease.clone(), cancel.clone(), quarantined.clone()));
+    let _renewals = AbortOnDrop(renewals.abort_handle());
+    let ended = attempts(shared, registered, record, lease, &cancel).await;
+    let stopped = |reason| {
+        if quarantined.is_cancelled() {
+            Stopped::Quarantined
+        } else if shared.hard_stop.is_cancelled() {
+            Stopped::Abandoned
+        } else {
+            reason
+        }
+    };
+    let ended = match ended {
+        Ended::Stopped(reason) => Ended::Stopped(stopped(reason)),
+        outcome => outcome,
+    };
+    let counters = &shared.counters;
+    match ended {
+        Ended::Outcome { output, failed } => match shared.registry.complete_process_fenced(lease, output).await {
+            Ok(_) => bump(if failed { &counters.failed } else { &counters.completed }),
+            Err(RegistryError::Quarantined { .. }) => counters.quarantine(&lease.process_id),
+            Err(RegistryError::Stopped { .. } | RegistryError::Storage { .. }) => bump(&counters.abandoned),
+            Err(error) => {
+                tracing::info!(process_id = %lease.process_id, %error, "fenced completion refused: the process was taken over");
+                bump(&counters.lost);
+            }
+        },
+        Ended::Stopped(Stopped::Lost) => bump(&counters.lost),
+        Ended::Stopped(Stopped::Abandoned) => bump(&counters.abandoned),
+        Ended::Stopped(Stopped::Quarantined) => counters.quarantine(&lease.process_id),
+    }
+}
+
+/// Runs the handler up to its policy's attempts, each run in its own task.
+async fn attempts(
+    shared: &WorkerShared,
+    registered: &Registered,
+    record: ProcessRecord,
+    lease: &ProcessLease,
+    cancel: &CancellationToken,
+) -> Ended {
+    let policy = registered.policy;
+    let counters = &shared.counters;
+    let mut last_failure = None;
+    for attempt in 1..=policy.max_attempts {
+        if attempt > 1 {
+            bump(&counters.retries);
+            tokio::select! {
+                () = cancel.cancelled() => return Ended::Stopped(Stopped::Lost),
+                () = tokio::time::sleep(policy.backoff(attempt - 1)) => {}
+            }
+            // Still ours? A handler that failed because its lease was lost
+            // is not worth another run.
+            if let Err(error) = shared.registry.renew_process_lease(lease, shared.config.lease_ttl_ms()).await {
+                return Ended::Stopped(stopped_by(&error));
+            }
+        }
+        let context = match ProcessContext::load(
+            Arc::clone(&shared.registry),
+            record.clone(),
+            lease.clone(),
+            attempt,
+            cancel.clone(),
+        )
+        .await
+        {
+            Ok(context) => context,
+            Err(error) => return Ended::Stopped(stopped_by(&error)),
+        };
+        bump(&counters.runs);
+        let failure = match run_once(shared, &registered.handler, context, cancel).await {
+            Ok(Ok(output)) => return Ended::Outcome { output, failed: false },
+            Ok(Err(message)) => {
+                bump(&counters.handler_errors);
+                ProcessAwaitOutput::failure("handler_error", message)
+            }
+            Err(Some(panic)) => {
+                bump(&counters.handler_panics);
+                ProcessAwaitOutput::failure("handler_panicked", panic)
+            }
+            Err(None) => return Ended::Stopped(Stopped::Lost),
+        };
+        last_failure = Some(failure);
+        if cancel.is_cancelled() {
+            return Ended::Stopped(Stopped::Lost);
+        }
+    }
+    match last_failure {
+        Some(output) => Ended::Outcome { output, failed: true },
+        None => Ended::Stopped(Stopped::Lost),
+    }
+}
+
+/// One run of the handler in its own task. `Err(Some(message))` is a
+/// panic; `Err(None)` a run stopped by `cancel`: after the grace period
+/// (none when the worker is shutting down past its deadline) its task is
+/// aborted, which drops the handler's future.
+async fn run_once(
+    shared: &WorkerShared,
+    handler: &Handler,
+    context: ProcessContext,
+    cancel: &CancellationToken,
+) -> Result<Result<ProcessAwaitOutput, String>, Option<String>> {
+    let mut task = tokio::spawn(handler(context));
+    let _abort = AbortOnDrop(task.abort_handle());
+    let joined = tokio::select! {
+        joined = &mut task => joined,
+        () = cancel.cancelled() => {
+            if shared.hard_stop.is_cancelled() {
+                return Err(None);
+            }
+            tokio::select! {
+                joined = &mut task => joined,
+                () = tokio::time::sleep(shared.config.cancel_grace) => return Err(None),
+                () = shared.hard_stop.cancelled() => return Err(None),
+            }
+        }
+    };
+    joined.map_err(panic_message)
+}
+
+/// The message of a panicked handler task (`None` for a cancelled one).
+fn panic_message(error: JoinError) -> Option<String> {
+    let payload: Box<dyn Any + Send> = error.try_into_panic().ok()?;
+    let message = match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => {
+            payload.downcast_ref::<&str>().map_or("a panic without a message", |message| message).to_owned()
+        }
+    };
+    Some(message)
+}
+
+/// Why a registry refusal stops a run.
+fn stopped_by(error: &RegistryError) -> Stopped {
+    match error {
+        RegistryError::Quarantined { .. } => Stopped::Quarantined,
+        RegistryError::Stopped { .. } => Stopped::Abandoned,
+        _ => Stopped::Lost,
+    }
+}
+
+/// Renews `lease` every renewal interval until the run ends (the task is
+/// aborted). A refused renewal cancels the run; an overloaded or restarting
+/// process is tried again at the next tick.
+async fn renew(
+    shared: Arc<WorkerShared>,
+    lease: ProcessLease,
+    cancel: CancellationToken,
+    quarantined: CancellationToken,
+) {
+    let every = shared.config.effective_renew_interval();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match shared.registry.renew_process_lease(&lease, shared.config.lease_ttl_ms()).await {
+            Ok(_) => bump(&shared.counters.renewals),
+            Err(RegistryError::Overloaded { .. } | RegistryError::ProcessRestarted { .. }) => {}
+            Err(error) => {
+                tracing::info!(process_id = %lease.process_id, %error, "lease renewal refused; cancelling the handler");
+                if matches!(error, RegistryError::Quarantined { .. }) {
+                    quarantined.cancel();
+                }
+                cancel.cancel();
+                return;
+            }
+        }
+    }
+}
