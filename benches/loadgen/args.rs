@@ -32,7 +32,7 @@ usage: cargo bench --bench loadgen -- [--quick | --smoke] [--json PATH] [--round
                    (default 100000, 2000 with --quick; the target is stated at 1000000)
   --callers N      concurrent callers of the flood phase (default 100000, 10000 with --quick)
   --only PHASES    run only these phases, comma-separated, of:
-                   figures, activation, memory, flood, listing (default: all)
+                   figures, activation, memory, flood, listing, worker (default: all)
   --in-block-on    drive the figures from the runtime's block_on instead of
                    a task on its workers, as the body of #[tokio::main] runs
   --store sqlite   run the durable store's figures instead (group commit against
@@ -47,10 +47,12 @@ pub enum Phase {
     Memory,
     Flood,
     Listing,
+    Worker,
 }
 
 impl Phase {
-    const ALL: [Phase; 5] = [Phase::Figures, Phase::Activation, Phase::Memory, Phase::Flood, Phase::Listing];
+    const ALL: [Phase; 6] =
+        [Phase::Figures, Phase::Activation, Phase::Memory, Phase::Flood, Phase::Listing, Phase::Worker];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +61,7 @@ impl Phase {
             Phase::Memory => "memory",
             Phase::Flood => "flood",
             Phase::Listing => "listing",
+            Phase::Worker => "worker",
         }
     }
 }
@@ -238,6 +241,10 @@ pub struct Sizes {
     pub listing_running: u64,
     /// `list_non_terminal` calls the listing phase times.
     pub listing_samples: u64,
+    /// Processes per round of the worker phase.
+    pub worker_processes: u64,
+    /// The worker's concurrency, and the raw driver's tasks.
+    pub worker_concurrency: u64,
 }
 
 impl Sizes {
@@ -264,6 +271,8 @@ impl Sizes {
                 listing_processes: 2_000,
                 listing_running: 10,
                 listing_samples: 5,
+                worker_processes: 100,
+                worker_concurrency: 16,
             }
         } else if args.quick {
             Self {
@@ -287,6 +296,8 @@ impl Sizes {
                 listing_processes: 20_000,
                 listing_running: 20,
                 listing_samples: 50,
+                worker_processes: 2_000,
+                worker_concurrency: 16,
             }
         } else {
             Self {
@@ -310,6 +321,8 @@ impl Sizes {
                 listing_processes: 1_000_000,
                 listing_running: 1_000,
                 listing_samples: 200,
+                worker_processes: 20_000,
+                worker_concurrency: 16,
             }
         };
         if let Some(rounds) = args.rounds {

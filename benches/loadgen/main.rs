@@ -30,7 +30,7 @@
 //! all rounds. The ratio is actor / baseline of the medians unless the row
 //! says otherwise; each row says whether higher or lower is better.
 //!
-//! Five phases, any subset selectable with `--only`:
+//! Six phases, any subset selectable with `--only`:
 //!
 //! - `figures` ([`figures`]): the per-operation figures above.
 //! - `activation` ([`activation`]): activation latency. An actor registry
@@ -64,6 +64,8 @@
 //! - `listing` ([`listing`]): the recovery worklist at scale. Each registry
 //!   gets 1,000,000 processes of which 1,000 stay running (the others are
 //!   completed), then `list_non_terminal` is timed 200 times.
+//! - `worker` ([`worker`]): what a `ProcessWorker` costs per process (claim,
+//!   empty handler, fenced complete, release) against the same raw calls.
 //!
 //! `--in-block-on` drives the figures from the runtime's `block_on` future,
 //! as the body of `#[tokio::main]` runs, instead of from a task on its
@@ -80,7 +82,7 @@
 //! phase ran.
 //!
 //! The modules, by job: [`args`] (command line and sizes), [`figures`],
-//! [`activation`], [`memory`], [`flood`] and [`listing`] (one phase each, parent and
+//! [`activation`], [`memory`], [`flood`], [`listing`] and [`worker`] (one phase each, parent and
 //! child side), [`passivation`] (the passivating actor registry two phases
 //! measure), [`forwarder`] (the ceiling row's actor), [`report`]
 //! (statistics, table, JSON) and [`sys`] (RSS, CPU, child processes). The
@@ -103,6 +105,7 @@ mod report;
 #[path = "../support/mod.rs"]
 mod support;
 mod sys;
+mod worker;
 // The operator CLI's time formatting, written once; the loadgen uses
 // only its RFC 3339 timestamps.
 #[path = "../../src/bin/process-registry/time.rs"]
@@ -189,6 +192,9 @@ fn run() -> Result<()> {
     }
     if args.only.contains(&Phase::Listing) {
         rows.extend(listing::run_listing(sizes)?);
+    }
+    if args.only.contains(&Phase::Worker) {
+        rows.extend(worker::run_worker(sizes)?);
     }
 
     println!("{}", report::render_table(&rows));

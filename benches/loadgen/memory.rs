@@ -38,14 +38,25 @@ where
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<()>> + Send,
 {
-    let tasks: Vec<_> = (0..LOAD_TASKS)
+    for_each_concurrently_on(n, LOAD_TASKS, op).await
+}
+
+/// Runs `op(i)` for every `i` in `0..n` from `tasks` concurrent tasks
+/// (task `k` takes `k`, `k + tasks`, ...).
+pub async fn for_each_concurrently_on<F, Fut>(n: u64, tasks: u64, op: F) -> Result<()>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let step = tasks.max(1);
+    let tasks: Vec<_> = (0..step)
         .map(|task| {
             let op = op.clone();
             tokio::spawn(async move {
                 let mut i = task;
                 while i < n {
                     op(i).await?;
-                    i += LOAD_TASKS;
+                    i += step;
                 }
                 Ok::<_, BoxError>(())
             })
