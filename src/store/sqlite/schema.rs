@@ -13,8 +13,11 @@
 //! - `events`: `WITHOUT ROWID`, keyed by (process, sequence), an event as
 //!   its columns: type, wake flag, replay key, time, payload JSON and the
 //!   materialized semantics as JSON (NULL when none); its lineage follows
-//!   from these and is rebuilt on read. An index on (process, event type,
-//!   sequence) serves typed counts and waits.
+//!   from these and is rebuilt on read. No secondary index: typed counts
+//!   and waits are answered from the log in the process's actor, never
+//!   from the file, and an index would cost every append one more page in
+//!   the WAL (files made before this index was dropped keep it; both read
+//!   alike).
 //! - `replay_keys`, `wake_acks`, `grants`: keyed as their names say.
 //!
 //! The version is SQLite's `user_version`. A file with another version is
@@ -55,7 +58,6 @@ CREATE TABLE events (
     semantics TEXT,
     PRIMARY KEY (process_id, sequence)
 ) WITHOUT ROWID;
-CREATE INDEX events_by_type ON events (process_id, event_type, sequence);
 CREATE TABLE replay_keys (
     process_id TEXT NOT NULL,
     replay_key TEXT NOT NULL,
