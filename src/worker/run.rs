@@ -181,17 +181,22 @@ async fn attempts(
     }
 }
 
-/// One run of the handler in its own task. `Err(Some(message))` is a
-/// panic; `Err(None)` a run stopped by `cancel`: after the grace period
-/// (none when the worker is shutting down past its deadline) its task is
-/// aborted, which drops the handler's future.
+/// One run of the handler in its own task (the call that makes its future
+/// included). `Err(Some(message))` is a panic; `Err(None)` a run stopped
+/// by `cancel`: after the grace period (none when the worker is shutting
+/// down past its deadline) its task is aborted, which drops the handler's
+/// future.
 async fn run_once(
     shared: &WorkerShared,
     handler: &Handler,
     context: ProcessContext,
     cancel: &CancellationToken,
 ) -> Result<Result<ProcessAwaitOutput, String>, Option<String>> {
-    let mut task = tokio::spawn(handler(context));
+    // The handler is called inside its task, not here: a handler function
+    // that panics before returning its future is then caught like any
+    // other handler panic instead of unwinding through the run task.
+    let handler = Arc::clone(handler);
+    let mut task = tokio::spawn(async move { handler(context).await });
     let _abort = AbortOnDrop(task.abort_handle());
     let joined = tokio::select! {
         joined = &mut task => joined,
