@@ -288,6 +288,7 @@ async fn a_crashed_worker_is_taken_over_after_its_ttl_and_its_late_writes_are_fe
     // The crash: its handlers stop, its leases stay.
     drop(first);
     eventually("the crashed worker's handlers are dropped", || dropped.load(Ordering::SeqCst) == 3).await;
+    assert!(stale.iter().all(ProcessContext::is_cancelled), "a context that escaped its handler sees the crash");
 
     let (second_runs, mut second_contexts) = mpsc::unbounded_channel::<(ProcessContext, bool)>();
     let (go, go_signal) = watch::channel(false);

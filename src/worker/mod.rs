@@ -247,7 +247,12 @@ impl ProcessWorker {
 
 impl Drop for ProcessWorker {
     fn drop(&mut self) {
+        // `crashed` first: a run task that sees it stops where it is and
+        // releases nothing. Then every handler's token fires, so a context
+        // clone that escaped its handler sees `cancelled()` too (its writes
+        // stay fenced by the lease, which expires after its ttl).
         self.shared.crashed.cancel();
+        self.shared.hard_stop.cancel();
         self.shared.stop_claiming.cancel();
         if let Some(sweeper) = self.sweeper.take() {
             sweeper.abort();
@@ -268,10 +273,13 @@ fn definition_of(record: &ProcessRecord) -> Option<&str> {
 async fn sweep_loop(shared: Arc<WorkerShared>) {
     let mut notices = shared.registry.registration_notices();
     loop {
-        tokio::select! {
-            biased;
-            () = shared.stop_claiming.cancelled() => return,
-            () = sweep(&shared) => {}
+        // Not raced against `stop_claiming`: a claim in flight must end in a
+        // run task (which shutdown waits for and which releases the lease),
+        // never in a granted lease nobody holds. The sweep itself stops
+        // claiming as soon as shutdown starts.
+        sweep(&shared).await;
+        if shared.stop_claiming.is_cancelled() {
+            return;
         }
         tokio::select! {
             biased;
@@ -325,9 +333,17 @@ async fn sweep(shared: &Arc<WorkerShared>) {
         if shared.running.lock().unwrap_or_else(PoisonError::into_inner).contains(&record.id) {
             continue;
         }
-        let Ok(permit) = Arc::clone(&shared.permits).acquire_owned().await else {
+        let permit = tokio::select! {
+            biased;
+            () = shared.stop_claiming.cancelled() => return,
+            permit = Arc::clone(&shared.permits).acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else {
             return;
         };
+        if shared.stop_claiming.is_cancelled() {
+            return;
+        }
         match shared
             .registry
             .claim_process_lease(&record.id, &shared.config.owner_id, shared.config.lease_ttl_ms())

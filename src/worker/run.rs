@@ -134,7 +134,6 @@ async fn attempts(
     let mut last_failure = None;
     for attempt in 1..=policy.max_attempts {
         if attempt > 1 {
-            bump(&counters.retries);
             tokio::select! {
                 () = cancel.cancelled() => return Ended::Stopped(Stopped::Lost),
                 () = tokio::time::sleep(policy.backoff(attempt - 1)) => {}
@@ -144,6 +143,7 @@ async fn attempts(
             if let Err(error) = shared.registry.renew_process_lease(lease, shared.config.lease_ttl_ms()).await {
                 return Ended::Stopped(stopped_by(&error));
             }
+            bump(&counters.retries);
         }
         let context = match ProcessContext::load(
             Arc::clone(&shared.registry),
