@@ -22,7 +22,13 @@
 //!   commit that satisfies it, with no polling, no timer and no window in
 //!   between. Dropping its future leaves nothing behind.
 //! - **Fenced leases.** At most one unexpired lease per process; every
-//!   grant takes a fencing token strictly greater than any before it.
+//!   grant takes a fencing token strictly greater than any before it. The
+//!   writes of [`FencedProcessRegistry`] commit only under the current,
+//!   unexpired lease, checked in the same step as the write, so a worker
+//!   whose process was taken over cannot write to it.
+//! - **Recovery exactly once.** [`worker::ProcessWorker`] runs every
+//!   unfinished process under a lease, renews it, cancels a handler whose
+//!   lease is lost, and completes through the fenced completion.
 //! - **Supervision.** A process actor that panics is restarted from its
 //!   committed state; other processes never notice. One that keeps
 //!   crashing is quarantined.
@@ -77,6 +83,8 @@
 //! - [`runtime`]: the actors that sequence calls and own state, and the
 //!   [`ActorProcessRegistry`] facade implementing [`ProcessRegistry`].
 //! - [`store`]: where committed state is kept, behind one seam.
+//! - [`fenced`] and [`worker`]: writes fenced by a lease, and the recovery
+//!   worker built on the public traits only.
 //! - [`clock`], [`error`], [`registry`]: time, the typed errors, the trait.
 
 #![deny(missing_docs)]
