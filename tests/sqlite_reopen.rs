@@ -236,3 +236,43 @@ async fn reads_of_an_active_process_see_only_durable_state_and_a_reopen_sees_all
     }
     registry.shutdown().await;
 }
+
+/// Opening a file with many processes parses their records on several
+/// threads: every record comes back, in id order, as it was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_thousands_of_processes_reopens_with_every_record_whole() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("registry.db");
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let registry = open(&path, &clock).await;
+    let shared: Arc<dyn ProcessRegistry> = Arc::new(registry.clone());
+    // Over the single-thread threshold (4,096 records), from concurrent
+    // registrants so the group commit keeps it quick.
+    let tasks: Vec<_> = (0..8u32)
+        .map(|task| {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                for i in (task..6_000).step_by(8) {
+                    shared.register_process(job(&format!("p{i:05}"))).await.expect("register");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a registrant");
+    }
+    registry
+        .complete_process("p04321", process_registry::ProcessAwaitOutput::success(json!("done")))
+        .await
+        .expect("complete one");
+    let before = registry.list_processes(&ProcessListFilter::any()).await.expect("list before");
+    registry.shutdown().await;
+
+    let reopened = open(&path, &clock).await;
+    let after = reopened.list_processes(&ProcessListFilter::any()).await.expect("list after");
+    assert_eq!(after.len(), 6_000);
+    assert!(after.windows(2).all(|pair| pair[0].id < pair[1].id), "listed in id order");
+    assert_eq!(after, before);
+    assert_eq!(reopened.list_non_terminal().await.expect("worklist").len(), 5_999);
+    reopened.shutdown().await;
+}

@@ -129,22 +129,28 @@ pub(crate) fn read_all(
             declarations.insert(hash, Arc::new(parse(&json).map_err(sql)?));
         }
     }
-    let mut records = Vec::new();
+    let mut rows_read = Vec::new();
     {
         let mut statement =
             connection.prepare("SELECT record, declarations, updated_at_ms FROM processes ORDER BY id").map_err(sql)?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?)))
+            .query_map([], |row| {
+                let hash = row.get_ref(1)?.as_str()?;
+                let event_types = declarations.get(hash).cloned().ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Text,
+                        format!("a record names unknown declarations {hash}").into(),
+                    )
+                })?;
+                Ok((row.get::<_, String>(0)?, event_types, row.get::<_, i64>(2)?))
+            })
             .map_err(sql)?;
         for row in rows {
-            let (json, hash, updated_at_ms) = row.map_err(sql)?;
-            let event_types = declarations
-                .get(&hash)
-                .cloned()
-                .ok_or_else(|| format!("a record names unknown declarations {hash}"))?;
-            records.push(Arc::new(record_from_row(&json, event_types, updated_at_ms)?));
+            rows_read.push(row.map_err(sql)?);
         }
     }
+    let records = parse_records(rows_read)?;
     let mut grants = Vec::new();
     {
         let mut statement = connection
@@ -163,6 +169,37 @@ pub(crate) fn read_all(
         }
     }
     Ok((records, grants))
+}
+
+/// Parses the records read at open: the JSON is most of the cost of
+/// opening a big file, so it is split over the machine's cores (at most
+/// four threads), in order.
+fn parse_records(rows: Vec<(String, Arc<Vec<ProcessEventType>>, i64)>) -> Result<Vec<Arc<ProcessRecord>>, String> {
+    let parse = |chunk: &[(String, Arc<Vec<ProcessEventType>>, i64)]| {
+        chunk
+            .iter()
+            .map(|(json, event_types, updated_at_ms)| {
+                record_from_row(json, Arc::clone(event_types), *updated_at_ms).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, 4);
+    if threads == 1 || rows.len() < 4_096 {
+        return parse(&rows);
+    }
+    let chunk = rows.len().div_ceil(threads);
+    let parsed: Vec<Result<Vec<_>, String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = rows.chunks(chunk).map(|part| scope.spawn(move || parse(part))).collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap_or_else(|_| Err("a record parser thread panicked".to_owned())))
+            .collect()
+    });
+    let mut records = Vec::with_capacity(rows.len());
+    for part in parsed {
+        records.extend(part?);
+    }
+    Ok(records)
 }
 
 /// A process's row: its record, its lease and its last sequence.
