@@ -10,38 +10,47 @@
 //!    types: `job.progress` (plain, payload checked against a JSON Schema)
 //!    and `job.milestone` (a *wake* event: its `/note` becomes the wake
 //!    input). Each process wakes one of 10 sessions and is granted to it.
-//! 2. **Work**: 8 workers repeatedly take the crash-recovery worklist
-//!    (`list_non_terminal`), claim a short lease (300 ms) on a few processes
-//!    at a time, append progress and milestone events and complete them.
-//!    A lease held by another worker is normal and skipped. Every append
-//!    carries a replay key, so redoing a step after a takeover is idempotent.
+//! 2. **Work**: 8 [`ProcessWorker`]s, each under its own owner id, share the
+//!    registry. Each sweeps the crash-recovery worklist
+//!    (`list_non_terminal`), claims short leases (300 ms, renewed every
+//!    100 ms) for up to 4 jobs at a time and runs the `demo.job` handler
+//!    for each: it appends the job's progress and milestone events through
+//!    its [`ProcessContext`] (fenced by the lease) and returns the job's
+//!    outcome, which the worker completes (fenced too) before releasing the
+//!    lease. A lease held by another worker is normal and skipped. Every
+//!    append carries a replay key, so a step is recorded once.
 //! 3. **Wait**: one task per session watches its granted processes without
 //!    polling: it parks in `wait_event_after(.., "job.milestone", ..)` and
 //!    `await_process`, and consumes wakes with `wake_events_after` + `ack_wake`.
-//! 4. **Crash**: one worker is aborted while it holds leases. Nobody tells
-//!    the others: once the leases expire, the next pass over the worklist
-//!    claims them again with a higher fencing token (a *takeover*) and
-//!    finishes the work, replaying the steps the crashed worker already did.
+//! 4. **Crash**: one worker is dropped (a crash: nothing is released) while
+//!    its handlers hold leases, one of them parked halfway through its job.
+//!    Nobody tells the others: once the leases expire, the next sweep of
+//!    another worker claims them again with a higher fencing token (a
+//!    *takeover*) and finishes the work; the handler skips the steps the
+//!    crashed worker already recorded (`ProcessContext::recorded`).
 //! 5. **Report**: progress bars on stderr while it runs, a summary table on
-//!    stdout at the end. The exit code is 0 only if every process ended
-//!    terminal and every wake that was delivered was seen by its session.
+//!    stdout at the end. The exit code is 0 only if the run finished in
+//!    time, every process completed, every process the crash orphaned was
+//!    finished by a takeover, and every wake in the logs was seen and acked
+//!    by its session.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use process_registry::{ActorProcessRegistry, RegistryConfig, RegistryStats};
+use process_registry::worker::{ProcessContext, ProcessWorker, WorkerConfig, WorkerStats};
+use process_registry::{ActorProcessRegistry, FencedProcessRegistry, RegistryConfig, RegistryStats};
 use process_registry::{
     ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType, ProcessHandleDescriptor, ProcessInput,
-    ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessProvenance, ProcessRegistration, ProcessRegistry,
-    ProcessStatus, ProcessValueSelector, ProcessWakeSpec, RegistryError, SessionScope,
+    ProcessListFilter, ProcessProvenance, ProcessRegistration, ProcessStatus, ProcessValueSelector, ProcessWakeSpec,
+    RegistryError, SessionScope,
 };
 use serde_json::{json, Map};
 use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant as Deadline;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -50,20 +59,24 @@ const PROCESSES: usize = 1_000;
 const WORKERS: usize = 8;
 const SESSIONS: usize = 10;
 /// Short, so the crashed worker's leases expire quickly.
-const LEASE_TTL_MS: u64 = 300;
-/// How many leases a worker claims before working through them.
-const BATCH: usize = 4;
+const LEASE_TTL: Duration = Duration::from_millis(300);
+/// Jobs each worker runs at once (its concurrency).
+const JOBS_PER_WORKER: usize = 4;
+/// How often a worker sweeps the worklist: soon after the crashed
+/// worker's leases expire, one of the others finds them.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 /// Simulated work between two steps of a job.
 const STEP_WORK: Duration = Duration::from_millis(1);
-/// How long a worker rests after a pass over the worklist that found nothing to claim.
-const IDLE_BACKOFF: Duration = Duration::from_millis(25);
 /// The victim crashes after completing this many jobs...
 const CRASH_AFTER_JOBS: u64 = 40;
 /// ... in the middle of its next job, after this many steps (the "halfway" milestone is in).
 const CRASH_AT_STEP: usize = 3;
 /// The whole run must finish within this; otherwise it is reported as a failure.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
+/// How long the surviving workers get to wind down at the end.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
+const JOB: &str = "demo.job";
 const PROGRESS: &str = "job.progress";
 const MILESTONE: &str = "job.milestone";
 
@@ -114,22 +127,19 @@ async fn stop_registry(registry: Arc<DemoRegistry>) {
 
 /// Everything the tasks share.
 struct Demo {
-    registry: Arc<dyn ProcessRegistry>,
+    registry: Arc<dyn FencedProcessRegistry>,
     counters: Counters,
     bars: Bars,
 }
 
-/// The demo's own bookkeeping (it does not rely on registry statistics).
+/// The demo's own bookkeeping, beside the workers' [`WorkerStats`].
 #[derive(Default)]
 struct Counters {
-    lease_claims: AtomicU64,
-    lease_takeovers: AtomicU64,
-    leases_lost: AtomicU64,
-    replays: AtomicU64,
+    /// Handler runs that started under a fencing token > 1.
+    takeovers: AtomicU64,
+    /// Steps a handler found already recorded (by a crashed worker) and skipped.
+    skipped_steps: AtomicU64,
     wakes_seen: AtomicU64,
-    /// Distinct wake ids returned by appends, with their target session.
-    /// A replayed milestone returns the same wake id again, so it is counted once.
-    delivered: Mutex<HashMap<String, String>>,
     /// Wakes seen per session.
     seen_by_session: Mutex<BTreeMap<String, u64>>,
 }
@@ -207,7 +217,7 @@ fn job_registration(index: usize) -> ProcessRegistration {
     let mut args = Map::new();
     args.insert("index".into(), json!(index));
     args.insert("steps".into(), json!(JOB_STEPS.len()));
-    ProcessRegistration::new(process_id(index), ProcessInput::definition("demo.job", args))
+    ProcessRegistration::new(process_id(index), ProcessInput::definition(JOB, args))
         .with_extra_event_types(job_event_types())
         .with_process_provenance(ProcessProvenance::session(scope.clone(), "demo-host"))
         .with_wake_target(scope)
@@ -225,7 +235,7 @@ async fn register_jobs(demo: &Demo) -> Result<(), BoxError> {
 }
 
 // ---------------------------------------------------------------------------
-// The job: what a worker appends
+// The job: what a worker's handler appends
 // ---------------------------------------------------------------------------
 
 /// One step of a job: a progress report or a milestone.
@@ -258,213 +268,224 @@ fn step_request(process_id: &str, step: Step) -> ProcessEventAppendRequest {
     }
 }
 
-fn job_output(process_id: &str) -> ProcessAwaitOutput {
-    ProcessAwaitOutput::success(json!({ "job": process_id, "steps": JOB_STEPS.len() }))
+/// A job's outcome names the worker and the fencing token it finished under.
+fn job_output(process_id: &str, worker: &str, fencing_token: u64) -> ProcessAwaitOutput {
+    ProcessAwaitOutput::success(json!({
+        "job": process_id,
+        "steps": JOB_STEPS.len(),
+        "worker": worker,
+        "fencing_token": fencing_token,
+    }))
+}
+
+/// The fencing token a completed job's outcome names.
+fn finished_under(status: &ProcessStatus) -> Option<u64> {
+    match status {
+        ProcessStatus::Completed { await_output: ProcessAwaitOutput::Success { value } } => {
+            value.get("fencing_token")?.as_u64()
+        }
+        _ => None,
+    }
+}
+
+/// The victim's crash plan: after `after_jobs` finished jobs, the next job
+/// to reach its crash point tells `main` and parks there until `main` drops
+/// the worker.
+struct CrashPlan {
+    after_jobs: u64,
+    jobs_done: AtomicU64,
+    signal: Mutex<Option<oneshot::Sender<()>>>,
+    /// Jobs whose handler is running now: the leases the crash orphans.
+    held: Mutex<BTreeSet<String>>,
+}
+
+impl CrashPlan {
+    async fn crash_point(&self) {
+        if self.jobs_done.load(Ordering::Relaxed) < self.after_jobs {
+            return;
+        }
+        let signal = locked(&self.signal).take();
+        if let Some(signal) = signal {
+            if signal.send(()).is_ok() {
+                std::future::pending::<()>().await;
+            }
+            // Nobody is listening, so nobody will crash us: keep working.
+        }
+    }
+}
+
+/// The `demo.job` handler: the job's steps, under `context`'s lease.
+async fn run_job(
+    demo: Arc<Demo>,
+    worker: Arc<str>,
+    crash: Option<Arc<CrashPlan>>,
+    context: ProcessContext,
+) -> Result<ProcessAwaitOutput, RegistryError> {
+    let id = context.process_id().to_owned();
+    if let Some(plan) = &crash {
+        locked(&plan.held).insert(id.clone());
+    }
+    if context.fencing_token() > 1 {
+        note_takeover(&demo, &worker, &context);
+    }
+    for (done, step) in JOB_STEPS.into_iter().enumerate() {
+        if done == CRASH_AT_STEP {
+            if let Some(plan) = &crash {
+                plan.crash_point().await;
+            }
+        }
+        let request = step_request(&id, step);
+        if request.replay_key().is_some_and(|key| context.recorded(key).is_some()) {
+            // Recorded by the worker that held the lease before: done, not redone.
+            demo.counters.skipped_steps.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        context.append(request).await?;
+        tokio::time::sleep(STEP_WORK).await;
+    }
+    if let Some(plan) = &crash {
+        // Removed only here: a job whose handler the crash dropped stays held.
+        locked(&plan.held).remove(&id);
+        plan.jobs_done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(job_output(&id, &worker, context.fencing_token()))
+}
+
+/// A handler run under a fencing token > 1: an earlier owner of the lease
+/// never released it.
+fn note_takeover(demo: &Demo, worker: &str, context: &ProcessContext) {
+    let takeovers = demo.counters.takeovers.fetch_add(1, Ordering::Relaxed) + 1;
+    let recorded = JOB_STEPS
+        .into_iter()
+        .filter(|step| {
+            let request = step_request(context.process_id(), *step);
+            request.replay_key().is_some_and(|key| context.recorded(key).is_some())
+        })
+        .count();
+    demo.bars.note(&format!(
+        "{worker} took over {} after lease expiry (fencing token {}, {recorded} step(s) already recorded)",
+        context.process_id(),
+        context.fencing_token()
+    ));
+    demo.bars.completed.set_message(format!("takeovers: {takeovers}"));
 }
 
 // ---------------------------------------------------------------------------
 // Workers
 // ---------------------------------------------------------------------------
 
-/// The crash plan of the victim worker: after `after_jobs` completed jobs,
-/// in the middle of the next one, it tells `main` and hangs until `main` kills it.
-struct CrashPlan {
-    after_jobs: u64,
-    holding_leases: oneshot::Sender<()>,
+fn worker_name(index: usize) -> String {
+    format!("worker-{index}")
 }
 
-struct Worker {
-    demo: Arc<Demo>,
-    index: usize,
-    name: String,
-    /// Processes this worker holds a lease on right now.
-    held: Arc<Mutex<BTreeSet<String>>>,
-    jobs_done: u64,
-    crash: Option<CrashPlan>,
-}
-
-impl Worker {
-    fn new(demo: Arc<Demo>, index: usize, crash: Option<CrashPlan>) -> Self {
-        Self { demo, index, name: format!("worker-{index}"), held: Arc::default(), jobs_done: 0, crash }
-    }
-
-    /// Passes over the worklist until it is empty.
-    async fn run(mut self) -> Result<(), BoxError> {
-        loop {
-            let worklist = self.demo.registry.list_non_terminal().await?;
-            if worklist.is_empty() {
-                return Ok(());
-            }
-            // Start at a different place than the other workers, to spread the claims.
-            let start = self.index * worklist.len() / WORKERS;
-            let ids = worklist[start..].iter().chain(&worklist[..start]).map(|record| &record.id);
-            let mut progressed = false;
-            let mut batch = Vec::with_capacity(BATCH);
-            for id in ids {
-                if let Some(lease) = self.try_claim(id).await? {
-                    batch.push(lease);
-                }
-                if batch.len() == BATCH {
-                    progressed |= self.run_batch(&mut batch).await?;
-                }
-            }
-            progressed |= self.run_batch(&mut batch).await?;
-            if !progressed {
-                // Everything left is leased by someone else: wait for leases to finish or expire.
-                tokio::time::sleep(IDLE_BACKOFF).await;
-            }
-        }
-    }
-
-    /// Claims the lease on `id`; `None` when another worker holds it or the job is done.
-    async fn try_claim(&self, id: &str) -> Result<Option<ProcessLease>, BoxError> {
-        let lease = match self.demo.registry.claim_process_lease(id, &self.name, LEASE_TTL_MS).await {
-            Ok(lease) => lease,
-            Err(RegistryError::LeaseHeld { .. } | RegistryError::AlreadyTerminal { .. }) => return Ok(None),
-            Err(err) => return Err(err.into()),
-        };
-        self.demo.counters.lease_claims.fetch_add(1, Ordering::Relaxed);
-        locked(&self.held).insert(id.to_owned());
-        if lease.fencing_token > 1 {
-            self.note_takeover(&lease).await?;
-        }
-        Ok(Some(lease))
-    }
-
-    /// A lease with fencing token > 1 was held before by a worker that never released it.
-    async fn note_takeover(&self, lease: &ProcessLease) -> Result<(), BoxError> {
-        let counters = &self.demo.counters;
-        let takeovers = counters.lease_takeovers.fetch_add(1, Ordering::Relaxed) + 1;
-        let logged = self.demo.registry.recent_events(&lease.process_id, 1).await?;
-        let last = logged.last().map_or(0, |event| event.sequence);
-        self.demo.bars.note(&format!(
-            "{} took over {} after lease expiry (fencing token {}, {last} event(s) already logged)",
-            self.name, lease.process_id, lease.fencing_token
-        ));
-        self.demo.bars.completed.set_message(format!("takeovers: {takeovers}"));
-        Ok(())
-    }
-
-    /// Works through the claimed leases; true when at least one job was completed.
-    async fn run_batch(&mut self, batch: &mut Vec<ProcessLease>) -> Result<bool, BoxError> {
-        if batch.is_empty() {
-            return Ok(false);
-        }
-        let mut progressed = false;
-        for lease in batch.drain(..) {
-            progressed |= self.run_job(lease).await?;
-        }
-        Ok(progressed)
-    }
-
-    /// The victim's crash point: it tells `main` and hangs, holding its leases, until killed.
-    async fn crash_point(&mut self) {
-        let due = self.crash.as_ref().is_some_and(|plan| self.jobs_done >= plan.after_jobs);
-        if let Some(plan) = self.crash.take_if(|_| due) {
-            if plan.holding_leases.send(()).is_ok() {
-                std::future::pending::<()>().await;
-            }
-            // Nobody is listening, so nobody will kill us: keep working.
-        }
-    }
-
-    /// Runs one job under its lease: renew, append every step, complete, release.
-    async fn run_job(&mut self, lease: ProcessLease) -> Result<bool, BoxError> {
-        let demo = Arc::clone(&self.demo);
-        let registry = &demo.registry;
-        let id = lease.process_id.clone();
-        let lease = match registry.renew_process_lease(&lease, LEASE_TTL_MS).await {
-            Ok(renewed) => renewed,
-            Err(RegistryError::LeaseMissingOrExpired { .. }) => {
-                // We were too slow and someone else took over: leave the job to them.
-                self.demo.counters.leases_lost.fetch_add(1, Ordering::Relaxed);
-                locked(&self.held).remove(&id);
-                return Ok(false);
-            }
-            Err(err) => return Err(err.into()),
-        };
-        let logged = registry.recent_events(&id, 1).await?;
-        let resume_after = logged.last().map_or(0, |event| event.sequence);
-        for (done, step) in JOB_STEPS.into_iter().enumerate() {
-            if done == CRASH_AT_STEP {
-                self.crash_point().await;
-            }
-            self.append_step(&id, step, resume_after).await?;
-            tokio::time::sleep(STEP_WORK).await;
-        }
-        registry.complete_process(&id, job_output(&id)).await?;
-        registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&lease)).await?;
-        locked(&self.held).remove(&id);
-        self.jobs_done += 1;
-        self.demo.bars.completed.inc(1);
-        Ok(true)
-    }
-
-    /// Appends one step; an event at or before `resume_after` is a replay of
-    /// work done before a crash.
-    async fn append_step(&self, id: &str, step: Step, resume_after: u64) -> Result<(), BoxError> {
-        let result = self.demo.registry.append_event(id, step_request(id, step)).await?;
-        let counters = &self.demo.counters;
-        if result.event.sequence <= resume_after {
-            counters.replays.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(delivery) = result.wake_delivery {
-            locked(&counters.delivered).insert(delivery.wake_id, delivery.target_session_id);
-        }
-        Ok(())
-    }
+/// Starts worker `index` on the demo's registry.
+fn start_worker(demo: &Arc<Demo>, index: usize, crash: Option<Arc<CrashPlan>>) -> Result<ProcessWorker, BoxError> {
+    let name: Arc<str> = worker_name(index).into();
+    let config = WorkerConfig {
+        concurrency: JOBS_PER_WORKER,
+        lease_ttl: LEASE_TTL,
+        sweep_interval: SWEEP_INTERVAL,
+        ..WorkerConfig::new(name.as_ref())
+    };
+    let handler_demo = Arc::clone(demo);
+    let worker = ProcessWorker::builder(Arc::clone(&demo.registry), config)
+        .handler(JOB, move |context| run_job(Arc::clone(&handler_demo), Arc::clone(&name), crash.clone(), context))
+        .start()?;
+    Ok(worker)
 }
 
 /// What the crash left behind.
 struct CrashReport {
     victim: String,
+    /// The victim's counters just before the crash (a completion in
+    /// flight then is in the registry, not in these).
+    victim_stats: WorkerStats,
     orphaned: BTreeSet<String>,
 }
 
-/// Runs every worker, aborts the victim (worker 0) mid-run and waits for the rest.
-async fn run_workers(demo: &Arc<Demo>, deadline: Deadline) -> Result<(CrashReport, bool), BoxError> {
-    let (holding_leases, crash_now) = oneshot::channel();
-    let plan = CrashPlan { after_jobs: CRASH_AFTER_JOBS, holding_leases };
-    let victim = Worker::new(Arc::clone(demo), 0, Some(plan));
-    let victim_name = victim.name.clone();
-    let victim_held = Arc::clone(&victim.held);
-    let victim_task = tokio::spawn(victim.run());
-
-    let mut workers = JoinSet::new();
-    for index in 1..WORKERS {
-        workers.spawn(Worker::new(Arc::clone(demo), index, None).run());
-    }
-
-    let orphaned = crash(demo, &victim_name, victim_task, crash_now, &victim_held).await?;
-    let finished = join_all_before(&mut workers, deadline).await?;
-    let report = CrashReport { victim: victim_name, orphaned };
-    Ok((report, finished))
+/// How the workers ran.
+struct WorkReport {
+    crash: Option<CrashReport>,
+    /// The survivors' final counters.
+    survivors: Vec<WorkerStats>,
+    finished_in_time: bool,
 }
 
-/// Waits for the victim's signal and aborts it: a crash while holding leases.
-async fn crash(
-    demo: &Demo,
-    name: &str,
-    task: JoinHandle<Result<(), BoxError>>,
-    crash_now: oneshot::Receiver<()>,
-    held: &Mutex<BTreeSet<String>>,
-) -> Result<BTreeSet<String>, BoxError> {
-    if crash_now.await.is_err() {
-        // The victim finished (or failed) before its crash point.
-        task.await??;
-        return Ok(BTreeSet::new());
-    }
-    task.abort();
-    // Wait until the task is really gone before reading what it held.
-    if let Err(join_error) = task.await {
-        if !join_error.is_cancelled() {
-            return Err(join_error.into());
+/// Runs every worker, crashes the victim (worker 0) mid-run, waits until
+/// every job is terminal, and shuts the survivors down.
+async fn run_workers(demo: &Arc<Demo>, deadline: Deadline) -> Result<WorkReport, BoxError> {
+    let (signal, crash_now) = oneshot::channel();
+    let plan = Arc::new(CrashPlan {
+        after_jobs: CRASH_AFTER_JOBS,
+        jobs_done: AtomicU64::new(0),
+        signal: Mutex::new(Some(signal)),
+        held: Mutex::default(),
+    });
+    let victim = start_worker(demo, 0, Some(Arc::clone(&plan)))?;
+    let mut survivors = (1..WORKERS).map(|index| start_worker(demo, index, None)).collect::<Result<Vec<_>, _>>()?;
+
+    let mut all_done = tokio::spawn(all_terminal(Arc::clone(demo)));
+    let mut crash = None;
+    let mut joined_early = None;
+    tokio::select! {
+        signalled = crash_now => match signalled {
+            Ok(()) => crash = Some(crash_victim(demo, victim, &plan)),
+            Err(_) => survivors.push(victim),
+        },
+        // Every job finished before the victim reached its crash point.
+        joined = &mut all_done => {
+            joined_early = Some(joined);
+            survivors.push(victim);
         }
     }
-    let orphaned = locked(held).clone();
+    let joined = match joined_early {
+        Some(joined) => Some(joined),
+        None => tokio::time::timeout_at(deadline, &mut all_done).await.ok(),
+    };
+    let finished_in_time = match joined {
+        Some(joined) => {
+            joined??;
+            true
+        }
+        None => {
+            all_done.abort();
+            false
+        }
+    };
+    let mut stats = Vec::with_capacity(survivors.len());
+    for worker in survivors.drain(..) {
+        stats.push(worker.shutdown(SHUTDOWN_DEADLINE).await);
+    }
+    Ok(WorkReport { crash, survivors: stats, finished_in_time })
+}
+
+/// Drops the victim while its handlers hold leases: a crash.
+fn crash_victim(demo: &Demo, victim: ProcessWorker, plan: &CrashPlan) -> CrashReport {
+    let name = victim.owner_id().to_owned();
+    let victim_stats = victim.stats();
+    drop(victim);
+    let orphaned = locked(&plan.held).clone();
     let list = orphaned.iter().cloned().collect::<Vec<_>>().join(", ");
-    demo.bars.note(&format!("{name} crashed holding {} lease(s): {list} (ttl {LEASE_TTL_MS} ms)", orphaned.len()));
-    Ok(orphaned)
+    demo.bars.note(&format!(
+        "{name} crashed holding {} lease(s): {list} (ttl {} ms)",
+        orphaned.len(),
+        LEASE_TTL.as_millis()
+    ));
+    CrashReport { victim: name, victim_stats, orphaned }
+}
+
+/// Resolves once every job is terminal; counts them on the progress bar.
+async fn all_terminal(demo: Arc<Demo>) -> Result<(), BoxError> {
+    let mut waits = JoinSet::new();
+    for index in 0..PROCESSES {
+        let demo = Arc::clone(&demo);
+        waits.spawn(async move { demo.registry.await_process(&process_id(index)).await });
+    }
+    while let Some(joined) = waits.join_next().await {
+        joined??;
+        demo.bars.completed.inc(1);
+    }
+    Ok(())
 }
 
 /// Joins every task of `set`; false when the deadline passed first (the rest are aborted).
@@ -555,21 +576,43 @@ struct Summary {
     cancelled: usize,
     events_logged: usize,
     wake_events_logged: usize,
-    replays: u64,
-    wakes_delivered: usize,
+    skipped_steps: u64,
     wakes_seen: u64,
     sessions_all_seen: usize,
-    lease_claims: u64,
+    workers: WorkerStats,
     orphaned_leases: usize,
+    /// Orphaned jobs that did not complete under a later lease.
+    orphans_not_taken_over: Vec<String>,
     takeovers: u64,
-    leases_lost: u64,
+    finished_after_takeover: usize,
     finished_in_time: bool,
     elapsed: Duration,
 }
 
-/// Reads the final state back from the registry and merges the demo's counters.
-async fn summarize(demo: &Demo, crash: &CrashReport, finished_in_time: bool) -> Result<Summary, BoxError> {
-    let mut summary = Summary { finished_in_time, ..Summary::default() };
+/// The counters of every worker, added up.
+fn add_stats(total: &mut WorkerStats, stats: &WorkerStats) {
+    total.sweeps += stats.sweeps;
+    total.claimed += stats.claimed;
+    total.runs += stats.runs;
+    total.completed += stats.completed;
+    total.failed += stats.failed;
+    total.handler_errors += stats.handler_errors;
+    total.handler_panics += stats.handler_panics;
+    total.retries += stats.retries;
+    total.lost += stats.lost;
+    total.abandoned += stats.abandoned;
+    total.renewals += stats.renewals;
+    total.running += stats.running;
+    total.quarantined.extend(stats.quarantined.iter().cloned());
+}
+
+/// Reads the final state back from the registry and merges the demo's and
+/// the workers' counters.
+async fn summarize(demo: &Demo, work: &WorkReport) -> Result<Summary, BoxError> {
+    let mut summary = Summary { finished_in_time: work.finished_in_time, ..Summary::default() };
+    // Wake events in the final logs, per target session: what was delivered.
+    let mut delivered_by_session: BTreeMap<String, u64> = BTreeMap::new();
+    let mut finished_under_token = BTreeMap::new();
     for record in demo.registry.list_processes(&ProcessListFilter::any()).await? {
         match record.status {
             ProcessStatus::Running => summary.running += 1,
@@ -577,50 +620,64 @@ async fn summarize(demo: &Demo, crash: &CrashReport, finished_in_time: bool) -> 
             ProcessStatus::Failed { .. } => summary.failed += 1,
             ProcessStatus::Cancelled { .. } => summary.cancelled += 1,
         }
+        let token = finished_under(&record.status);
+        summary.finished_after_takeover += usize::from(token.is_some_and(|token| token > 1));
+        finished_under_token.insert(record.id.clone(), token);
         let events = demo.registry.events_after(&record.id, 0).await?;
         summary.events_logged += events.len();
-        summary.wake_events_logged += events.iter().filter(|event| event.is_wake()).count();
+        let wakes = events.iter().filter(|event| event.is_wake()).count();
+        summary.wake_events_logged += wakes;
+        if let Some(target) = &record.wake_target {
+            *delivered_by_session.entry(target.session_id.clone()).or_default() += wakes as u64;
+        }
     }
     let counters = &demo.counters;
-    let delivered = locked(&counters.delivered);
     let seen_by_session = locked(&counters.seen_by_session);
-    let mut delivered_by_session: BTreeMap<&str, u64> = BTreeMap::new();
-    for session in delivered.values() {
-        *delivered_by_session.entry(session).or_default() += 1;
-    }
     summary.sessions_all_seen =
-        delivered_by_session.iter().filter(|(session, count)| seen_by_session.get(**session) == Some(*count)).count();
-    summary.wakes_delivered = delivered.len();
+        delivered_by_session.iter().filter(|(session, count)| seen_by_session.get(*session) == Some(*count)).count();
     summary.wakes_seen = counters.wakes_seen.load(Ordering::Relaxed);
-    summary.replays = counters.replays.load(Ordering::Relaxed);
-    summary.lease_claims = counters.lease_claims.load(Ordering::Relaxed);
-    summary.takeovers = counters.lease_takeovers.load(Ordering::Relaxed);
-    summary.leases_lost = counters.leases_lost.load(Ordering::Relaxed);
-    summary.orphaned_leases = crash.orphaned.len();
+    summary.skipped_steps = counters.skipped_steps.load(Ordering::Relaxed);
+    summary.takeovers = counters.takeovers.load(Ordering::Relaxed);
+    for stats in work.crash.iter().map(|crash| &crash.victim_stats).chain(&work.survivors) {
+        add_stats(&mut summary.workers, stats);
+    }
+    if let Some(crash) = &work.crash {
+        summary.orphaned_leases = crash.orphaned.len();
+        summary.orphans_not_taken_over = crash
+            .orphaned
+            .iter()
+            .filter(|id| finished_under_token.get(*id).copied().flatten().is_none_or(|token| token <= 1))
+            .cloned()
+            .collect();
+    }
     Ok(summary)
 }
 
 fn print_summary(registry_name: &str, victim: &str, summary: &Summary, stats: &RegistryStats) {
-    let row = |label: &str, value: String| println!("  {label:<36} {value:>10}");
+    let row = |label: &str, value: String| println!("  {label:<40} {value:>10}");
+    let workers = &summary.workers;
     println!();
     println!("process-registry demo on {registry_name}");
-    println!("  {:<36} {:>10}", "metric", "value");
-    println!("  {:-<36} {:->10}", "", "");
+    println!("  {:<40} {:>10}", "metric", "value");
+    println!("  {:-<40} {:->10}", "", "");
     row("processes", (summary.running + summary.completed + summary.failed + summary.cancelled).to_string());
     row("  completed", summary.completed.to_string());
     row("  failed", summary.failed.to_string());
     row("  cancelled", summary.cancelled.to_string());
     row("  running", summary.running.to_string());
     row("events appended (in the logs)", summary.events_logged.to_string());
-    row("  idempotent replays after takeover", summary.replays.to_string());
+    row("  recorded steps skipped after takeover", summary.skipped_steps.to_string());
     row("wake events in the logs", summary.wake_events_logged.to_string());
-    row("wakes delivered (distinct wake ids)", summary.wakes_delivered.to_string());
     row("wakes seen and acked by sessions", summary.wakes_seen.to_string());
     row("sessions that saw all their wakes", format!("{}/{SESSIONS}", summary.sessions_all_seen));
-    row("lease claims", summary.lease_claims.to_string());
+    row("lease claims (all workers)", workers.claimed.to_string());
+    row("handler runs", workers.runs.to_string());
+    row("completions counted by workers", workers.completed.to_string());
+    row("lease renewals", workers.renewals.to_string());
     row(&format!("leases orphaned by {victim}'s crash"), summary.orphaned_leases.to_string());
     row("lease takeovers (fencing token > 1)", summary.takeovers.to_string());
-    row("leases lost to a takeover", summary.leases_lost.to_string());
+    row("  jobs finished under a takeover", summary.finished_after_takeover.to_string());
+    row("leases lost to a takeover", workers.lost.to_string());
     row("process actors started (activations)", stats.activations.to_string());
     row("  live at the end", stats.live_actors.to_string());
     row("  restarted after a panic", stats.restarts.to_string());
@@ -639,7 +696,7 @@ async fn main() -> Result<(), BoxError> {
     let store = store_path()?;
     let registry_handle = start_registry(store.as_deref()).await?;
     let registry_name = std::any::type_name::<DemoRegistry>().rsplit("::").next().unwrap_or("registry");
-    let registry: Arc<dyn ProcessRegistry> = registry_handle.clone();
+    let registry: Arc<dyn FencedProcessRegistry> = registry_handle.clone();
     let demo = Arc::new(Demo { registry, counters: Counters::default(), bars: Bars::new()? });
 
     register_jobs(&demo).await?;
@@ -648,13 +705,15 @@ async fn main() -> Result<(), BoxError> {
         demo.registry.durability_tier()
     ));
     let mut sessions = spawn_sessions(&demo);
-    let (crash, workers_finished) = run_workers(&demo, deadline).await?;
+    let mut work = run_workers(&demo, deadline).await?;
     let sessions_finished = join_all_before(&mut sessions, deadline).await?;
+    work.finished_in_time &= sessions_finished;
     demo.bars.finish();
 
-    let mut summary = summarize(&demo, &crash, workers_finished && sessions_finished).await?;
+    let mut summary = summarize(&demo, &work).await?;
     summary.elapsed = started.elapsed();
-    print_summary(registry_name, &crash.victim, &summary, &registry_handle.stats());
+    let victim = work.crash.as_ref().map_or_else(|| worker_name(0), |crash| crash.victim.clone());
+    print_summary(registry_name, &victim, &summary, &registry_handle.stats());
     stop_registry(registry_handle).await;
 
     let failures = failures(&summary);
@@ -674,8 +733,20 @@ fn failures(summary: &Summary) -> Vec<String> {
     if summary.running > 0 {
         failures.push(format!("{} process(es) never reached a terminal status", summary.running));
     }
-    if summary.wakes_seen != summary.wakes_delivered as u64 {
-        failures.push(format!("{} wake(s) delivered but {} seen", summary.wakes_delivered, summary.wakes_seen));
+    if summary.failed + summary.cancelled > 0 {
+        failures.push(format!(
+            "{} process(es) failed and {} were cancelled; every job should complete",
+            summary.failed, summary.cancelled
+        ));
+    }
+    if !summary.orphans_not_taken_over.is_empty() {
+        failures.push(format!(
+            "orphaned by the crash but not finished under a later lease: {}",
+            summary.orphans_not_taken_over.join(", ")
+        ));
+    }
+    if summary.wakes_seen != summary.wake_events_logged as u64 {
+        failures.push(format!("{} wake(s) in the logs but {} seen", summary.wake_events_logged, summary.wakes_seen));
     }
     if summary.sessions_all_seen != SESSIONS {
         failures.push(format!(

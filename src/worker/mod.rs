@@ -58,7 +58,7 @@ use self::stats::{bump, Counters};
 use crate::error::RegistryError;
 use crate::events::ProcessAwaitOutput;
 use crate::fenced::FencedProcessRegistry;
-use crate::model::{ProcessInput, ProcessRecord};
+use crate::model::{ProcessInput, ProcessLeaseCompletion, ProcessRecord};
 
 /// A handler's future, with its error already a message.
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<ProcessAwaitOutput, String>> + Send>>;
@@ -233,7 +233,8 @@ impl ProcessWorker {
         let shared = Arc::clone(&self.shared);
         shared.stop_claiming.cancel();
         if let Some(sweeper) = self.sweeper.take() {
-            // It stops at its next await; a panic in it is already logged.
+            // It stops at its next wait (a claim in flight finishes first and
+            // is given back); a panic in it is already logged.
             let _ = sweeper.await;
         }
         shared.tasks.close();
@@ -273,10 +274,9 @@ fn definition_of(record: &ProcessRecord) -> Option<&str> {
 async fn sweep_loop(shared: Arc<WorkerShared>) {
     let mut notices = shared.registry.registration_notices();
     loop {
-        // Not raced against `stop_claiming`: a claim in flight must end in a
-        // run task (which shutdown waits for and which releases the lease),
-        // never in a granted lease nobody holds. The sweep itself stops
-        // claiming as soon as shutdown starts.
+        // Not raced against `stop_claiming`: dropped mid-claim, a sweep
+        // would leave a granted lease with no run task to release it (held
+        // until its ttl). The sweep watches the token between claims.
         sweep(&shared).await;
         if shared.stop_claiming.is_cancelled() {
             return;
@@ -317,7 +317,12 @@ fn start_offset(owner_id: &str, len: usize) -> usize {
 /// lease, and spawn its run task.
 async fn sweep(shared: &Arc<WorkerShared>) {
     bump(&shared.counters.sweeps);
-    let worklist = match shared.registry.list_non_terminal().await {
+    let listed = tokio::select! {
+        biased;
+        () = shared.stop_claiming.cancelled() => return,
+        listed = shared.registry.list_non_terminal() => listed,
+    };
+    let worklist = match listed {
         Ok(worklist) => worklist,
         Err(error) => {
             tracing::warn!(%error, "listing the worklist failed; trying again at the next sweep");
@@ -349,6 +354,14 @@ async fn sweep(shared: &Arc<WorkerShared>) {
             .claim_process_lease(&record.id, &shared.config.owner_id, shared.config.lease_ttl_ms())
             .await
         {
+            // Shutdown began while the claim was in flight: give it back.
+            Ok(lease) if shared.stop_claiming.is_cancelled() => {
+                let completion = ProcessLeaseCompletion::from_lease(&lease);
+                if let Err(error) = shared.registry.complete_process_lease(&completion).await {
+                    tracing::debug!(process_id = %record.id, %error, "releasing the lease failed; it expires after its ttl");
+                }
+                return;
+            }
             Ok(lease) => {
                 bump(&shared.counters.claimed);
                 shared.counters.claimed_again(&record.id);

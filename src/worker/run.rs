@@ -199,6 +199,9 @@ async fn run_once(
     let mut task = tokio::spawn(async move { handler(context).await });
     let _abort = AbortOnDrop(task.abort_handle());
     let joined = tokio::select! {
+        // A handler that has finished is taken at its word, even if the
+        // cancellation fired at the same moment: its outcome is complete.
+        biased;
         joined = &mut task => joined,
         () = cancel.cancelled() => {
             if shared.hard_stop.is_cancelled() {
