@@ -27,9 +27,8 @@
 //! time, and every write it makes through its [`ProcessContext`] is fenced
 //! by that lease. A handler whose lease was lost is cancelled (its token
 //! fires, then its future is dropped after `cancel_grace`), and whatever it
-//! still tries to write is refused with
-//! [`RegistryError::LeaseFenced`](crate::RegistryError::LeaseFenced). Steps a
-//! handler records with replay keys survive a crash of its worker:
+//! still tries to write is refused with [`RegistryError::LeaseFenced`].
+//! Steps a handler records with replay keys survive a crash of its worker:
 //! [`ProcessContext::recorded`] tells the next run which are done.
 
 use std::collections::{HashMap, HashSet};
