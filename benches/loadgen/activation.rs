@@ -12,7 +12,7 @@ use crate::figures::expect_len;
 use crate::passivation::{passivating_actor_config, until_passivated, PASSIVATION_IDLE};
 use crate::report::{count, latency_side, ratio_of_medians, Row, Unit};
 use crate::support::subject::{Kind, Subject};
-use crate::support::workload::{register, runtime};
+use crate::support::workload::register;
 use crate::Result;
 
 /// What the activation phase saw on the actor registry, besides latencies.
@@ -143,12 +143,8 @@ async fn activation_phase(sizes: Sizes) -> Result<(Vec<Row>, ActivationReport)> 
 
 /// Runs [`activation_phase`] as a task on a fresh runtime.
 pub fn run_activation(sizes: Sizes) -> Result<(Vec<Row>, ActivationReport)> {
-    let runtime = runtime()?;
-    runtime.block_on(async move {
-        tokio::spawn(async move {
-            eprintln!("[activation] {} processes per registry", count(sizes.activation_processes));
-            activation_phase(sizes).await
-        })
-        .await?
+    crate::as_task(async move {
+        eprintln!("[activation] {} processes per registry", count(sizes.activation_processes));
+        activation_phase(sizes).await
     })
 }

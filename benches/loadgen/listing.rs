@@ -23,7 +23,7 @@ use crate::memory::for_each_concurrently;
 use crate::passivation::{passivating_actor_config, until_passivated};
 use crate::report::{count, latency_side, Row, Unit};
 use crate::support::subject::{Kind, Subject};
-use crate::support::workload::{register, runtime};
+use crate::support::workload::register;
 use crate::Result;
 
 fn listing_id(i: u64) -> String {
@@ -103,16 +103,12 @@ async fn listing_phase(sizes: Sizes) -> Result<Vec<Row>> {
 
 /// Runs [`listing_phase`] as a task on a fresh runtime.
 pub fn run_listing(sizes: Sizes) -> Result<Vec<Row>> {
-    let runtime = runtime()?;
-    runtime.block_on(async move {
-        tokio::spawn(async move {
-            eprintln!(
-                "[listing] {} processes per registry, {} left running",
-                count(sizes.listing_processes),
-                count(sizes.listing_running)
-            );
-            listing_phase(sizes).await
-        })
-        .await?
+    crate::as_task(async move {
+        eprintln!(
+            "[listing] {} processes per registry, {} left running",
+            count(sizes.listing_processes),
+            count(sizes.listing_running)
+        );
+        listing_phase(sizes).await
     })
 }

@@ -117,6 +117,16 @@ use args::{Args, Phase, Sizes};
 type BoxError = Box<dyn Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
+/// Runs `phase` as a task on a fresh runtime ([`support::workload::runtime`]),
+/// so the driver is a worker like the callers it measures.
+pub fn as_task<T, F>(phase: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    support::workload::runtime()?.block_on(async move { tokio::spawn(phase).await? })
+}
+
 fn main() {
     if let Err(err) = run() {
         eprintln!("loadgen: {err}");

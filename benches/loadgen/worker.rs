@@ -32,7 +32,7 @@ use crate::args::Sizes;
 use crate::memory::for_each_concurrently_on;
 use crate::report::{count, per_second, ratio_of_medians, Collected, Row, Sample, Unit};
 use crate::support::subject::Kind;
-use crate::support::workload::{register, runtime, LEASE_TTL_MS};
+use crate::support::workload::{register, LEASE_TTL_MS};
 use crate::Result;
 
 /// The definition name of the worker phase's processes
@@ -162,16 +162,12 @@ async fn worker_phase(sizes: Sizes) -> Result<Vec<Row>> {
 
 /// Runs [`worker_phase`] as a task on a fresh runtime.
 pub fn run_worker(sizes: Sizes) -> Result<Vec<Row>> {
-    let runtime = runtime()?;
-    runtime.block_on(async move {
-        tokio::spawn(async move {
-            eprintln!(
-                "[worker] {} processes per round, concurrency {}",
-                count(sizes.worker_processes),
-                sizes.worker_concurrency
-            );
-            worker_phase(sizes).await
-        })
-        .await?
+    crate::as_task(async move {
+        eprintln!(
+            "[worker] {} processes per round, concurrency {}",
+            count(sizes.worker_processes),
+            sizes.worker_concurrency
+        );
+        worker_phase(sizes).await
     })
 }
