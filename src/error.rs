@@ -225,6 +225,18 @@ pub enum RegistryError {
         /// Which setting is out of bounds, and why.
         reason: String,
     },
+    /// Another registry node sharing the store (PostgreSQL) committed a
+    /// change to the same process (or to the grants) between this node's
+    /// read and its commit, so nothing was committed. The registry plans
+    /// the call again on the fresh state by itself; callers see this only
+    /// when the call lost that race many times in a row, and may retry.
+    #[error("process `{process_id}` was changed by another node {attempts} times while this call was planned; nothing was committed")]
+    Contended {
+        /// The process (empty for the grant index).
+        process_id: String,
+        /// How many times the call was planned.
+        attempts: u32,
+    },
     /// The store failed to record a change; nothing was committed.
     #[error("storage failure for process `{process_id}`: {message}")]
     Storage {
@@ -264,6 +276,7 @@ impl RegistryError {
             | Self::Quarantined { process_id }
             | Self::NotQuarantined { process_id }
             | Self::Overloaded { process_id, .. }
+            | Self::Contended { process_id, .. }
             | Self::Storage { process_id, .. } => process_id,
             Self::StoreLocked { .. } | Self::StoreVersion { .. } | Self::StoreOpen { .. } => "",
         }

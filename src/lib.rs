@@ -119,6 +119,8 @@ pub use rules::limits::Limits;
 pub use runtime::{
     ActorProcessRegistry, MailboxConfig, OverloadPolicy, RegistryConfig, RegistryStats, RestartIntensity,
 };
+#[cfg(feature = "postgres")]
+pub use store::{PostgresOptions, PostgresStore};
 pub use store::{CommitMode, MemoryStore, ProcessStore, SqliteOptions, SqliteStore, SyncMode};
 
 /// The README's usage example, compiled and run as a doc-test.

@@ -41,6 +41,7 @@ async fn registration_is_insert_if_absent_and_a_refused_commit_fails_alone() {
     // store refuses it), the other a new event 2. The first fails alone.
     let duplicate = Commit::Process {
         process_id: "p".to_owned(),
+        base_version: 0,
         changes: vec![ProcessChange::Appended {
             event: Arc::clone(&stored.events[0]),
             replay: None,
@@ -51,6 +52,7 @@ async fn registration_is_insert_if_absent_and_a_refused_commit_fails_alone() {
     second.sequence = 2;
     let next = Commit::Process {
         process_id: "p".to_owned(),
+        base_version: 0,
         changes: vec![ProcessChange::Appended {
             event: Arc::new(second),
             replay: None,

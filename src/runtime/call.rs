@@ -55,6 +55,7 @@ use super::process::messages::ProcessMsg;
 use super::process::state::ProcessState;
 use super::routes::{ActiveProcess, Slot, TryPermit};
 use super::supervisor::messages::SupervisorMsg;
+use super::supervisor::MAX_PLANS;
 use crate::error::RegistryError;
 use crate::rules::limits::truncated;
 
@@ -94,10 +95,12 @@ impl ActorProcessRegistry {
     /// The running actor of a process, activating one when it is passive.
     pub(super) async fn active(&self, process_id: &str) -> Result<Arc<ActiveProcess>, RegistryError> {
         match self.shared().routes.slot(process_id) {
-            None => Err(RegistryError::unknown(process_id)),
+            None if self.shared().store.shared().is_none() => Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => Ok(active),
             Some(Slot::Quarantined(_)) => Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
-            Some(Slot::Passive) => {
+            // Passive, or (with a shared store) perhaps registered by
+            // another node: the supervisor activates or adopts it.
+            None | Some(Slot::Passive) => {
                 self.ask_supervisor(process_id, |reply| SupervisorMsg::Activate {
                     process_id: process_id.to_owned(),
                     reply,
@@ -155,7 +158,9 @@ impl ActorProcessRegistry {
         mut build: impl FnMut(Reply<T>) -> Option<ProcessMsg>,
     ) -> Result<T, RegistryError> {
         let mut active = self.active(process_id).await?;
+        let mut plans = 0;
         loop {
+            plans += 1;
             let (tx, rx) = ractor::concurrency::oneshot();
             let Some(mut message) = build(RpcReplyPort::from(tx)) else {
                 return Err(self.lost(process_id));
@@ -181,6 +186,12 @@ impl ActorProcessRegistry {
                 active = self.replacement(process_id, &active).await?;
             };
             match answered {
+                // Another node committed to the process first: nothing was
+                // committed, and the actor has reloaded; plan again.
+                Ok(Err(RegistryError::Contended { .. })) if plans < MAX_PLANS => {}
+                Ok(Err(RegistryError::Contended { process_id, .. })) => {
+                    return Err(RegistryError::Contended { process_id, attempts: plans });
+                }
                 Ok(answer) => return answer,
                 Err(_) if retry == Retry::Never => return Err(self.lost(process_id)),
                 Err(_) => active = self.replacement(process_id, &active).await?,

@@ -44,14 +44,17 @@ impl ActorProcessRegistry {
         let checked = input::checked_append(&self.shared().limits, process_id, request)?;
         // A replay key makes a second send answer with the first's event.
         let retry = if checked.0.replay_key().is_some() { Retry::Idempotent } else { Retry::Never };
+        // A shared store may answer `Contended`: then the call is sent again.
+        let resent = retry != Retry::Never || self.shared().store.shared().is_some();
         let mut unsent = Some(checked);
         let (event, wake_delivery) = self
             .ask(process_id, retry, |reply| {
-                let (request, payload_hash) = match retry {
-                    // Sent once: moved, never copied.
-                    Retry::Never => unsent.take()?,
+                let (request, payload_hash) = if resent {
                     // Kept for a retry: each send gets a copy.
-                    Retry::Transparent | Retry::Idempotent => unsent.clone()?,
+                    unsent.clone()?
+                } else {
+                    // Sent once: moved, never copied.
+                    unsent.take()?
                 };
                 Some(ProcessMsg::Append { request, payload_hash, fence: fence.cloned().map(Box::new), reply })
             })
@@ -79,9 +82,10 @@ impl ActorProcessRegistry {
         // Setting a wait is idempotent (the same state again), but the
         // state moves into the message: a set is sent once.
         let retry = if wait.is_some() { Retry::Never } else { Retry::Idempotent };
+        let resent = retry != Retry::Never || self.shared().store.shared().is_some();
         let mut unsent = Some(wait);
         self.ask(process_id, retry, |reply| {
-            let wait = if retry == Retry::Never { unsent.take()? } else { unsent.clone()? };
+            let wait = if resent { unsent.clone()? } else { unsent.take()? };
             Some(ProcessMsg::SetWait { wait, fence: fence.cloned().map(Box::new), reply })
         })
         .await
@@ -95,6 +99,20 @@ impl ActorProcessRegistry {
         check_scope(&self.shared().limits, "", session_scope)?;
         let grants =
             self.ask_supervisor("", |reply| SupervisorMsg::ListGrants { scope: session_scope.clone(), reply }).await?;
+        if let Some(store) = self.shared().store.shared() {
+            // Records as the store holds them now: another node may have
+            // completed a process this node has cached.
+            let ids: Vec<String> = grants.iter().map(|grant| grant.process_id.clone()).collect();
+            let records: std::collections::HashMap<String, Arc<ProcessRecord>> =
+                store.fetch_records(&ids).await?.into_iter().map(|record| (record.id.clone(), record)).collect();
+            return Ok(grants
+                .into_iter()
+                .filter_map(|grant| {
+                    let record = records.get(&grant.process_id)?;
+                    keep(record).then(|| (grant, ProcessRecord::clone(record)))
+                })
+                .collect());
+        }
         Ok(grants
             .into_iter()
             .filter_map(|grant| {
@@ -363,6 +381,19 @@ impl ProcessRegistry for ActorProcessRegistry {
     }
 
     async fn get_process(&self, process_id: &str) -> Option<ProcessRecord> {
+        if let Some(store) = self.shared().store.shared() {
+            // The record as the store holds it now, whichever node wrote it.
+            return traced("get_process", process_id, async {
+                match store.fetch_records(&[process_id.to_owned()]).await {
+                    Ok(records) => records.first().map(|record| ProcessRecord::clone(record)),
+                    Err(error) => {
+                        tracing::error!(%error, "get_process could not read the shared store");
+                        None
+                    }
+                }
+            })
+            .await;
+        }
         let _span =
             tracing::trace_span!("process_registry", operation = "get_process", process_id = %truncated(process_id))
                 .entered();
@@ -371,6 +402,15 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn list_processes(&self, filter: &ProcessListFilter) -> Result<Vec<ProcessRecord>, PluginError> {
         traced("list_processes", "", async {
+            if let Some(store) = self.shared().store.shared() {
+                let running_only = filter.status == ProcessStatusFilter::Running;
+                let records = store.list_records(running_only).await?;
+                return Ok(records
+                    .iter()
+                    .filter(|record| filter.matches(record))
+                    .map(|record| ProcessRecord::clone(record))
+                    .collect());
+            }
             Ok(self
                 .shared()
                 .routes
@@ -396,6 +436,14 @@ impl ProcessRegistry for ActorProcessRegistry {
         traced("list_non_terminal", "", async {
             let shared = self.shared();
             let quarantined = shared.counters.quarantined_ids();
+            if let Some(store) = shared.store.shared() {
+                let records = store.list_records(true).await?;
+                return Ok(records
+                    .iter()
+                    .filter(|record| !record.is_terminal() && !quarantined.contains(record.id.as_str()))
+                    .map(|record| ProcessRecord::clone(record))
+                    .collect());
+            }
             let worklist = shared.routes.listed(ProcessStatusFilter::Running, |record| {
                 !record.is_terminal() && !quarantined.contains(record.id.as_str())
             });

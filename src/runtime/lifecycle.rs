@@ -48,6 +48,9 @@ struct Inner {
     supervisor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Ticks the passivation sweep; aborted at shutdown.
     sweeper: Option<tokio::task::JoinHandle<()>>,
+    /// With a shared store: hands notices of other nodes' commits to the
+    /// actors they concern; aborted at shutdown.
+    notices: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
@@ -56,6 +59,9 @@ impl Drop for Inner {
         self.shared.stopping.store(true, Ordering::Release);
         if let Some(sweeper) = &self.sweeper {
             sweeper.abort();
+        }
+        if let Some(notices) = &self.notices {
+            notices.abort();
         }
         self.supervisor.stop_children(None);
         self.supervisor.stop(None);
@@ -75,6 +81,43 @@ fn startup_error(error: ractor::SpawnErr) -> RegistryError {
     RegistryError::Storage {
         process_id: String::new(),
         message: format!("could not start the registry supervisor: {cause}"),
+    }
+}
+
+/// Hands each notice of a shared store to the actors it concerns: a
+/// process changed elsewhere gets [`ProcessMsg::Refresh`] when this node
+/// runs its actor (parked waiters live only in running actors; a passive
+/// process is read afresh when activated), an id this node has not routed
+/// is a registration elsewhere (workers are told, as for a local one), and
+/// after the notice stream reconnects every running actor checks again.
+async fn forward_notices(shared: Arc<Shared>, mut notices: tokio::sync::mpsc::UnboundedReceiver<crate::store::Notice>) {
+    use super::process::messages::ProcessMsg;
+    use super::routes::Slot;
+    let registered = |shared: &Shared| shared.registrations.send_modify(|count| *count = count.wrapping_add(1));
+    while let Some(notice) = notices.recv().await {
+        match notice {
+            crate::store::Notice::Changed(process_ids) => {
+                let mut unknown = false;
+                for process_id in &process_ids {
+                    match shared.routes.slot(process_id) {
+                        Some(Slot::Active(active)) => {
+                            let _ = active.actor.send_message(ProcessMsg::Refresh);
+                        }
+                        Some(Slot::Passive | Slot::Quarantined(_)) => {}
+                        None => unknown = true,
+                    }
+                }
+                if unknown {
+                    registered(&shared);
+                }
+            }
+            crate::store::Notice::Reconnected => {
+                for actor in shared.routes.active_actors() {
+                    let _ = actor.send_message(ProcessMsg::Refresh);
+                }
+                registered(&shared);
+            }
+        }
     }
 }
 
@@ -108,7 +151,12 @@ impl ActorProcessRegistry {
                 }
             })
         });
-        Ok(Self { inner: Arc::new(Inner { shared, supervisor, supervisor_task: Mutex::new(Some(task)), sweeper }) })
+        let notices = shared.store.shared().and_then(|store| store.notices()).map(|notices| {
+            tokio::spawn(forward_notices(Arc::clone(&shared), notices))
+        });
+        Ok(Self {
+            inner: Arc::new(Inner { shared, supervisor, supervisor_task: Mutex::new(Some(task)), sweeper, notices }),
+        })
     }
 
     /// Opens (or creates) the durable SQLite store at `path` with default
@@ -137,6 +185,33 @@ impl ActorProcessRegistry {
         Self::start(config.with_store(Arc::new(store))).await
     }
 
+    /// Connects to the PostgreSQL database `url` names with default
+    /// [`PostgresOptions`](crate::PostgresOptions) and starts a registry
+    /// node on it (feature `postgres`); `config.store` is replaced. Every
+    /// node connected to the same database is one registry: see
+    /// [`PostgresStore`](crate::PostgresStore) for what holds across
+    /// nodes and what each call costs.
+    ///
+    /// Waits on: connecting, the schema migration (under an advisory lock
+    /// other nodes may hold a moment), and reading every record and grant.
+    /// Errors: those of [`PostgresStore::connect`](crate::PostgresStore::connect)
+    /// and of [`Self::start`].
+    #[cfg(feature = "postgres")]
+    pub async fn connect(url: &str, config: RegistryConfig) -> Result<Self, RegistryError> {
+        Self::connect_with(url, crate::PostgresOptions::default(), config).await
+    }
+
+    /// [`Self::connect`] with explicit store options.
+    #[cfg(feature = "postgres")]
+    pub async fn connect_with(
+        url: &str,
+        options: crate::PostgresOptions,
+        config: RegistryConfig,
+    ) -> Result<Self, RegistryError> {
+        let store = crate::PostgresStore::connect(url, options).await?;
+        Self::start(config.with_store(Arc::new(store))).await
+    }
+
     /// Stops every actor. Parked callers, calls in flight and later calls
     /// get [`RegistryError::Stopped`]; reads of published records
     /// (`get_process`, `list_processes`, `list_non_terminal`) keep answering
@@ -150,6 +225,9 @@ impl ActorProcessRegistry {
         shared.stopping.store(true, Ordering::Release);
         if let Some(sweeper) = &self.inner.sweeper {
             sweeper.abort();
+        }
+        if let Some(notices) = &self.inner.notices {
+            notices.abort();
         }
         let supervisor = &self.inner.supervisor;
         // Every process actor is linked to the supervisor: this stops them all.

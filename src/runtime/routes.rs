@@ -191,6 +191,18 @@ impl Routes {
         self.entries.get(process_id).map(|entry| Arc::clone(&entry.record))
     }
 
+    /// Every running process actor (for a shared store's reconnect: each
+    /// checks its process again). O(routed processes).
+    pub(crate) fn active_actors(&self) -> Vec<ractor::ActorRef<super::process::messages::ProcessMsg>> {
+        self.entries
+            .iter()
+            .filter_map(|entry| match &entry.slot {
+                Slot::Active(active) => Some(active.actor.clone()),
+                Slot::Passive | Slot::Quarantined(_) => None,
+            })
+            .collect()
+    }
+
     pub(crate) fn contains(&self, process_id: &str) -> bool {
         self.entries.contains_key(process_id)
     }

@@ -59,6 +59,10 @@ pub struct StoredProcess {
     pub acked: BTreeSet<u64>,
     /// The lease and the last fencing token.
     pub lease: LeaseState,
+    /// How many commits the process has had, for stores several nodes
+    /// share (0 in a store one registry writes alone).
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl StoredProcess {
@@ -70,6 +74,7 @@ impl StoredProcess {
             replay: BTreeMap::new(),
             acked: BTreeSet::new(),
             lease: LeaseState::default(),
+            version: 0,
         }
     }
 

@@ -55,7 +55,7 @@ impl MemoryStore {
                     Ok(Committed::Done)
                 }
             },
-            Commit::Process { process_id, changes } => self.apply_process(&process_id, &changes),
+            Commit::Process { process_id, changes, .. } => self.apply_process(&process_id, &changes),
             // Grants live in the supervisor, which outlives every actor.
             Commit::Grants { .. } => Ok(Committed::Done),
         }

@@ -20,9 +20,14 @@
 //! - [`memory`]: the default in-memory store ([`DurabilityTier::Inline`]).
 //! - [`sqlite`]: the embedded durable store ([`DurabilityTier::Durable`]),
 //!   with group commit on one writer thread.
+//! - `postgres` (feature `postgres`): the store several registry nodes
+//!   share ([`DurabilityTier::Durable`], [`ProcessStore::shared`]), with
+//!   group commit per node, version-fenced commits and LISTEN/NOTIFY.
 
 pub mod committed;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -36,6 +41,8 @@ pub use crate::rules::append::ReplayEntry;
 pub use crate::rules::lease::LeaseState;
 pub use committed::{ProcessChange, StoredProcess};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore, POSTGRES_SCHEMA_VERSION};
 pub use sqlite::{CommitMode, SqliteOptions, SqliteStore, StoreFaults, StoreFaultsHandle, SyncMode};
 
 /// A change to the session-grant index, for stores that persist grants.
@@ -71,11 +78,21 @@ pub enum Commit {
     Process {
         /// The process.
         process_id: String,
+        /// The process's version the changes were planned on
+        /// ([`StoredProcess::version`] plus the commits since). A
+        /// [shared](ProcessStore::shared) store commits only if the process
+        /// is still at this version and answers
+        /// [`RegistryError::Contended`] otherwise; a store with one writer
+        /// ignores it.
+        base_version: u64,
         /// Its changes.
         changes: Vec<ProcessChange>,
     },
     /// Changes of the grant index, in order (a transfer, a session deletion).
     Grants {
+        /// The grant index's version the changes were planned on (see
+        /// [`SharedStore::load_grants`]); ignored by a store with one writer.
+        base_version: u64,
         /// The changes.
         changes: Vec<GrantChange>,
     },
@@ -147,12 +164,66 @@ pub trait ProcessStore: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// The store's view for several registry nodes writing one database
+    /// ([`SharedStore`]), or `None` (the default) for a store this registry
+    /// alone writes. With `Some`, every process actor checks the process's
+    /// version against the store before it answers a call, reloads when
+    /// another node moved it, and plans leases on the store's clock.
+    fn shared(&self) -> Option<&dyn SharedStore> {
+        None
+    }
+
     /// Flushes what was submitted and releases the store (for SQLite:
     /// checkpoints the WAL and drops the file lock). Later commits are
     /// refused. Called by the registry's shutdown; idempotent.
     async fn close(&self) -> Result<(), RegistryError> {
         Ok(())
     }
+}
+
+/// A process's version in a shared store, and the store's clock, read in
+/// one round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The number of commits the process has had (0 when just registered).
+    pub version: u64,
+    /// The store server's clock, in ms since the Unix epoch.
+    pub now_ms: u64,
+}
+
+/// What a shared store tells a node about commits made elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// These processes changed (events appended, or registered).
+    Changed(Vec<String>),
+    /// The notice stream was interrupted and is back: anything may have
+    /// changed meanwhile.
+    Reconnected,
+}
+
+/// The reads a node needs when other nodes write the same store: each
+/// answers with what the store holds now, committed by any node.
+#[async_trait]
+pub trait SharedStore: Send + Sync + std::fmt::Debug {
+    /// The version of one process and the server's clock; `None` for an id
+    /// the store does not hold.
+    async fn probe(&self, process_id: &str) -> Result<Option<Probe>, RegistryError>;
+
+    /// The records of `process_ids` that exist, in id order.
+    async fn fetch_records(&self, process_ids: &[String]) -> Result<Vec<Arc<ProcessRecord>>, RegistryError>;
+
+    /// Every record (`running_only`: of running processes only), in id order.
+    async fn list_records(&self, running_only: bool) -> Result<Vec<Arc<ProcessRecord>>, RegistryError>;
+
+    /// The grant index's version alone.
+    async fn grants_version(&self) -> Result<u64, RegistryError>;
+
+    /// The grant index's version and every grant.
+    async fn load_grants(&self) -> Result<(u64, Vec<GrantChange>), RegistryError>;
+
+    /// The stream of [`Notice`]s; called once, by the registry that opens
+    /// the store.
+    fn notices(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Notice>>;
 }
 
 /// Submits `commit` and waits for its answer; for callers that may wait

@@ -140,6 +140,10 @@ pub(crate) enum ProcessMsg {
         /// The answer.
         result: CommitResult,
     },
+    /// Another node may have changed the process (a notice from a shared
+    /// store): check its version and reload when behind, answering the
+    /// waiters the reload satisfies.
+    Refresh,
     /// Panic inside the handler (tests of supervision only).
     #[cfg(feature = "fault-injection")]
     InjectPanic,
@@ -161,9 +165,15 @@ impl ProcessMsg {
             Self::AwaitOutput { reply, .. } => drop(reply.send(Err(error))),
             Self::SetWait { reply, .. } | Self::SetExternalRef { reply, .. } => drop(reply.send(Err(error))),
             Self::ClaimLease { reply, .. } | Self::RenewLease { reply, .. } => drop(reply.send(Err(error))),
-            Self::CancelWaiter { .. } | Self::Passivate { .. } | Self::Committed { .. } => {}
+            Self::CancelWaiter { .. } | Self::Passivate { .. } | Self::Committed { .. } | Self::Refresh => {}
             #[cfg(feature = "fault-injection")]
             Self::InjectPanic => {}
         }
+    }
+
+    /// Whether the answer depends on the process's state, so that with a
+    /// shared store the actor checks the store's version first.
+    pub(crate) fn reads_state(&self) -> bool {
+        !matches!(self, Self::CancelWaiter { .. } | Self::Passivate { .. } | Self::Committed { .. })
     }
 }

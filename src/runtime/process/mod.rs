@@ -16,6 +16,17 @@
 //! change and the actor applying it, so a panic anywhere in a handler
 //! leaves the committed state whole for the restarted actor.
 //!
+//! With a store several nodes share ([`ProcessStore::shared`]) the actor is
+//! this node's serializer and cache of the process, and the database
+//! orders the nodes: before each call the actor reads the process's
+//! version and the server clock in one round trip (`sync`), reloads when
+//! another node moved the process, plans leases on the server's clock, and
+//! commits fenced by the version it planned on; it waits for that commit
+//! before the next call, so it never plans on a change another node may
+//! still win. A commit that lost the race answers
+//! [`RegistryError::Contended`] and the facade plans the call again.
+//! Notices of commits on other nodes arrive as [`ProcessMsg::Refresh`].
+//!
 //! Parked callers (`wait_event_after`, `await_process`) are reply ports kept
 //! in [`Waiters`]; the commit that satisfies them answers them. There is no
 //! polling and no timer. A caller that gives up sends
@@ -44,7 +55,7 @@ use crate::rules::lease;
 use crate::rules::limits::truncated;
 use crate::rules::schema::CompiledSchemas;
 use crate::runtime::call::Reply;
-use crate::store::{Commit, CommitResult, ProcessChange, StoredProcess};
+use crate::store::{Commit, CommitCallback, CommitResult, ProcessChange, SharedStore, StoredProcess};
 
 /// The process actor (stateless; its state is [`ProcessActorState`]).
 #[derive(Debug)]
@@ -76,6 +87,11 @@ pub(crate) struct ProcessActorState {
     pipeline: Pipeline,
     /// When the last call arrived, by the registry clock.
     last_active_ms: u64,
+    /// The process's version in a shared store: the commits it has had.
+    version: u64,
+    /// With a shared store: the commit in flight, which the actor awaits
+    /// before its next call.
+    awaiting: Option<(u64, tokio::sync::oneshot::Receiver<CommitResult>)>,
 }
 
 impl Actor for ProcessActor {
@@ -89,6 +105,7 @@ impl Actor for ProcessActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         self.shared.counters.actor_started();
+        let version = args.stored.version;
         let state = ProcessState::from_stored(args.stored);
         args.snapshot.publish(Arc::clone(state.record()));
         Ok(ProcessActorState {
@@ -100,6 +117,8 @@ impl Actor for ProcessActor {
             mailbox: args.mailbox,
             pipeline: Pipeline::default(),
             last_active_ms: self.shared.now_ms(),
+            version,
+            awaiting: None,
         })
     }
 
@@ -138,19 +157,85 @@ impl Actor for ProcessActor {
             // rather than worked through, so shutdown does not wait for a
             // full mailbox to drain.
             message if shared.is_stopping() => message.refuse(&RegistryError::stopped(&actor.process_id)),
-            message => actor.handle_call(shared, &myself, message),
+            message => match shared.store.shared() {
+                None => actor.handle_call(shared, &myself, message, shared.now_ms()),
+                Some(store) if message.reads_state() => {
+                    let now_ms = match actor.sync(shared, store).await {
+                        Ok(now_ms) => now_ms,
+                        Err(error) => {
+                            message.refuse(&error);
+                            return Ok(());
+                        }
+                    };
+                    actor.handle_call(shared, &myself, message, now_ms);
+                    actor.await_commit(shared).await;
+                }
+                Some(_) => actor.handle_call(shared, &myself, message, shared.now_ms()),
+            },
         }
         Ok(())
     }
 }
 
 impl ProcessActorState {
-    fn handle_call(&mut self, shared: &Shared, myself: &ActorRef<ProcessMsg>, message: ProcessMsg) {
-        let now_ms = shared.now_ms();
-        self.last_active_ms = now_ms;
+    /// Brings the state up to the shared store's: reads the process's
+    /// version and the server clock, and reloads the process when another
+    /// node committed since this actor last looked. Returns the server's
+    /// clock, on which the call is planned. Parked waiters the reload
+    /// satisfies are answered.
+    async fn sync(&mut self, shared: &Shared, store: &dyn SharedStore) -> Result<u64, RegistryError> {
+        let gone = || RegistryError::Storage {
+            process_id: self.process_id.clone(),
+            message: "the shared store no longer holds this process".to_owned(),
+        };
+        let probe = store.probe(&self.process_id).await?.ok_or_else(gone)?;
+        if probe.version != self.version {
+            let stored = shared.store.load_process(&self.process_id).await?.ok_or_else(gone)?;
+            self.reloaded(shared, stored);
+        }
+        Ok(probe.now_ms)
+    }
+
+    /// Takes `stored` (committed by another node) as the state, publishes
+    /// it, and answers the waiters its new events satisfy.
+    fn reloaded(&mut self, shared: &Shared, stored: StoredProcess) {
+        let seen = self.state.last_sequence();
+        self.version = stored.version;
+        self.state = ProcessState::from_stored(stored);
+        let record = Arc::clone(self.state.record());
+        self.snapshot.publish(Arc::clone(&record));
+        let fresh: Vec<Arc<ProcessEvent>> = self.state.events_after(seen).to_vec();
+        for event in &fresh {
+            self.waiters.event_committed(event);
+            if let Some(terminal) = &event.semantics.terminal {
+                shared.routes.terminal_committed(&self.process_id, terminal.state);
+                self.waiters.terminal_committed(&terminal.await_output);
+            }
+        }
+    }
+
+    /// With a shared store: waits for the commit the call submitted and
+    /// settles it, so the next call is planned on what the database holds.
+    async fn await_commit(&mut self, shared: &Shared) {
+        if let Some((ticket, answer)) = self.awaiting.take() {
+            let result = answer.await.unwrap_or_else(|_| {
+                Err(RegistryError::Storage {
+                    process_id: self.process_id.clone(),
+                    message: "the store dropped a commit without answering it".to_owned(),
+                })
+            });
+            if result.is_ok() {
+                self.version += 1;
+            }
+            self.committed(shared, ticket, result);
+        }
+    }
+
+    fn handle_call(&mut self, shared: &Shared, myself: &ActorRef<ProcessMsg>, message: ProcessMsg, now_ms: u64) {
+        self.last_active_ms = shared.now_ms();
         let mut calls = Calls { actor: self, shared, myself };
         match message {
-            ProcessMsg::Passivate { .. } | ProcessMsg::Committed { .. } => {}
+            ProcessMsg::Passivate { .. } | ProcessMsg::Committed { .. } | ProcessMsg::Refresh => {}
             ProcessMsg::Append { request, payload_hash, fence, reply } => {
                 if let Err(error) = calls.fenced(fence.as_deref(), now_ms) {
                     return calls.answer(reply, Err(error));
@@ -318,13 +403,32 @@ impl Calls<'_> {
             }
         }
         let ticket = actor.pipeline.next_ticket();
-        let myself = self.myself.clone();
-        let later = Box::new(move |result| {
-            // The actor may be gone (shutdown); then nobody waits for this.
-            let _ = myself.send_message(ProcessMsg::Committed { ticket, result });
-        });
-        let commit = Commit::Process { process_id: actor.process_id.clone(), changes: changes.clone() };
-        match self.shared.store.submit(commit, later) {
+        let later: CommitCallback = if self.shared.store.shared().is_some() {
+            // The actor awaits this answer before its next call.
+            let (sender, answer) = tokio::sync::oneshot::channel();
+            actor.awaiting = Some((ticket, answer));
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            })
+        } else {
+            let myself = self.myself.clone();
+            Box::new(move |result| {
+                // The actor may be gone (shutdown); then nobody waits for this.
+                let _ = myself.send_message(ProcessMsg::Committed { ticket, result });
+            })
+        };
+        let commit = Commit::Process {
+            process_id: actor.process_id.clone(),
+            base_version: actor.version,
+            changes: changes.clone(),
+        };
+        let answered = self.shared.store.submit(commit, later);
+        if answered.is_some() {
+            // Answered inline: nothing to await.
+            self.actor.awaiting = None;
+        }
+        let actor = &mut *self.actor;
+        match answered {
             Some(Err(error)) => self.answer(reply, Err(error)),
             answered => {
                 for change in &changes {

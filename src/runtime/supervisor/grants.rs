@@ -45,6 +45,18 @@ impl GrantIndex {
         Self::default()
     }
 
+    /// Applies one committed change.
+    pub fn apply(&mut self, change: &crate::store::GrantChange) {
+        match change {
+            crate::store::GrantChange::Granted { scope, process_id, descriptor } => {
+                self.grant(scope, process_id, descriptor.clone());
+            }
+            crate::store::GrantChange::Revoked { scope_id, process_id } => {
+                self.revoke(&SessionScopeId(scope_id.clone()), process_id);
+            }
+        }
+    }
+
     /// Grants (or re-grants, replacing the descriptor) `process_id` to `scope`.
     pub fn grant(
         &mut self,

@@ -54,10 +54,18 @@ pub(crate) struct RegistrySupervisor {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// How many times a commit that lost a race to another node (a shared
+/// store) is planned again before the caller gets
+/// [`RegistryError::Contended`].
+pub(crate) const MAX_PLANS: u32 = 32;
+
 /// The supervisor's state.
 #[derive(Debug, Default)]
 pub(crate) struct SupervisorState {
     grants: GrantIndex,
+    /// With a shared store: the version of the grants `grants` holds, or
+    /// `None` when they must be read again.
+    grants_version: Option<u64>,
     /// The running process actors: the only ones a sweep has to visit.
     children: HashMap<ActorId, (String, ActorRef<ProcessMsg>)>,
     /// Recent failure times per process, for the restart intensity.
@@ -80,15 +88,8 @@ impl Actor for RegistrySupervisor {
         for record in recovered.records {
             self.route_new(record);
         }
-        for change in recovered.grants {
-            match change {
-                GrantChange::Granted { scope, process_id, descriptor } => {
-                    state.grants.grant(&scope, &process_id, descriptor);
-                }
-                GrantChange::Revoked { scope_id, process_id } => {
-                    state.grants.revoke(&crate::model::SessionScopeId(scope_id), &process_id);
-                }
-            }
+        for change in &recovered.grants {
+            state.grants.apply(change);
         }
         Ok(state)
     }
@@ -123,20 +124,7 @@ impl Actor for RegistrySupervisor {
                 }
             }
             SupervisorMsg::Grant { scope, process_id, descriptor, reply } => {
-                let result = if self.shared.routes.contains(&process_id) {
-                    let change = GrantChange::Granted {
-                        scope: scope.clone(),
-                        process_id: process_id.clone(),
-                        descriptor: descriptor.clone(),
-                    };
-                    match store::commit(&*self.shared.store, Commit::Grants { changes: vec![change] }).await {
-                        Ok(_) => Ok(state.grants.grant(&scope, &process_id, descriptor)),
-                        Err(err) => Err(err),
-                    }
-                } else {
-                    Err(RegistryError::unknown(&process_id))
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.grant(state, &scope, &process_id, descriptor).await);
             }
             SupervisorMsg::Revoke { scope, process_id, reply } => {
                 let _ = reply.send(self.revoke(state, &scope, &process_id).await);
@@ -145,17 +133,22 @@ impl Actor for RegistrySupervisor {
                 let _ = reply.send(self.transfer(state, &from, &to, &process_ids).await);
             }
             SupervisorMsg::ListGrants { scope, reply } => {
-                let _ = reply.send(Ok(state.grants.grants_of_scope(&scope.id())));
+                let listed = self.fresh_grants(state).await.map(|()| state.grants.grants_of_scope(&scope.id()));
+                let _ = reply.send(listed);
             }
             SupervisorMsg::HasGrant { scope, process_id, reply } => {
-                let granted = state.grants.has(&scope.id(), &process_id) && self.shared.routes.contains(&process_id);
-                let _ = reply.send(Ok(granted));
+                let granted = match self.fresh_grants(state).await {
+                    Ok(()) if state.grants.has(&scope.id(), &process_id) => self.known(&process_id).await,
+                    Ok(()) => Ok(false),
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(granted);
             }
             SupervisorMsg::GrantsOfProcess { process_id, reply } => {
-                let result = if self.shared.routes.contains(&process_id) {
-                    Ok(state.grants.grants_of_process(&process_id))
-                } else {
-                    Err(RegistryError::unknown(&process_id))
+                let result = match self.known(&process_id).await {
+                    Ok(true) => self.fresh_grants(state).await.map(|()| state.grants.grants_of_process(&process_id)),
+                    Ok(false) => Err(RegistryError::unknown(&process_id)),
+                    Err(error) => Err(error),
                 };
                 let _ = reply.send(result);
             }
@@ -274,19 +267,24 @@ impl RegistrySupervisor {
         if self.shared.is_stopping() {
             return Err(RegistryError::stopped(process_id));
         }
-        match self.shared.routes.slot(process_id) {
+        // With a shared store an id this node has not routed may have been
+        // registered by another node: it is adopted when the store has it.
+        let adopting = match self.shared.routes.slot(process_id) {
+            None if self.shared.store.shared().is_some() => true,
             None => return Err(RegistryError::unknown(process_id)),
             Some(Slot::Active(active)) => return Ok(active),
             Some(Slot::Quarantined(_)) => return Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
-            Some(Slot::Passive) => {}
-        }
+            Some(Slot::Passive) => false,
+        };
         let storage = |message: String| RegistryError::Storage { process_id: process_id.to_owned(), message };
-        let stored = self
-            .shared
-            .store
-            .load_process(process_id)
-            .await?
-            .ok_or_else(|| storage("the store does not hold this process".to_owned()))?;
+        let stored = match self.shared.store.load_process(process_id).await? {
+            Some(stored) => stored,
+            None if adopting => return Err(RegistryError::unknown(process_id)),
+            None => return Err(storage("the store does not hold this process".to_owned())),
+        };
+        if adopting {
+            self.route_new(Arc::clone(&stored.record));
+        }
         let snapshot =
             self.shared.routes.snapshot_handle(process_id).ok_or_else(|| RegistryError::unknown(process_id))?;
         let schemas = self
@@ -377,6 +375,101 @@ impl RegistrySupervisor {
         }
     }
 
+    /// Whether `process_id` is registered. With a shared store an id this
+    /// node has not routed is looked up in the store (another node may have
+    /// registered it) and routed when found.
+    async fn known(&self, process_id: &str) -> Result<bool, RegistryError> {
+        if self.shared.routes.contains(process_id) {
+            return Ok(true);
+        }
+        let Some(store) = self.shared.store.shared() else {
+            return Ok(false);
+        };
+        match store.fetch_records(&[process_id.to_owned()]).await?.into_iter().next() {
+            Some(record) => {
+                self.route_new(record);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// With a shared store: reloads the grant index when another node
+    /// changed the grants since this node last read them (one round trip
+    /// when nothing changed). A store this registry writes alone never
+    /// changes behind its back: nothing to do.
+    async fn fresh_grants(&self, state: &mut SupervisorState) -> Result<(), RegistryError> {
+        let Some(store) = self.shared.store.shared() else {
+            return Ok(());
+        };
+        if state.grants_version == Some(store.grants_version().await?) {
+            return Ok(());
+        }
+        let (version, grants) = store.load_grants().await?;
+        state.grants = GrantIndex::default();
+        for change in &grants {
+            state.grants.apply(change);
+        }
+        state.grants_version = Some(version);
+        Ok(())
+    }
+
+    /// Commits the grant changes `plan` makes of the current index, all or
+    /// nothing, and returns them; the caller applies them to the index.
+    /// With a shared store the plan is made on the store's grants and
+    /// committed fenced by their version: when another node committed
+    /// first, the index is reloaded and `plan` runs again (at most
+    /// [`MAX_PLANS`] times).
+    async fn commit_grants(
+        &self,
+        state: &mut SupervisorState,
+        plan: impl Fn(&GrantIndex) -> Result<Vec<GrantChange>, RegistryError>,
+    ) -> Result<Vec<GrantChange>, RegistryError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.fresh_grants(state).await?;
+            let changes = plan(&state.grants)?;
+            if changes.is_empty() {
+                return Ok(changes);
+            }
+            let base_version = state.grants_version.unwrap_or(0);
+            let commit = Commit::Grants { base_version, changes: changes.clone() };
+            match store::commit(&*self.shared.store, commit).await {
+                Ok(_) => {
+                    state.grants_version = state.grants_version.map(|version| version + 1);
+                    return Ok(changes);
+                }
+                Err(RegistryError::Contended { .. }) if attempts < MAX_PLANS => state.grants_version = None,
+                Err(RegistryError::Contended { process_id, .. }) => {
+                    state.grants_version = None;
+                    return Err(RegistryError::Contended { process_id, attempts });
+                }
+                Err(error) => {
+                    // The commit may have landed: read the grants afresh.
+                    state.grants_version = None;
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn grant(
+        &self,
+        state: &mut SupervisorState,
+        scope: &SessionScope,
+        process_id: &str,
+        descriptor: crate::model::ProcessHandleDescriptor,
+    ) -> Result<crate::model::ProcessHandleGrant, RegistryError> {
+        if !self.known(process_id).await? {
+            return Err(RegistryError::unknown(process_id));
+        }
+        let change =
+            GrantChange::Granted { scope: scope.clone(), process_id: process_id.to_owned(), descriptor: descriptor.clone() };
+        self.commit_grants(state, |_| Ok(vec![change.clone()])).await?;
+        Ok(state.grants.grant(scope, process_id, descriptor))
+    }
+
     async fn revoke(
         &self,
         state: &mut SupervisorState,
@@ -384,12 +477,18 @@ impl RegistrySupervisor {
         process_id: &str,
     ) -> Result<(), RegistryError> {
         let scope_id = scope.id();
-        if !state.grants.has(&scope_id, process_id) {
-            return Ok(());
+        let changes = self
+            .commit_grants(state, |grants| {
+                Ok(if grants.has(&scope_id, process_id) {
+                    vec![GrantChange::Revoked { scope_id: scope_id.0.clone(), process_id: process_id.to_owned() }]
+                } else {
+                    Vec::new()
+                })
+            })
+            .await?;
+        if !changes.is_empty() {
+            state.grants.revoke(&scope_id, process_id);
         }
-        let change = GrantChange::Revoked { scope_id: scope_id.0.clone(), process_id: process_id.to_owned() };
-        store::commit(&*self.shared.store, Commit::Grants { changes: vec![change] }).await?;
-        state.grants.revoke(&scope_id, process_id);
         Ok(())
     }
 
@@ -401,21 +500,26 @@ impl RegistrySupervisor {
         process_ids: &[String],
     ) -> Result<(), RegistryError> {
         let from_id = from.id();
-        if let Some(missing) = state.grants.missing(&from_id, process_ids).into_iter().next() {
-            return Err(RegistryError::HandleNotGranted { process_id: missing, scope_id: from_id.0 });
-        }
-        let mut changes = Vec::with_capacity(process_ids.len() * 2);
-        for process_id in process_ids {
-            let descriptor = state.grants.descriptor(&from_id, process_id).cloned().unwrap_or_default();
-            changes.push(GrantChange::Revoked { scope_id: from_id.0.clone(), process_id: process_id.clone() });
-            changes.push(GrantChange::Granted { scope: to.clone(), process_id: process_id.clone(), descriptor });
-        }
-        // One commit: on disk, too, everything moves or nothing does.
-        store::commit(&*self.shared.store, Commit::Grants { changes }).await?;
-        state.grants.transfer(from, to, process_ids).map_err(|missing| RegistryError::HandleNotGranted {
+        let not_granted = |missing: Vec<String>| RegistryError::HandleNotGranted {
             process_id: missing.into_iter().next().unwrap_or_default(),
-            scope_id: from_id.0,
+            scope_id: from_id.0.clone(),
+        };
+        // One commit: on disk, too, everything moves or nothing does.
+        self.commit_grants(state, |grants| {
+            let missing = grants.missing(&from_id, process_ids);
+            if !missing.is_empty() {
+                return Err(not_granted(missing));
+            }
+            let mut changes = Vec::with_capacity(process_ids.len() * 2);
+            for process_id in process_ids {
+                let descriptor = grants.descriptor(&from_id, process_id).cloned().unwrap_or_default();
+                changes.push(GrantChange::Revoked { scope_id: from_id.0.clone(), process_id: process_id.clone() });
+                changes.push(GrantChange::Granted { scope: to.clone(), process_id: process_id.clone(), descriptor });
+            }
+            Ok(changes)
         })
+        .await?;
+        state.grants.transfer(from, to, process_ids).map_err(not_granted)
     }
 
     async fn delete_session(
@@ -423,16 +527,47 @@ impl RegistrySupervisor {
         state: &mut SupervisorState,
         session_id: String,
     ) -> Result<ProcessSessionDeleteReport, RegistryError> {
-        let changes: Vec<GrantChange> = state
-            .grants
-            .grants_of_session(&session_id)
-            .into_iter()
-            .map(|(scope_id, process_id)| GrantChange::Revoked { scope_id: scope_id.0, process_id })
-            .collect();
-        if !changes.is_empty() {
-            store::commit(&*self.shared.store, Commit::Grants { changes }).await?;
-        }
+        let changes = self
+            .commit_grants(state, |grants| {
+                Ok(grants
+                    .grants_of_session(&session_id)
+                    .into_iter()
+                    .map(|(scope_id, process_id)| GrantChange::Revoked { scope_id: scope_id.0, process_id })
+                    .collect())
+            })
+            .await?;
+        // Which of the processes that lost a grant are live: with a shared
+        // store, as the store has them now (another node may have
+        // completed one); else from the records this node publishes.
+        let live: std::collections::HashSet<String> = match self.shared.store.shared() {
+            Some(store) => {
+                let mut affected: Vec<String> = changes
+                    .iter()
+                    .filter_map(|change| match change {
+                        GrantChange::Revoked { process_id, .. } => Some(process_id.clone()),
+                        GrantChange::Granted { .. } => None,
+                    })
+                    .collect();
+                affected.sort();
+                affected.dedup();
+                store
+                    .fetch_records(&affected)
+                    .await?
+                    .into_iter()
+                    .filter(|record| !record.is_terminal())
+                    .map(|record| record.id.clone())
+                    .collect()
+            }
+            None => Default::default(),
+        };
         let routes = &self.shared.routes;
-        Ok(state.grants.delete_session(&session_id, |id| routes.record(id).is_some_and(|record| !record.is_terminal())))
+        let shared_store = self.shared.store.shared().is_some();
+        Ok(state.grants.delete_session(&session_id, |id| {
+            if shared_store {
+                live.contains(id)
+            } else {
+                routes.record(id).is_some_and(|record| !record.is_terminal())
+            }
+        }))
     }
 }

@@ -36,7 +36,7 @@
 //! queue, checkpoints and truncates the WAL, and releases the lock.
 
 mod inspect;
-mod rows;
+pub(crate) mod rows;
 mod schema;
 mod writer;
 

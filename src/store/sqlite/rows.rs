@@ -250,6 +250,42 @@ fn lease_from_column(lease: Option<String>) -> rusqlite::Result<LeaseState> {
     }
 }
 
+/// An event from the columns both durable stores keep: sequence, type,
+/// replay key, time, payload JSON and the materialized semantics as JSON
+/// (`None` when it has none); its lineage follows from these.
+pub(crate) fn event_from_columns(
+    process_id: &str,
+    sequence: i64,
+    event_type: String,
+    replay_key: Option<String>,
+    occurred_at_ms: i64,
+    payload: &str,
+    semantics: Option<&str>,
+) -> Result<ProcessEvent, String> {
+    let sequence = u64::try_from(sequence).unwrap_or(0);
+    let malformed = |error: serde_json::Error| format!("event {sequence} of `{process_id}` does not parse: {error}");
+    Ok(ProcessEvent {
+        process_id: process_id.to_owned(),
+        sequence,
+        invocation: invocation(process_id, sequence, &event_type, replay_key),
+        event_type,
+        payload: serde_json::from_str(payload).map_err(malformed)?,
+        semantics: match semantics {
+            Some(json) => serde_json::from_str(json).map_err(malformed)?,
+            None => ProcessEventSemantics::default(),
+        },
+        occurred_at_ms: u64::try_from(occurred_at_ms).unwrap_or(0),
+    })
+}
+
+/// The semantics column of an event: JSON, or `None` when it has none.
+pub(crate) fn semantics_column(event: &ProcessEvent) -> Result<Option<String>, String> {
+    if event.semantics.terminal.is_none() && event.semantics.wake.is_none() {
+        return Ok(None);
+    }
+    serde_json::to_string(&event.semantics).map(Some).map_err(|error| format!("semantics are not JSON: {error}"))
+}
+
 /// The events of `process_id` with a sequence above `after`, ascending;
 /// an error if they do not follow `after` without a gap.
 pub(crate) fn read_events_after(
@@ -267,22 +303,17 @@ pub(crate) fn read_events_after(
         .map_err(sql)?;
     let rows = statement
         .query_map(params![process_id, super::writer::to_sql_int(after)], |row| {
-            let sequence = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
-            let event_type: String = row.get(1)?;
-            let replay_key: Option<String> = row.get(2)?;
             let semantics: Option<String> = row.get(5)?;
-            Ok(ProcessEvent {
-                process_id: process_id.to_owned(),
-                sequence,
-                invocation: invocation(process_id, sequence, &event_type, replay_key),
-                event_type,
-                payload: parse(row.get_ref(4)?.as_str()?)?,
-                semantics: match semantics {
-                    Some(json) => parse(&json)?,
-                    None => ProcessEventSemantics::default(),
-                },
-                occurred_at_ms: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
-            })
+            event_from_columns(
+                process_id,
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get_ref(4)?.as_str()?,
+                semantics.as_deref(),
+            )
+            .map_err(|error| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, error.into()))
         })
         .map_err(sql)?;
     for row in rows {
@@ -330,7 +361,7 @@ pub(crate) fn read_process(
             acked.insert(u64::try_from(row.map_err(sql)?).unwrap_or(0));
         }
     }
-    Ok(Some(StoredProcess { record, events, replay, acked, lease }))
+    Ok(Some(StoredProcess { record, events, replay, acked, lease, version: 0 }))
 }
 
 /// The grants of one process, by scope id.

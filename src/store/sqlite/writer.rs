@@ -197,7 +197,7 @@ fn write_commit(
 ) -> Result<Committed, Failure> {
     match commit {
         Commit::Register { record } => register(connection, shared, declarations, record),
-        Commit::Process { process_id, changes } => {
+        Commit::Process { process_id, changes, .. } => {
             for change in changes {
                 write_change(connection, process_id, change).map_err(|error| match error {
                     Written::Missing => Failure::Job(RegistryError::Storage {
@@ -209,7 +209,7 @@ fn write_commit(
             }
             Ok(Committed::Done)
         }
-        Commit::Grants { changes } => {
+        Commit::Grants { changes, .. } => {
             for change in changes {
                 write_grant(connection, change).map_err(|error| classify(shared, "", error))?;
             }
@@ -274,14 +274,7 @@ fn write_change(connection: &Connection, process_id: &str, change: &ProcessChang
     let updated = match change {
         ProcessChange::Appended { event, replay, record } => {
             // The event as its columns: its lineage follows from them.
-            let semantics = if event.semantics.terminal.is_none() && event.semantics.wake.is_none() {
-                None
-            } else {
-                Some(
-                    serde_json::to_string(&event.semantics)
-                        .map_err(|error| Written::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(error))))?,
-                )
-            };
+            let semantics = super::rows::semantics_column(event).map_err(sql_text_error)?;
             connection
                 .prepare_cached(
                     "INSERT INTO events (process_id, sequence, event_type, wake, replay_key, occurred_at_ms,

@@ -1,0 +1,244 @@
+//! The reads, each on a pooled connection held only for its statements.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use deadpool_postgres::Object;
+use tokio_postgres::{IsolationLevel, Row};
+
+use super::{from_int, Inner};
+use crate::error::RegistryError;
+use crate::events::ProcessEventType;
+use crate::model::ProcessRecord;
+use crate::rules::append::ReplayEntry;
+use crate::rules::lease::LeaseState;
+use crate::store::sqlite::rows::{event_from_columns, record_from_row};
+use crate::store::{GrantChange, Probe, StoredProcess};
+
+const RECORD_COLUMNS: &str = "id, record, declarations, updated_at_ms";
+
+async fn connection(inner: &Inner, process_id: &str) -> Result<Object, RegistryError> {
+    inner.pool.get().await.map_err(|error| inner.storage(process_id, format!("no connection: {error}")))
+}
+
+fn sql<'a>(inner: &'a Inner, process_id: &str) -> impl Fn(tokio_postgres::Error) -> RegistryError + 'a {
+    let process_id = process_id.to_owned();
+    move |error| inner.storage(&process_id, error)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(inner: &Inner, process_id: &str, what: &str, json: &str) -> Result<T, RegistryError> {
+    serde_json::from_str(json).map_err(|error| inner.storage(process_id, format!("a stored {what} does not parse: {error}")))
+}
+
+/// The version of one process and the server's clock, in one statement.
+pub(super) async fn probe(inner: &Inner, process_id: &str) -> Result<Option<Probe>, RegistryError> {
+    let client = connection(inner, process_id).await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT version, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+             FROM process_registry.processes WHERE id = $1",
+        )
+        .await
+        .map_err(sql(inner, process_id))?;
+    let row = client.query_opt(&statement, &[&process_id]).await.map_err(sql(inner, process_id))?;
+    Ok(row.map(|row| Probe { version: from_int(row.get(0)), now_ms: from_int(row.get(1)) }))
+}
+
+/// The declaration lists `hashes` name, from the cache or the database.
+async fn declarations(
+    inner: &Inner,
+    client: &Object,
+    hashes: impl Iterator<Item = String>,
+) -> Result<(), RegistryError> {
+    let mut missing: Vec<String> = hashes.filter(|hash| inner.declaration(hash).is_none()).collect();
+    missing.sort();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let statement = client
+        .prepare_cached("SELECT hash, event_types FROM process_registry.declarations WHERE hash = ANY($1)")
+        .await
+        .map_err(sql(inner, ""))?;
+    for row in client.query(&statement, &[&missing]).await.map_err(sql(inner, ""))? {
+        let hash: String = row.get(0);
+        let event_types: Vec<ProcessEventType> = parse(inner, "", "declaration", row.get(1))?;
+        inner.remember_declaration(hash, Arc::new(event_types));
+    }
+    Ok(())
+}
+
+/// Records from rows of [`RECORD_COLUMNS`].
+async fn records(inner: &Inner, client: &Object, rows: Vec<Row>) -> Result<Vec<Arc<ProcessRecord>>, RegistryError> {
+    declarations(inner, client, rows.iter().map(|row| row.get::<_, String>(2))).await?;
+    rows.iter()
+        .map(|row| {
+            let id: &str = row.get(0);
+            let hash: &str = row.get(2);
+            let event_types = inner
+                .declaration(hash)
+                .ok_or_else(|| inner.storage(id, format!("the record names unknown declarations {hash}")))?;
+            record_from_row(row.get(1), event_types, row.get(3))
+                .map(Arc::new)
+                .map_err(|message| inner.storage(id, message))
+        })
+        .collect()
+}
+
+/// The records of `process_ids` that exist, in id order.
+pub(super) async fn fetch_records(inner: &Inner, process_ids: &[String]) -> Result<Vec<Arc<ProcessRecord>>, RegistryError> {
+    if process_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client = connection(inner, "").await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM process_registry.processes WHERE id = ANY($1) ORDER BY id"
+        ))
+        .await
+        .map_err(sql(inner, ""))?;
+    let rows = client.query(&statement, &[&process_ids]).await.map_err(sql(inner, ""))?;
+    records(inner, &client, rows).await
+}
+
+/// Every record (or every running one), in id order.
+pub(super) async fn list_records(inner: &Inner, running_only: bool) -> Result<Vec<Arc<ProcessRecord>>, RegistryError> {
+    let client = connection(inner, "").await?;
+    let query = if running_only {
+        format!("SELECT {RECORD_COLUMNS} FROM process_registry.processes WHERE status = 'running' ORDER BY id")
+    } else {
+        format!("SELECT {RECORD_COLUMNS} FROM process_registry.processes ORDER BY id")
+    };
+    let statement = client.prepare_cached(&query).await.map_err(sql(inner, ""))?;
+    let rows = client.query(&statement, &[]).await.map_err(sql(inner, ""))?;
+    records(inner, &client, rows).await
+}
+
+pub(super) async fn grants_version(inner: &Inner) -> Result<u64, RegistryError> {
+    let client = connection(inner, "").await?;
+    let statement = client
+        .prepare_cached("SELECT version FROM process_registry.grants_version WHERE id = 1")
+        .await
+        .map_err(sql(inner, ""))?;
+    let row = client.query_one(&statement, &[]).await.map_err(sql(inner, ""))?;
+    Ok(from_int(row.get(0)))
+}
+
+/// The grants' version and every grant, read in one snapshot.
+pub(super) async fn load_grants(inner: &Inner) -> Result<(u64, Vec<GrantChange>), RegistryError> {
+    let mut client = connection(inner, "").await?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(sql(inner, ""))?;
+    let version: i64 = transaction
+        .query_one("SELECT version FROM process_registry.grants_version WHERE id = 1", &[])
+        .await
+        .map_err(sql(inner, ""))?
+        .get(0);
+    let rows = transaction
+        .query(
+            "SELECT scope, process_id, descriptor FROM process_registry.grants ORDER BY scope_id, process_id",
+            &[],
+        )
+        .await
+        .map_err(sql(inner, ""))?;
+    transaction.commit().await.map_err(sql(inner, ""))?;
+    let grants = rows
+        .iter()
+        .map(|row| {
+            Ok(GrantChange::Granted {
+                scope: parse(inner, "", "grant scope", row.get(0))?,
+                process_id: row.get(1),
+                descriptor: parse(inner, "", "grant descriptor", row.get(2))?,
+            })
+        })
+        .collect::<Result<Vec<_>, RegistryError>>()?;
+    Ok((from_int(version), grants))
+}
+
+/// One process's whole committed state, read in one snapshot.
+pub(super) async fn load_process(inner: &Inner, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {
+    let mut client = connection(inner, process_id).await?;
+    let failed = sql(inner, process_id);
+    let transaction = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(&failed)?;
+    let row = transaction
+        .query_opt(
+            "SELECT record, declarations, updated_at_ms, lease, version FROM process_registry.processes WHERE id = $1",
+            &[&process_id],
+        )
+        .await
+        .map_err(&failed)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    // Three statements pipelined on the one connection.
+    let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&process_id];
+    let (events, replays, acks) = tokio::try_join!(
+        transaction.query(
+            "SELECT sequence, event_type, replay_key, occurred_at_ms, payload, semantics
+             FROM process_registry.events WHERE process_id = $1 ORDER BY sequence",
+            &id,
+        ),
+        transaction.query(
+            "SELECT replay_key, sequence, payload_hash FROM process_registry.replay_keys WHERE process_id = $1",
+            &id,
+        ),
+        transaction.query("SELECT sequence FROM process_registry.wake_acks WHERE process_id = $1", &id),
+    )
+    .map_err(&failed)?;
+    transaction.commit().await.map_err(&failed)?;
+    let hash: String = row.get(1);
+    let event_types = match inner.declaration(&hash) {
+        Some(found) => found,
+        None => {
+            let reader = connection(inner, process_id).await?;
+            declarations(inner, &reader, std::iter::once(hash.clone())).await?;
+            inner.declaration(&hash).ok_or_else(|| inner.storage(process_id, "the record names unknown declarations"))?
+        }
+    };
+    let record = record_from_row(row.get(0), event_types, row.get(2)).map_err(|message| inner.storage(process_id, message))?;
+    let lease: LeaseState = match row.get::<_, Option<&str>>(3) {
+        Some(json) => parse(inner, process_id, "lease", json)?,
+        None => LeaseState::default(),
+    };
+    let mut log = Vec::with_capacity(events.len());
+    for event in &events {
+        let parsed = event_from_columns(
+            process_id,
+            event.get(0),
+            event.get(1),
+            event.get(2),
+            event.get(3),
+            event.get(4),
+            event.get(5),
+        )
+        .map_err(|message| inner.storage(process_id, message))?;
+        if parsed.sequence != log.len() as u64 + 1 {
+            return Err(inner.storage(process_id, format!("the log has a gap before sequence {}", parsed.sequence)));
+        }
+        log.push(Arc::new(parsed));
+    }
+    let replay: BTreeMap<String, ReplayEntry> = replays
+        .iter()
+        .map(|row| (row.get(0), ReplayEntry { sequence: from_int(row.get(1)), payload_hash: row.get(2) }))
+        .collect();
+    let acked: BTreeSet<u64> = acks.iter().map(|row| from_int(row.get(0))).collect();
+    Ok(Some(StoredProcess {
+        record: Arc::new(record),
+        events: log,
+        replay,
+        acked,
+        lease,
+        version: from_int(row.get(4)),
+    }))
+}
