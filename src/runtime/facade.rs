@@ -62,6 +62,17 @@ impl ActorProcessRegistry {
         Ok(ProcessEventAppendResult { event: ProcessEvent::clone(&event), wake_delivery })
     }
 
+    /// `record` as the registry holds it now: with a shared store another
+    /// node may have moved it since this node cached it, so it is read
+    /// again; otherwise it is the answer as it stands.
+    async fn current_record(&self, record: ProcessRecord) -> Result<ProcessRecord, RegistryError> {
+        let Some(store) = self.shared().store.shared() else {
+            return Ok(record);
+        };
+        let fresh = store.fetch_records(std::slice::from_ref(&record.id)).await?;
+        Ok(fresh.first().map_or(record, |current| ProcessRecord::clone(current)))
+    }
+
     /// The record as published after a commit this caller waited for.
     fn committed_record(&self, process_id: &str) -> Result<ProcessRecord, PluginError> {
         self.shared()
@@ -140,10 +151,12 @@ impl ProcessRegistry for ActorProcessRegistry {
             }
             let prepared = prepare_registration(registration, &shared.limits, &shared.schemas)?;
             if let Some(existing) = shared.routes.record(&prepared.registration.id) {
-                return same_registration(&existing, &prepared.hash);
+                let answer = same_registration(&existing, &prepared.hash)?;
+                return self.current_record(answer).await;
             }
             let prepared = Box::new(prepared);
-            self.ask_supervisor(&process_id, |reply| SupervisorMsg::Register { prepared, reply }).await
+            let answer = self.ask_supervisor(&process_id, |reply| SupervisorMsg::Register { prepared, reply }).await?;
+            self.current_record(answer).await
         })
         .await
     }

@@ -1,0 +1,524 @@
+//! Several registry nodes on one PostgreSQL database behave as one registry.
+//!
+//! Pins, with three nodes in this test process sharing one fresh database
+//! (each test its own):
+//! - racing registrations of one id across nodes end in one record: equal
+//!   registrations all answer it, different ones exactly one wins;
+//! - appenders on three nodes keep one gapless log of one process, with
+//!   every append present once;
+//! - a replay key sent on three nodes at once commits one event;
+//! - a call that returned on one node is visible to a call that starts
+//!   later on another: events, records, listings, waits, grants, transfers,
+//!   session deletion and leases;
+//! - racing claims across nodes give each process one owner, and a takeover
+//!   after expiry gets a higher fencing token;
+//! - leases are decided by the database server's clock: a node whose own
+//!   clock runs an hour ahead cannot take over a lease that has not expired
+//!   on the server;
+//! - a waiter parked on one node is answered by an append on another
+//!   (through LISTEN/NOTIFY), for many pairs started together, with no
+//!   timeout; and after its node's LISTEN connection is killed;
+//! - the conformance suite passes through a node picked at random for
+//!   every call.
+//!
+//! Nothing is timed; every wait is bounded by a generous timeout that only
+//! turns a lost wakeup into a failure.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use process_registry::testing::{conformance, postgres};
+use process_registry::{
+    ActorProcessRegistry, ManualClock, PluginError, ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest,
+    ProcessEventAppendResult, ProcessEventType, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant,
+    ProcessHandleGrantEntry, ProcessInput, ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord,
+    ProcessRegistration, ProcessRegistry, ProcessSessionDeleteReport, ProcessStatus, RegistryConfig, RegistryError,
+    SessionScope, WaitState,
+};
+use serde_json::json;
+
+/// The bound on every wait for a condition (never a measurement).
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Cross-node wait pairs unless `PROCESS_REGISTRY_PG_WAIT_PAIRS` says otherwise.
+const DEFAULT_WAIT_PAIRS: usize = 2_000;
+
+fn registration(id: &str) -> ProcessRegistration {
+    ProcessRegistration::new(id, ProcessInput::definition("job", serde_json::Map::new()))
+        .with_extra_event_types([ProcessEventType::new("step", json!({"type": "object"}))])
+}
+
+fn step(n: u64) -> ProcessEventAppendRequest {
+    ProcessEventAppendRequest::new("step", json!({ "n": n }))
+}
+
+/// A fresh database and `count` nodes on it, or `None` without a test server.
+async fn nodes(count: usize) -> Option<Vec<ActorProcessRegistry>> {
+    let server = postgres::server()?;
+    let url = postgres::fresh_database(&server).await;
+    let mut nodes = Vec::with_capacity(count);
+    for _ in 0..count {
+        nodes.push(ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("a node connects"));
+    }
+    Some(nodes)
+}
+
+async fn shutdown(nodes: Vec<ActorProcessRegistry>) {
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registrations_across_nodes_make_one_record() {
+    let Some(nodes) = nodes(3).await else { return };
+    let mut tasks = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        for n in 0..100 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                // Same registration for `same-*`; a node-specific one for `different-*`.
+                let same = node.register_process(registration(&format!("same-{n}"))).await;
+                let different = node
+                    .register_process(
+                        ProcessRegistration::new(
+                            format!("different-{n}"),
+                            ProcessInput::definition(format!("job-of-node-{index}"), serde_json::Map::new()),
+                        )
+                        .with_extra_event_types([ProcessEventType::new("step", json!({"type": "object"}))]),
+                    )
+                    .await;
+                (same, different)
+            }));
+        }
+    }
+    let mut same_records = std::collections::HashMap::new();
+    let mut winners = std::collections::HashMap::<String, usize>::new();
+    for task in tasks {
+        let (same, different) = task.await.expect("task");
+        let record = same.expect("an equal registration is answered with the record");
+        let created = same_records.entry(record.id.clone()).or_insert(record.created_at_ms);
+        assert_eq!(*created, record.created_at_ms, "every node answers the one record of {}", record.id);
+        match different {
+            Ok(record) => *winners.entry(record.id).or_default() += 1,
+            Err(RegistryError::RegistrationConflict { .. }) => {}
+            Err(other) => panic!("a different registration got {other:?}"),
+        }
+    }
+    assert_eq!(same_records.len(), 100);
+    assert_eq!(winners.len(), 100, "every different-* id has a winner");
+    assert!(winners.values().all(|&count| count == 1), "exactly one registration wins each id: {winners:?}");
+    // Every node sees every process.
+    for node in &nodes {
+        let listed = node.list_processes(&ProcessListFilter::default()).await.expect("list");
+        assert_eq!(listed.len(), 200);
+    }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appenders_on_three_nodes_keep_one_gapless_log() {
+    let Some(nodes) = nodes(3).await else { return };
+    nodes[0].register_process(registration("shared")).await.expect("register");
+    let per_task = 25;
+    let mut tasks = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        for task in 0..8u64 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut sequences = Vec::new();
+                for n in 0..per_task {
+                    let tag = (index as u64) * 1_000_000 + task * 1_000 + n;
+                    let appended = node.append_event("shared", step(tag)).await.expect("append");
+                    sequences.push(appended.event.sequence);
+                }
+                sequences
+            }));
+        }
+    }
+    let mut answered = BTreeSet::new();
+    for task in tasks {
+        for sequence in task.await.expect("task") {
+            assert!(answered.insert(sequence), "sequence {sequence} answered twice");
+        }
+    }
+    let total = 3 * 8 * per_task;
+    assert_eq!(answered, (1..=total).collect::<BTreeSet<u64>>(), "the answered sequences are 1..={total}");
+    for node in &nodes {
+        let log = node.events_after("shared", 0).await.expect("log");
+        assert_eq!(log.len() as u64, total, "every node reads the whole log");
+        let tags: BTreeSet<u64> = log.iter().map(|event| event.payload["n"].as_u64().expect("n")).collect();
+        assert_eq!(tags.len() as u64, total, "every append is in the log once");
+        assert!(log.iter().enumerate().all(|(i, event)| event.sequence == i as u64 + 1), "gapless");
+    }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_keys_dedupe_across_nodes() {
+    let Some(nodes) = nodes(3).await else { return };
+    nodes[0].register_process(registration("p")).await.expect("register");
+    for round in 0..20u64 {
+        let mut tasks = Vec::new();
+        for node in &nodes {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                node.append_event("p", step(round).with_replay_key(format!("key-{round}"))).await.expect("append")
+            }));
+        }
+        let mut sequences = BTreeSet::new();
+        for task in tasks {
+            sequences.insert(task.await.expect("task").event.sequence);
+        }
+        assert_eq!(sequences.len(), 1, "round {round}: every node answers the one event");
+    }
+    assert_eq!(nodes[2].events_after("p", 0).await.expect("log").len(), 20);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_returned_on_one_node_is_visible_on_every_node() {
+    let Some(nodes) = nodes(3).await else { return };
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    a.register_process(registration("p")).await.expect("register");
+    // Warm b's and c's caches first, so the checks below prove freshness.
+    assert!(b.events_after("p", 0).await.expect("read").is_empty());
+    assert!(c.get_process("p").await.is_some());
+
+    a.append_event("p", step(1)).await.expect("append");
+    assert_eq!(b.events_after("p", 0).await.expect("read").len(), 1, "b reads a's append");
+    assert_eq!(c.recent_events("p", 5).await.expect("read").len(), 1, "c reads a's append");
+    assert_eq!(c.count_events_through("p", "step", 10).await.expect("count"), 1);
+
+    let wait = WaitState {
+        kind: process_registry::WaitKind::Signal {
+            name: "approval".to_owned(),
+            event_type: "step".to_owned(),
+            key: "approval-1".to_owned(),
+            ordinal: 1,
+        },
+        since_ms: 1,
+    };
+    b.set_process_wait("p", wait).await.expect("wait");
+    assert!(a.get_process("p").await.expect("record").wait.is_some(), "a sees b's wait");
+    let waiting = ProcessListFilter { waiting: Some(true), ..ProcessListFilter::default() };
+    assert_eq!(c.list_processes(&waiting).await.expect("list").len(), 1, "c lists b's wait");
+    c.set_external_ref("p", ProcessExternalRef { backend: "tickets".to_owned(), id: "T-1".to_owned(), metadata: None }).await.expect("external ref");
+    assert!(a.get_process("p").await.expect("record").external_ref.is_some(), "a sees c's external ref");
+
+    let lease = b.claim_process_lease("p", "worker-b", 60_000).await.expect("claim");
+    match a.claim_process_lease("p", "worker-a", 60_000).await {
+        Err(RegistryError::LeaseHeld { owner_id, .. }) => assert_eq!(owner_id, "worker-b"),
+        other => panic!("a must see b's lease: {other:?}"),
+    }
+    let renewed = c.renew_process_lease(&lease, 60_000).await.expect("c renews b's lease");
+    a.complete_process_lease(&ProcessLeaseCompletion::from_lease(&renewed)).await.expect("a releases it");
+    let next = b.claim_process_lease("p", "worker-a", 60_000).await.expect("free after a's release");
+    assert!(next.fencing_token > lease.fencing_token);
+
+    let scope = SessionScope::new("s");
+    let other = SessionScope::new("t");
+    a.grant_handle(&scope, "p", ProcessHandleDescriptor::default()).await.expect("grant");
+    assert!(b.has_handle_grant(&scope, "p").await.expect("has"), "b sees a's grant");
+    assert_eq!(c.list_handle_grants(&scope).await.expect("list").len(), 1);
+    b.transfer_handle_grants(&scope, &other, &["p".to_owned()]).await.expect("transfer");
+    assert!(!c.has_handle_grant(&scope, "p").await.expect("has"), "c sees b's transfer");
+    assert!(a.has_handle_grant(&other, "p").await.expect("has"));
+    let report = c.delete_session_process_state("t").await.expect("delete session");
+    assert_eq!(report.revoked_handle_count, 1);
+    assert_eq!(report.orphaned_process_ids, ["p"]);
+    assert!(a.handle_grants_for_process("p").await.expect("grants").is_empty(), "a sees c's deletion");
+
+    c.complete_process("p", ProcessAwaitOutput::success(json!({"done": true}))).await.expect("complete");
+    assert!(matches!(a.get_process("p").await.expect("record").status, ProcessStatus::Completed { .. }));
+    assert!(a.list_non_terminal().await.expect("worklist").is_empty(), "a's worklist drops c's completion");
+    assert!(b.await_process("p").await.is_ok(), "b's await answers at once");
+    match a.complete_process("p", ProcessAwaitOutput::success(json!({"done": "twice"}))).await {
+        // Its terminal replay key is taken by c's completion.
+        Err(RegistryError::ReplayConflict { .. } | RegistryError::AlreadyTerminal { .. }) => {}
+        other => panic!("a must refuse a second completion after c's: {other:?}"),
+    }
+    let after = a.append_event("p", step(2)).await.expect("a non-terminal event may follow");
+    assert_eq!(after.event.sequence, 3, "a plans on c's terminal event");
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_claims_across_nodes_give_one_owner_and_takeovers_higher_tokens() {
+    let Some(nodes) = nodes(3).await else { return };
+    let ids: Vec<String> = (0..60).map(|n| format!("job-{n}")).collect();
+    for id in &ids {
+        nodes[0].register_process(registration(id)).await.expect("register");
+    }
+    let mut tasks = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        for id in &ids {
+            let (node, id) = (node.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                // ttl 0: the lease is expired the moment it is granted, so
+                // the next claim is a takeover.
+                let first = node.claim_process_lease(&id, &format!("owner-{index}"), 60_000).await;
+                (id, first)
+            }));
+        }
+    }
+    let mut owners = std::collections::HashMap::<String, Vec<ProcessLease>>::new();
+    for task in tasks {
+        let (id, claimed) = task.await.expect("task");
+        match claimed {
+            Ok(lease) => owners.entry(id).or_default().push(lease),
+            Err(RegistryError::LeaseHeld { .. }) => {}
+            Err(other) => panic!("a racing claim got {other:?}"),
+        }
+    }
+    assert_eq!(owners.len(), ids.len(), "every process was claimed");
+    for (id, leases) in &owners {
+        assert_eq!(leases.len(), 1, "{id} has one owner: {leases:?}");
+        assert_eq!(leases[0].fencing_token, 1);
+    }
+    // Takeover after expiry: claim with ttl 0 on one node, take over on another.
+    nodes[0].register_process(registration("expiring")).await.expect("register");
+    let first = nodes[0].claim_process_lease("expiring", "first", 0).await.expect("claim");
+    let second = nodes[1].claim_process_lease("expiring", "second", 60_000).await.expect("take over");
+    assert!(second.fencing_token > first.fencing_token);
+    match nodes[2].renew_process_lease(&first, 60_000).await {
+        Err(RegistryError::LeaseMissingOrExpired { .. }) => {}
+        other => panic!("the first owner's renewal must be refused everywhere: {other:?}"),
+    }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_follow_the_servers_clock_not_a_nodes() {
+    let Some(server) = postgres::server() else { return };
+    let url = postgres::fresh_database(&server).await;
+    let honest = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
+    // This node's own clock runs an hour ahead of everyone's.
+    let ahead_ms = u64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis(),
+    )
+    .expect("ms")
+        + 3_600_000;
+    let skewed = ActorProcessRegistry::connect(
+        &url,
+        RegistryConfig::default().with_clock(Arc::new(ManualClock::new(ahead_ms))),
+    )
+    .await
+    .expect("connect");
+    honest.register_process(registration("p")).await.expect("register");
+    let lease = honest.claim_process_lease("p", "honest", 60_000).await.expect("claim for a minute");
+    match skewed.claim_process_lease("p", "skewed", 60_000).await {
+        Err(RegistryError::LeaseHeld { owner_id, .. }) => assert_eq!(owner_id, "honest"),
+        other => panic!("a node whose clock is an hour ahead took over an unexpired lease: {other:?}"),
+    }
+    honest.renew_process_lease(&lease, 60_000).await.expect("the owner still renews");
+    honest.shutdown().await;
+    skewed.shutdown().await;
+}
+
+fn wait_pairs() -> usize {
+    std::env::var("PROCESS_REGISTRY_PG_WAIT_PAIRS").ok().and_then(|value| value.parse().ok()).unwrap_or(DEFAULT_WAIT_PAIRS)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_one_node_are_answered_by_appends_on_another() {
+    let Some(nodes) = nodes(2).await else { return };
+    let pairs = wait_pairs();
+    let (waiting_node, appending_node) = (nodes[0].clone(), nodes[1].clone());
+    let permits = Arc::new(tokio::sync::Semaphore::new(128));
+    let timeouts = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(pairs);
+    for n in 0..pairs {
+        let id = format!("pair-{n}");
+        let (waiting_node, appending_node) = (waiting_node.clone(), appending_node.clone());
+        let (permits, timeouts) = (Arc::clone(&permits), Arc::clone(&timeouts));
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("permit");
+            appending_node.register_process(registration(&id)).await.expect("register");
+            // Started together: the waiter may park before or after the append.
+            let waiter = {
+                let (node, id) = (waiting_node.clone(), id.clone());
+                tokio::spawn(async move { tokio::time::timeout(PATIENCE, node.wait_event_after(&id, "step", 0)).await })
+            };
+            let appended = appending_node.append_event(&id, step(n as u64)).await.expect("append");
+            match waiter.await.expect("waiter") {
+                Ok(Ok(event)) => assert_eq!(event.sequence, appended.event.sequence),
+                Ok(Err(error)) => panic!("the waiter of {id} failed: {error}"),
+                Err(_) => {
+                    timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("pair");
+    }
+    assert_eq!(timeouts.load(Ordering::Relaxed), 0, "waiters not answered across nodes");
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_answered_after_its_nodes_listen_connection_is_killed() {
+    let Some(server) = postgres::server() else { return };
+    let url = postgres::fresh_database(&server).await;
+    let waiting = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
+    let appending = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
+    appending.register_process(registration("p")).await.expect("register");
+    let waiter = {
+        let waiting = waiting.clone();
+        tokio::spawn(async move { tokio::time::timeout(PATIENCE, waiting.wait_event_after("p", "step", 0)).await })
+    };
+    // Let the waiter park (it is answered either way; this only makes the
+    // kill below land while it is parked in the common case).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("admin");
+    tokio::spawn(connection);
+    let killed = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    assert_eq!(killed.len(), 2, "both nodes' listeners were found");
+    // Appended while the waiting node's listener may be down: its
+    // notification is lost, and the reconnect must make the waiter check.
+    appending.append_event("p", step(1)).await.expect("append");
+    let answered = waiter.await.expect("waiter").expect("answered before the patience ran out").expect("event");
+    assert_eq!(answered.sequence, 1);
+    waiting.shutdown().await;
+    appending.shutdown().await;
+}
+
+/// A registry that sends every call to one of its nodes, picked anew for
+/// each call.
+struct RandomNode {
+    nodes: Vec<ActorProcessRegistry>,
+    state: AtomicU64,
+}
+
+impl RandomNode {
+    fn pick(&self) -> &ActorProcessRegistry {
+        // xorshift64: cheap, and different on every call.
+        let mut x = self.state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        &self.nodes[(x % self.nodes.len() as u64) as usize]
+    }
+}
+
+#[async_trait]
+impl ProcessRegistry for RandomNode {
+    fn durability_tier(&self) -> process_registry::DurabilityTier {
+        self.pick().durability_tier()
+    }
+    async fn register_process(&self, registration: ProcessRegistration) -> Result<ProcessRecord, PluginError> {
+        self.pick().register_process(registration).await
+    }
+    async fn set_external_ref(&self, id: &str, external_ref: ProcessExternalRef) -> Result<ProcessRecord, PluginError> {
+        self.pick().set_external_ref(id, external_ref).await
+    }
+    async fn grant_handle(
+        &self,
+        scope: &SessionScope,
+        id: &str,
+        descriptor: ProcessHandleDescriptor,
+    ) -> Result<ProcessHandleGrant, PluginError> {
+        self.pick().grant_handle(scope, id, descriptor).await
+    }
+    async fn revoke_handle(&self, scope: &SessionScope, id: &str) -> Result<(), PluginError> {
+        self.pick().revoke_handle(scope, id).await
+    }
+    async fn transfer_handle_grants(&self, from: &SessionScope, to: &SessionScope, ids: &[String]) -> Result<(), PluginError> {
+        self.pick().transfer_handle_grants(from, to, ids).await
+    }
+    async fn list_handle_grants(&self, scope: &SessionScope) -> Result<Vec<ProcessHandleGrantEntry>, PluginError> {
+        self.pick().list_handle_grants(scope).await
+    }
+    async fn list_live_handle_grants(&self, scope: &SessionScope) -> Result<Vec<ProcessHandleGrantEntry>, PluginError> {
+        self.pick().list_live_handle_grants(scope).await
+    }
+    async fn has_handle_grant(&self, scope: &SessionScope, id: &str) -> Result<bool, PluginError> {
+        self.pick().has_handle_grant(scope, id).await
+    }
+    async fn handle_grants_for_process(&self, id: &str) -> Result<Vec<ProcessHandleGrant>, PluginError> {
+        self.pick().handle_grants_for_process(id).await
+    }
+    async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {
+        self.pick().delete_session_process_state(session_id).await
+    }
+    async fn append_event(&self, id: &str, request: ProcessEventAppendRequest) -> Result<ProcessEventAppendResult, PluginError> {
+        self.pick().append_event(id, request).await
+    }
+    async fn events_after(&self, id: &str, after: u64) -> Result<Vec<ProcessEvent>, PluginError> {
+        self.pick().events_after(id, after).await
+    }
+    async fn count_events_through(&self, id: &str, event_type: &str, up_to: u64) -> Result<u64, PluginError> {
+        self.pick().count_events_through(id, event_type, up_to).await
+    }
+    async fn recent_events(&self, id: &str, limit: usize) -> Result<Vec<ProcessEvent>, PluginError> {
+        self.pick().recent_events(id, limit).await
+    }
+    async fn wake_events_after(&self, id: &str, after: u64) -> Result<Vec<ProcessEvent>, PluginError> {
+        self.pick().wake_events_after(id, after).await
+    }
+    async fn wait_event_after(&self, id: &str, event_type: &str, after: u64) -> Result<ProcessEvent, PluginError> {
+        self.pick().wait_event_after(id, event_type, after).await
+    }
+    async fn await_process(&self, id: &str) -> Result<ProcessAwaitOutput, PluginError> {
+        self.pick().await_process(id).await
+    }
+    async fn complete_process(&self, id: &str, output: ProcessAwaitOutput) -> Result<ProcessRecord, PluginError> {
+        self.pick().complete_process(id, output).await
+    }
+    async fn set_process_wait(&self, id: &str, wait: WaitState) -> Result<ProcessRecord, PluginError> {
+        self.pick().set_process_wait(id, wait).await
+    }
+    async fn clear_process_wait(&self, id: &str) -> Result<ProcessRecord, PluginError> {
+        self.pick().clear_process_wait(id).await
+    }
+    async fn get_process(&self, id: &str) -> Option<ProcessRecord> {
+        self.pick().get_process(id).await
+    }
+    async fn list_processes(&self, filter: &ProcessListFilter) -> Result<Vec<ProcessRecord>, PluginError> {
+        self.pick().list_processes(filter).await
+    }
+    async fn ack_wake(&self, id: &str, sequence: u64) -> Result<(), PluginError> {
+        self.pick().ack_wake(id, sequence).await
+    }
+    async fn list_non_terminal(&self) -> Result<Vec<ProcessRecord>, PluginError> {
+        self.pick().list_non_terminal().await
+    }
+    async fn claim_process_lease(&self, id: &str, owner: &str, ttl_ms: u64) -> Result<ProcessLease, PluginError> {
+        self.pick().claim_process_lease(id, owner, ttl_ms).await
+    }
+    async fn renew_process_lease(&self, lease: &ProcessLease, ttl_ms: u64) -> Result<ProcessLease, PluginError> {
+        self.pick().renew_process_lease(lease, ttl_ms).await
+    }
+    async fn complete_process_lease(&self, completion: &ProcessLeaseCompletion) -> Result<(), PluginError> {
+        self.pick().complete_process_lease(completion).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_holds_through_a_random_node_for_every_call() {
+    let Some(server) = postgres::server() else { return };
+    let seed = AtomicU64::new(1);
+    conformance::run(|| {
+        let server = server.clone();
+        let seed = seed.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let url = postgres::fresh_database(&server).await;
+            let mut nodes = Vec::new();
+            for _ in 0..3 {
+                nodes.push(ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect"));
+            }
+            Arc::new(RandomNode { nodes, state: AtomicU64::new(seed) }) as Arc<dyn ProcessRegistry>
+        }
+    })
+    .await;
+}
