@@ -119,9 +119,9 @@ pub use rules::limits::Limits;
 pub use runtime::{
     ActorProcessRegistry, MailboxConfig, OverloadPolicy, RegistryConfig, RegistryStats, RestartIntensity,
 };
+pub use store::{CommitMode, MemoryStore, ProcessStore, SqliteOptions, SqliteStore, SyncMode};
 #[cfg(feature = "postgres")]
 pub use store::{PostgresOptions, PostgresStore};
-pub use store::{CommitMode, MemoryStore, ProcessStore, SqliteOptions, SqliteStore, SyncMode};
 
 /// The README's usage example, compiled and run as a doc-test.
 #[doc = include_str!("../README.md")]

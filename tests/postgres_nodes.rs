@@ -205,7 +205,9 @@ async fn a_call_returned_on_one_node_is_visible_on_every_node() {
     assert!(a.get_process("p").await.expect("record").wait.is_some(), "a sees b's wait");
     let waiting = ProcessListFilter { waiting: Some(true), ..ProcessListFilter::default() };
     assert_eq!(c.list_processes(&waiting).await.expect("list").len(), 1, "c lists b's wait");
-    c.set_external_ref("p", ProcessExternalRef { backend: "tickets".to_owned(), id: "T-1".to_owned(), metadata: None }).await.expect("external ref");
+    c.set_external_ref("p", ProcessExternalRef { backend: "tickets".to_owned(), id: "T-1".to_owned(), metadata: None })
+        .await
+        .expect("external ref");
     assert!(a.get_process("p").await.expect("record").external_ref.is_some(), "a sees c's external ref");
 
     let lease = b.claim_process_lease("p", "worker-b", 60_000).await.expect("claim");
@@ -296,17 +298,14 @@ async fn leases_follow_the_servers_clock_not_a_nodes() {
     let url = postgres::fresh_database(&server).await;
     let honest = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
     // This node's own clock runs an hour ahead of everyone's.
-    let ahead_ms = u64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis(),
-    )
-    .expect("ms")
-        + 3_600_000;
-    let skewed = ActorProcessRegistry::connect(
-        &url,
-        RegistryConfig::default().with_clock(Arc::new(ManualClock::new(ahead_ms))),
-    )
-    .await
-    .expect("connect");
+    let ahead_ms =
+        u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis())
+            .expect("ms")
+            + 3_600_000;
+    let skewed =
+        ActorProcessRegistry::connect(&url, RegistryConfig::default().with_clock(Arc::new(ManualClock::new(ahead_ms))))
+            .await
+            .expect("connect");
     honest.register_process(registration("p")).await.expect("register");
     let lease = honest.claim_process_lease("p", "honest", 60_000).await.expect("claim for a minute");
     match skewed.claim_process_lease("p", "skewed", 60_000).await {
@@ -319,7 +318,10 @@ async fn leases_follow_the_servers_clock_not_a_nodes() {
 }
 
 fn wait_pairs() -> usize {
-    std::env::var("PROCESS_REGISTRY_PG_WAIT_PAIRS").ok().and_then(|value| value.parse().ok()).unwrap_or(DEFAULT_WAIT_PAIRS)
+    std::env::var("PROCESS_REGISTRY_PG_WAIT_PAIRS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(DEFAULT_WAIT_PAIRS)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,7 +435,12 @@ impl ProcessRegistry for RandomNode {
     async fn revoke_handle(&self, scope: &SessionScope, id: &str) -> Result<(), PluginError> {
         self.pick().revoke_handle(scope, id).await
     }
-    async fn transfer_handle_grants(&self, from: &SessionScope, to: &SessionScope, ids: &[String]) -> Result<(), PluginError> {
+    async fn transfer_handle_grants(
+        &self,
+        from: &SessionScope,
+        to: &SessionScope,
+        ids: &[String],
+    ) -> Result<(), PluginError> {
         self.pick().transfer_handle_grants(from, to, ids).await
     }
     async fn list_handle_grants(&self, scope: &SessionScope) -> Result<Vec<ProcessHandleGrantEntry>, PluginError> {
@@ -451,7 +458,11 @@ impl ProcessRegistry for RandomNode {
     async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {
         self.pick().delete_session_process_state(session_id).await
     }
-    async fn append_event(&self, id: &str, request: ProcessEventAppendRequest) -> Result<ProcessEventAppendResult, PluginError> {
+    async fn append_event(
+        &self,
+        id: &str,
+        request: ProcessEventAppendRequest,
+    ) -> Result<ProcessEventAppendResult, PluginError> {
         self.pick().append_event(id, request).await
     }
     async fn events_after(&self, id: &str, after: u64) -> Result<Vec<ProcessEvent>, PluginError> {

@@ -151,9 +151,11 @@ impl ActorProcessRegistry {
                 }
             })
         });
-        let notices = shared.store.shared().and_then(|store| store.notices()).map(|notices| {
-            tokio::spawn(forward_notices(Arc::clone(&shared), notices))
-        });
+        let notices = shared
+            .store
+            .shared()
+            .and_then(|store| store.notices())
+            .map(|notices| tokio::spawn(forward_notices(Arc::clone(&shared), notices)));
         Ok(Self {
             inner: Arc::new(Inner { shared, supervisor, supervisor_task: Mutex::new(Some(task)), sweeper, notices }),
         })

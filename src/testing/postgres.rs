@@ -73,8 +73,14 @@ mod tests {
 
     #[test]
     fn a_database_replaces_the_servers() {
-        assert_eq!(with_database("host=/tmp port=5 user=postgres dbname=postgres", "t"), "host=/tmp port=5 user=postgres dbname=postgres dbname=t");
-        assert_eq!(with_database("postgres://u:p@h:5/postgres?sslmode=disable", "t"), "postgres://u:p@h:5/t?sslmode=disable");
+        assert_eq!(
+            with_database("host=/tmp port=5 user=postgres dbname=postgres", "t"),
+            "host=/tmp port=5 user=postgres dbname=postgres dbname=t"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h:5/postgres?sslmode=disable", "t"),
+            "postgres://u:p@h:5/t?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h", "t"), "postgres://u@h/t");
     }
 }

@@ -464,8 +464,11 @@ impl RegistrySupervisor {
         if !self.known(process_id).await? {
             return Err(RegistryError::unknown(process_id));
         }
-        let change =
-            GrantChange::Granted { scope: scope.clone(), process_id: process_id.to_owned(), descriptor: descriptor.clone() };
+        let change = GrantChange::Granted {
+            scope: scope.clone(),
+            process_id: process_id.to_owned(),
+            descriptor: descriptor.clone(),
+        };
         self.commit_grants(state, |_| Ok(vec![change.clone()])).await?;
         Ok(state.grants.grant(scope, process_id, descriptor))
     }

@@ -65,7 +65,10 @@ impl Drop for Subscription {
 
 /// Connects and subscribes; the driver forwards notifications until the
 /// connection ends.
-async fn subscribe(inner: &Inner, notices: mpsc::UnboundedSender<Notice>) -> Result<Subscription, tokio_postgres::Error> {
+async fn subscribe(
+    inner: &Inner,
+    notices: mpsc::UnboundedSender<Notice>,
+) -> Result<Subscription, tokio_postgres::Error> {
     let (client, mut connection) = inner.config.connect(NoTls).await?;
     let driver = tokio::spawn(async move {
         loop {

@@ -63,7 +63,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::mpsc;
 
 use super::{
-    Commit, CommitCallback, CommitResult, GrantChange, Notice, ProcessStore, Probe, Recovered, SharedStore,
+    Commit, CommitCallback, CommitResult, GrantChange, Notice, Probe, ProcessStore, Recovered, SharedStore,
     StoredProcess,
 };
 use crate::error::RegistryError;
@@ -188,9 +188,11 @@ impl PostgresStore {
                 reason: "the PostgreSQL pool size and batch bound must be at least 1".to_owned(),
             });
         }
-        let mut config: tokio_postgres::Config = url.parse().map_err(|error: tokio_postgres::Error| {
-            RegistryError::StoreOpen { path: "postgres".to_owned(), message: format!("the URL does not parse: {error}") }
-        })?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|error: tokio_postgres::Error| RegistryError::StoreOpen {
+                path: "postgres".to_owned(),
+                message: format!("the URL does not parse: {error}"),
+            })?;
         config.options(session_options(&options));
         if config.get_application_name().is_none() {
             config.application_name("process-registry");
@@ -201,8 +203,11 @@ impl PostgresStore {
         let writer_client = schema::connect(&config).await.map_err(|error| open_error(error.to_string()))?;
         schema::migrate(&writer_client, &label).await?;
 
-        let manager =
-            Manager::from_config(config.clone(), tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
             .build()

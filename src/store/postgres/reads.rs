@@ -26,8 +26,14 @@ fn sql<'a>(inner: &'a Inner, process_id: &str) -> impl Fn(tokio_postgres::Error)
     move |error| inner.storage(&process_id, error)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(inner: &Inner, process_id: &str, what: &str, json: &str) -> Result<T, RegistryError> {
-    serde_json::from_str(json).map_err(|error| inner.storage(process_id, format!("a stored {what} does not parse: {error}")))
+fn parse<T: serde::de::DeserializeOwned>(
+    inner: &Inner,
+    process_id: &str,
+    what: &str,
+    json: &str,
+) -> Result<T, RegistryError> {
+    serde_json::from_str(json)
+        .map_err(|error| inner.storage(process_id, format!("a stored {what} does not parse: {error}")))
 }
 
 /// The version of one process and the server's clock, in one statement.
@@ -86,7 +92,10 @@ async fn records(inner: &Inner, client: &Object, rows: Vec<Row>) -> Result<Vec<A
 }
 
 /// The records of `process_ids` that exist, in id order.
-pub(super) async fn fetch_records(inner: &Inner, process_ids: &[String]) -> Result<Vec<Arc<ProcessRecord>>, RegistryError> {
+pub(super) async fn fetch_records(
+    inner: &Inner,
+    process_ids: &[String],
+) -> Result<Vec<Arc<ProcessRecord>>, RegistryError> {
     if process_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -140,10 +149,7 @@ pub(super) async fn load_grants(inner: &Inner) -> Result<(u64, Vec<GrantChange>)
         .map_err(sql(inner, ""))?
         .get(0);
     let rows = transaction
-        .query(
-            "SELECT scope, process_id, descriptor FROM process_registry.grants ORDER BY scope_id, process_id",
-            &[],
-        )
+        .query("SELECT scope, process_id, descriptor FROM process_registry.grants ORDER BY scope_id, process_id", &[])
         .await
         .map_err(sql(inner, ""))?;
     transaction.commit().await.map_err(sql(inner, ""))?;
@@ -203,10 +209,13 @@ pub(super) async fn load_process(inner: &Inner, process_id: &str) -> Result<Opti
         None => {
             let reader = connection(inner, process_id).await?;
             declarations(inner, &reader, std::iter::once(hash.clone())).await?;
-            inner.declaration(&hash).ok_or_else(|| inner.storage(process_id, "the record names unknown declarations"))?
+            inner
+                .declaration(&hash)
+                .ok_or_else(|| inner.storage(process_id, "the record names unknown declarations"))?
         }
     };
-    let record = record_from_row(row.get(0), event_types, row.get(2)).map_err(|message| inner.storage(process_id, message))?;
+    let record =
+        record_from_row(row.get(0), event_types, row.get(2)).map_err(|message| inner.storage(process_id, message))?;
     let lease: LeaseState = match row.get::<_, Option<&str>>(3) {
         Some(json) => parse(inner, process_id, "lease", json)?,
         None => LeaseState::default(),

@@ -50,7 +50,12 @@ impl Job {
 const BATCH_ATTEMPTS: usize = 3;
 
 /// Runs the writer until `Close` or until the store is dropped.
-pub(super) async fn run(mut client: Client, mut jobs: mpsc::UnboundedReceiver<Job>, inner: Arc<Inner>, max_batch: usize) {
+pub(super) async fn run(
+    mut client: Client,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    inner: Arc<Inner>,
+    max_batch: usize,
+) {
     let mut hashes = DeclarationHashes::default();
     let mut statements = Statements::default();
     while let Some(first) = jobs.recv().await {
@@ -282,7 +287,11 @@ async fn write_commits(
             match row_update(process_id, *base_version, changes) {
                 Ok(update) => updates.push((index, update)),
                 Err(message) => {
-                    results[index] = Some(Err(RegistryError::Storage { process_id: process_id.clone(), message }));
+                    answer(
+                        &mut results,
+                        index,
+                        Err(RegistryError::Storage { process_id: process_id.clone(), message }),
+                    );
                 }
             }
         }
@@ -292,18 +301,20 @@ async fn write_commits(
         let winners = update_rows(client, statements, &updates).await?;
         write_logs(client, statements, commits, &updates, &winners, &mut notify).await?;
         for (index, update) in &updates {
-            results[*index] = Some(if winners.contains(&update.id) {
+            let result = if winners.contains(&update.id) {
                 Ok(Committed::Done)
             } else {
                 Err(RegistryError::Contended { process_id: update.id.clone(), attempts: 1 })
-            });
+            };
+            answer(&mut results, *index, result);
         }
     }
 
     // Grants, fenced by their version.
     for (index, commit) in commits.iter().enumerate() {
         if let Commit::Grants { base_version, changes } = commit {
-            results[index] = Some(write_grants(client, statements, *base_version, changes).await?);
+            let result = write_grants(client, statements, *base_version, changes).await?;
+            answer(&mut results, index, result);
         }
     }
 
@@ -318,10 +329,20 @@ async fn write_commits(
         .into_iter()
         .map(|result| {
             result.unwrap_or_else(|| {
-                Err(RegistryError::Storage { process_id: String::new(), message: "a commit was not written".to_owned() })
+                Err(RegistryError::Storage {
+                    process_id: String::new(),
+                    message: "a commit was not written".to_owned(),
+                })
             })
         })
         .collect())
+}
+
+/// Records the answer to the commit at `index`.
+fn answer(results: &mut [Option<CommitResult>], index: usize, result: CommitResult) {
+    if let Some(slot) = results.get_mut(index) {
+        *slot = Some(result);
+    }
 }
 
 /// JSON arrays of ids, each at most `limit` bytes (an id longer than that
@@ -383,12 +404,15 @@ async fn register(
                 statuses.push(status_name(&record.status).to_owned());
                 updated.push(to_int(record.updated_at_ms));
             }
-            Err(message) => results[*index] = Some(Err(RegistryError::Storage { process_id: record.id.clone(), message })),
+            Err(message) => {
+                answer(results, *index, Err(RegistryError::Storage { process_id: record.id.clone(), message }))
+            }
         }
     }
     if !new_hashes.is_empty() {
         let statement = statements
-            .get(client, 
+            .get(
+                client,
                 "INSERT INTO process_registry.declarations (hash, event_types)
                  SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (hash) DO NOTHING",
             )
@@ -396,7 +420,8 @@ async fn register(
         client.execute(&statement, &[&new_hashes, &new_lists]).await?;
     }
     let statement = statements
-        .get(client, 
+        .get(
+            client,
             "INSERT INTO process_registry.processes (id, declarations, record, status, updated_at_ms)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
              ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -412,7 +437,8 @@ async fn register(
     let mut existing: HashMap<String, ProcessRecord> = HashMap::new();
     if !taken.is_empty() {
         let statement = statements
-            .get(client, 
+            .get(
+                client,
                 "SELECT p.id, p.record, d.event_types, p.updated_at_ms FROM process_registry.processes p
                  JOIN process_registry.declarations d ON d.hash = p.declarations WHERE p.id = ANY($1)",
             )
@@ -420,16 +446,18 @@ async fn register(
         for row in client.query(&statement, &[&taken]).await? {
             let id: String = row.get(0);
             let event_types: Vec<ProcessEventType> = serde_json::from_str(row.get(2)).unwrap_or_default();
-            if let Ok(record) = crate::store::sqlite::rows::record_from_row(row.get(1), Arc::new(event_types), row.get(3)) {
+            if let Ok(record) =
+                crate::store::sqlite::rows::record_from_row(row.get(1), Arc::new(event_types), row.get(3))
+            {
                 existing.insert(id, record);
             }
         }
     }
     for (index, record) in registrations {
-        if results[*index].is_some() {
+        if results.get(*index).is_some_and(Option::is_some) {
             continue;
         }
-        results[*index] = Some(if inserted.contains(&record.id) {
+        let result = if inserted.contains(&record.id) {
             notify.push(record.id.clone());
             Ok(Committed::Done)
         } else {
@@ -440,7 +468,8 @@ async fn register(
                     message: "the id is taken but its record does not read back".to_owned(),
                 }),
             }
-        });
+        };
+        answer(results, *index, result);
     }
     Ok(())
 }
@@ -460,7 +489,8 @@ async fn update_rows(
     let sequences: Vec<Option<i64>> = updates.iter().map(|(_, row)| row.last_sequence).collect();
     let leases: Vec<Option<&str>> = updates.iter().map(|(_, row)| row.lease.as_deref()).collect();
     let statement = statements
-        .get(client, 
+        .get(
+            client,
             "UPDATE process_registry.processes AS p SET
                  version = p.version + 1,
                  record = COALESCE(b.record, p.record),
@@ -498,7 +528,7 @@ async fn write_logs(
         if !winners.contains(&update.id) {
             continue;
         }
-        let Commit::Process { process_id, changes, .. } = &commits[*index] else {
+        let Some(Commit::Process { process_id, changes, .. }) = commits.get(*index) else {
             continue;
         };
         for change in changes {
@@ -523,7 +553,8 @@ async fn write_logs(
     }
     if !events.process_ids.is_empty() {
         let statement = statements
-            .get(client, 
+            .get(
+                client,
                 "INSERT INTO process_registry.events
                      (process_id, sequence, event_type, wake, replay_key, occurred_at_ms, payload, semantics)
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bool[], $5::text[], $6::bigint[],
@@ -548,7 +579,8 @@ async fn write_logs(
     }
     if !replay_ids.is_empty() {
         let statement = statements
-            .get(client, 
+            .get(
+                client,
                 "INSERT INTO process_registry.replay_keys (process_id, replay_key, sequence, payload_hash)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])",
             )
@@ -557,7 +589,8 @@ async fn write_logs(
     }
     if !ack_ids.is_empty() {
         let statement = statements
-            .get(client, 
+            .get(
+                client,
                 "INSERT INTO process_registry.wake_acks (process_id, sequence)
                  SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
             )
@@ -602,9 +635,7 @@ async fn write_grants(
     changes: &[GrantChange],
 ) -> Result<CommitResult, tokio_postgres::Error> {
     let statement = statements
-        .get(client, 
-            "UPDATE process_registry.grants_version SET version = version + 1 WHERE id = 1 AND version = $1",
-        )
+        .get(client, "UPDATE process_registry.grants_version SET version = version + 1 WHERE id = 1 AND version = $1")
         .await?;
     if client.execute(&statement, &[&to_int(base_version)]).await? == 0 {
         return Ok(Err(RegistryError::Contended { process_id: String::new(), attempts: 1 }));
@@ -621,7 +652,8 @@ async fn write_grants(
                     }));
                 };
                 let statement = statements
-                    .get(client, 
+                    .get(
+                        client,
                         "INSERT INTO process_registry.grants (scope_id, process_id, scope, descriptor)
                          VALUES ($1, $2, $3, $4) ON CONFLICT (scope_id, process_id)
                          DO UPDATE SET scope = excluded.scope, descriptor = excluded.descriptor",
