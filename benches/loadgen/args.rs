@@ -21,7 +21,8 @@ const BENCH_FLAG: &str = "--bench";
 
 const USAGE: &str = "\
 usage: cargo bench --bench loadgen -- [--quick | --smoke] [--json PATH] [--rounds N] [--processes N]
-                                      [--callers N] [--only PHASES] [--in-block-on] [--store sqlite]
+                                      [--callers N] [--only PHASES] [--in-block-on] [--store sqlite|postgres]
+                                      [--postgres URL]
 
   --quick          small sizes and 2 rounds
   --smoke          tiny sizes and 1 round: checks that every phase runs
@@ -37,7 +38,12 @@ usage: cargo bench --bench loadgen -- [--quick | --smoke] [--json PATH] [--round
                    a task on its workers, as the body of #[tokio::main] runs
   --store sqlite   run the durable store's figures instead (group commit against
                    the fsync latency measured in the same run, reads against the
-                   memory store, reopen of --processes processes, relaxed mode)";
+                   memory store, reopen of --processes processes, relaxed mode)
+  --store postgres run the PostgreSQL figures instead (1 and 3 nodes x 64 appenders,
+                   per-call cost against SQLite, cross-node wake latency), each round
+                   on a fresh database of the server PROCESS_REGISTRY_TEST_POSTGRES
+                   names (start one with `eval \"$(.ci/postgres start /tmp/pg)\"`)
+  --postgres URL   the server for --store postgres";
 
 /// The parts of a run `--only` selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,6 +87,10 @@ pub struct Args {
     pub figure_phase: Option<String>,
     /// `--store sqlite`: the durable figures.
     pub sqlite: bool,
+    /// `--store postgres`: the several-node figures.
+    pub postgres: bool,
+    /// `--postgres URL`: the server for them (else `PROCESS_REGISTRY_TEST_POSTGRES`).
+    pub postgres_url: Option<String>,
     /// The words after `--durable-phase` (a durable child).
     pub durable_phase: Option<Vec<String>>,
     /// Set when the run is `cargo test`'s (no `--bench`): the arguments it
@@ -125,6 +135,8 @@ impl Args {
             flood_phase: None,
             figure_phase: None,
             sqlite: false,
+            postgres: false,
+            postgres_url: None,
             durable_phase: None,
             harness_args: None,
         }
@@ -164,6 +176,7 @@ impl Args {
                 "--callers" => args.callers = Some(parse_number("--callers", &value("--callers")?)?),
                 "--only" => args.only = parse_phases(&value("--only")?)?,
                 "--in-block-on" => args.in_block_on = true,
+                "--postgres" => args.postgres_url = Some(value("--postgres")?),
                 MEMORY_PHASE_FLAG => {
                     args.memory_phase = Some(parse_kind(MEMORY_PHASE_FLAG, &value(MEMORY_PHASE_FLAG)?)?)
                 }
@@ -173,7 +186,11 @@ impl Args {
                 }
                 "--store" => match value("--store")?.as_str() {
                     "sqlite" => args.sqlite = true,
-                    "memory" => args.sqlite = false,
+                    "postgres" => args.postgres = true,
+                    "memory" => {
+                        args.sqlite = false;
+                        args.postgres = false;
+                    }
                     other => return Err(format!("unknown store {other:?} for --store\n{USAGE}").into()),
                 },
                 FLOOD_PHASE_FLAG => args.flood_phase = Some(parse_kind(FLOOD_PHASE_FLAG, &value(FLOOD_PHASE_FLAG)?)?),

@@ -140,7 +140,7 @@ pub struct DurableRow {
     pub reached: bool,
 }
 
-fn row(
+pub(crate) fn row(
     id: &str,
     label: &str,
     (measured, unit): (f64, &str),
@@ -163,7 +163,7 @@ fn row(
 }
 
 /// The median of `values` (sorted here).
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -171,7 +171,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The median time of a 4 KiB overwrite plus `fdatasync` in `directory`:
 /// the cheapest durable write the disk allows (no size change, so no
 /// metadata to flush), as a WAL that is reused from its start does.
-fn fsync_latency(directory: &Path, samples: u64) -> Result<Duration> {
+pub(crate) fn fsync_latency(directory: &Path, samples: u64) -> Result<Duration> {
     use std::os::unix::fs::FileExt as _;
     let path = directory.join("fsync-probe");
     let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
@@ -190,14 +190,14 @@ fn fsync_latency(directory: &Path, samples: u64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(median(times)))
 }
 
-async fn open(path: &Path, sync: SyncMode, commit: CommitMode) -> Result<ActorProcessRegistry> {
+pub(crate) async fn open(path: &Path, sync: SyncMode, commit: CommitMode) -> Result<ActorProcessRegistry> {
     let options = SqliteOptions::default().with_sync(sync).with_commit(commit);
     Ok(ActorProcessRegistry::open_with(path, options, RegistryConfig::default()).await?)
 }
 
 /// `appenders` tasks, each appending `per_task` events to its own process
 /// (`one_process`: all to one); appends/s.
-async fn append_rate(
+pub(crate) async fn append_rate(
     registry: &Arc<dyn ProcessRegistry>,
     prefix: &str,
     appenders: u64,
@@ -246,7 +246,7 @@ async fn rounds_of(
 }
 
 /// Times `samples` calls of `read`, p50 in microseconds.
-async fn read_p50<F, Fut>(samples: u64, mut read: F) -> Result<f64>
+pub(crate) async fn read_p50<F, Fut>(samples: u64, mut read: F) -> Result<f64>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,

@@ -67,6 +67,9 @@
 //! - `worker` ([`worker`]): what a `ProcessWorker` costs per process (claim,
 //!   empty handler, fenced complete, release) against the same raw calls.
 //!
+//! `--store sqlite` and `--store postgres` run the durable store's figures
+//! ([`durable`]) and the several-node figures ([`scaleout`]) instead.
+//!
 //! `--in-block-on` drives the figures from the runtime's `block_on` future,
 //! as the body of `#[tokio::main]` runs, instead of from a task on its
 //! workers: it shows what a caller that is not a worker pays per call.
@@ -102,6 +105,7 @@ mod listing;
 mod memory;
 mod passivation;
 mod report;
+mod scaleout;
 #[path = "../support/mod.rs"]
 mod support;
 mod sys;
@@ -161,6 +165,23 @@ fn run() -> Result<()> {
         }
         return Ok(());
     }
+    if args.postgres {
+        let server = args
+            .postgres_url
+            .clone()
+            .or_else(process_registry::testing::postgres::server)
+            .ok_or("--store postgres needs a server: --postgres URL or PROCESS_REGISTRY_TEST_POSTGRES")?;
+        let sizes = scaleout::ScaleOut::new(args.smoke, args.quick, args.rounds);
+        let rows = scaleout::run_postgres(&server, &sizes)?;
+        println!("{}", durable::render(&rows));
+        if let Some(path) = &args.json {
+            let json = serde_json::json!({ "sizes": sizes, "postgres": rows });
+            std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+                .map_err(|err| format!("writing {}: {err}", path.display()))?;
+            eprintln!("loadgen: wrote {}", path.display());
+        }
+        return Ok(());
+    }
     if let Some(ignored) = &args.harness_args {
         eprintln!(
             "loadgen: run without --bench, as `cargo test` runs it: a smoke pass with --smoke sizes{}; \
@@ -211,6 +232,12 @@ fn run() -> Result<()> {
     if args.harness_args.is_some() {
         // The smoke pass runs the durable figures too, at smoke sizes.
         println!("{}", durable::render(&durable::run_durable(&durable::Durable::new(&args))?));
+        // And the PostgreSQL figures, on the test server (CI starts one;
+        // a local run without one says so and goes on).
+        if let Some(server) = process_registry::testing::postgres::server() {
+            let sizes = scaleout::ScaleOut::new(true, false, None);
+            println!("{}", durable::render(&scaleout::run_postgres(&server, &sizes)?));
+        }
     }
     report::print_notes(&sizes, clock.elapsed(), activation.as_ref(), &memory_reports, &flood_reports);
     if let Some(path) = &args.json {

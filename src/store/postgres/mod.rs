@@ -17,10 +17,14 @@
 //!   8,000-byte payload limit). Commits that notify serialize on a global
 //!   lock in PostgreSQL, so batching them keeps that lock off the path of
 //!   each call.
+//! - A **shared reader** connection serves the single-statement reads
+//!   (version probes, records, listings, the grants' version): concurrent
+//!   queries are pipelined on it, so many actors probing at once neither
+//!   queue for a pooled connection nor cost the server a backend each.
 //! - A **pool** of a few connections ([`PostgresOptions::pool_size`], sized
-//!   for 2 cores) serves the reads: version probes, activation loads,
-//!   records, listings and grants. A read holds its connection only for
-//!   its statements, never while a caller is parked.
+//!   for 2 cores) serves the reads that need a snapshot of several
+//!   statements (activation loads, the grants). A read holds its
+//!   connection only for its statements, never while a caller is parked.
 //! - The **listener task** owns one dedicated connection that `LISTEN`s
 //!   (a pooled one could not keep the subscription). It turns
 //!   notifications into [`Notice`]s for the registry; when its connection
@@ -61,6 +65,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::mpsc;
+use tokio_postgres::{Client, Statement};
 
 use super::{
     Commit, CommitCallback, CommitResult, GrantChange, Notice, Probe, ProcessStore, Recovered, SharedStore,
@@ -108,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) label: String,
     pub(crate) config: tokio_postgres::Config,
     pub(crate) pool: Pool,
+    /// The pipelined connection of single-statement reads.
+    pub(crate) reader: SharedReader,
     /// Declaration lists read so far, by hash, shared by every record.
     pub(crate) declarations: Mutex<HashMap<String, Arc<Vec<ProcessEventType>>>>,
 }
@@ -215,7 +222,13 @@ impl PostgresStore {
         // Reach the server through the pool once, so a bad pool setup fails here.
         drop(pool.get().await.map_err(|error| open_error(format!("the connection pool: {error}")))?);
 
-        let inner = Arc::new(Inner { label: label.clone(), config, pool, declarations: Mutex::default() });
+        let inner = Arc::new(Inner {
+            label: label.clone(),
+            config,
+            pool,
+            reader: SharedReader::default(),
+            declarations: Mutex::default(),
+        });
         let (notice_sender, notices) = mpsc::unbounded_channel();
         let listener = listener::start(Arc::clone(&inner), notice_sender).await.map_err(open_error)?;
         let (jobs, queue) = mpsc::unbounded_channel();
@@ -290,6 +303,56 @@ impl SharedStore for PostgresStore {
 
     fn notices(&self) -> Option<mpsc::UnboundedReceiver<Notice>> {
         self.notices.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// One connection's prepared statements, by their SQL.
+#[derive(Default)]
+pub(crate) struct Statements {
+    prepared: std::sync::Mutex<HashMap<&'static str, Statement>>,
+}
+
+impl Statements {
+    /// The statement for `sql`, prepared on first use.
+    pub(crate) async fn get(&self, client: &Client, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+        let cached = self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(sql).cloned();
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = client.prepare(sql).await?;
+        self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+/// The connection single-statement reads share: tokio-postgres pipelines
+/// concurrent queries on one connection, so a thousand actors probing
+/// their versions at once wait for no pooled connection and cost the
+/// server one backend. Reconnected on first use after it drops.
+#[derive(Default)]
+pub(crate) struct SharedReader {
+    current: tokio::sync::Mutex<Option<Arc<(tokio_postgres::Client, Statements)>>>,
+}
+
+impl std::fmt::Debug for SharedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedReader").finish_non_exhaustive()
+    }
+}
+
+impl SharedReader {
+    /// The live connection, connecting when there is none.
+    pub(crate) async fn get(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<Arc<(tokio_postgres::Client, Statements)>, tokio_postgres::Error> {
+        let mut current = self.current.lock().await;
+        if let Some(live) = current.as_ref().filter(|live| !live.0.is_closed()) {
+            return Ok(Arc::clone(live));
+        }
+        let fresh = Arc::new((schema::connect(config).await?, Statements::default()));
+        *current = Some(Arc::clone(&fresh));
+        Ok(fresh)
     }
 }
 

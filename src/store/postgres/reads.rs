@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use deadpool_postgres::Object;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
-use super::{from_int, Inner};
+use super::{from_int, Inner, Statements};
 use crate::error::RegistryError;
 use crate::events::ProcessEventType;
 use crate::model::ProcessRecord;
@@ -15,13 +16,29 @@ use crate::rules::lease::LeaseState;
 use crate::store::sqlite::rows::{event_from_columns, record_from_row};
 use crate::store::{GrantChange, Probe, StoredProcess};
 
-const RECORD_COLUMNS: &str = "id, record, declarations, updated_at_ms";
+/// The shared pipelined connection.
+async fn reader(inner: &Inner) -> Result<Arc<(tokio_postgres::Client, Statements)>, RegistryError> {
+    inner.reader.get(&inner.config).await.map_err(|error| inner.storage("", format!("no connection: {error}")))
+}
+
+/// One single-statement read on the shared connection.
+async fn read(
+    inner: &Inner,
+    process_id: &str,
+    sql: &'static str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, RegistryError> {
+    let shared = reader(inner).await?;
+    let (client, statements) = &*shared;
+    let statement = statements.get(client, sql).await.map_err(sql_error(inner, process_id))?;
+    client.query(&statement, params).await.map_err(sql_error(inner, process_id))
+}
 
 async fn connection(inner: &Inner, process_id: &str) -> Result<Object, RegistryError> {
     inner.pool.get().await.map_err(|error| inner.storage(process_id, format!("no connection: {error}")))
 }
 
-fn sql<'a>(inner: &'a Inner, process_id: &str) -> impl Fn(tokio_postgres::Error) -> RegistryError + 'a {
+fn sql_error<'a>(inner: &'a Inner, process_id: &str) -> impl Fn(tokio_postgres::Error) -> RegistryError + 'a {
     let process_id = process_id.to_owned();
     move |error| inner.storage(&process_id, error)
 }
@@ -38,35 +55,33 @@ fn parse<T: serde::de::DeserializeOwned>(
 
 /// The version of one process and the server's clock, in one statement.
 pub(super) async fn probe(inner: &Inner, process_id: &str) -> Result<Option<Probe>, RegistryError> {
-    let client = connection(inner, process_id).await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT version, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
-             FROM process_registry.processes WHERE id = $1",
-        )
-        .await
-        .map_err(sql(inner, process_id))?;
-    let row = client.query_opt(&statement, &[&process_id]).await.map_err(sql(inner, process_id))?;
-    Ok(row.map(|row| Probe { version: from_int(row.get(0)), now_ms: from_int(row.get(1)) }))
+    let rows = read(
+        inner,
+        process_id,
+        "SELECT version, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+         FROM process_registry.processes WHERE id = $1",
+        &[&process_id],
+    )
+    .await?;
+    Ok(rows.first().map(|row| Probe { version: from_int(row.get(0)), now_ms: from_int(row.get(1)) }))
 }
 
 /// The declaration lists `hashes` name, from the cache or the database.
-async fn declarations(
-    inner: &Inner,
-    client: &Object,
-    hashes: impl Iterator<Item = String>,
-) -> Result<(), RegistryError> {
+async fn declarations(inner: &Inner, hashes: impl Iterator<Item = String>) -> Result<(), RegistryError> {
     let mut missing: Vec<String> = hashes.filter(|hash| inner.declaration(hash).is_none()).collect();
     missing.sort();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
-    let statement = client
-        .prepare_cached("SELECT hash, event_types FROM process_registry.declarations WHERE hash = ANY($1)")
-        .await
-        .map_err(sql(inner, ""))?;
-    for row in client.query(&statement, &[&missing]).await.map_err(sql(inner, ""))? {
+    let rows = read(
+        inner,
+        "",
+        "SELECT hash, event_types FROM process_registry.declarations WHERE hash = ANY($1)",
+        &[&missing],
+    )
+    .await?;
+    for row in rows {
         let hash: String = row.get(0);
         let event_types: Vec<ProcessEventType> = parse(inner, "", "declaration", row.get(1))?;
         inner.remember_declaration(hash, Arc::new(event_types));
@@ -74,9 +89,9 @@ async fn declarations(
     Ok(())
 }
 
-/// Records from rows of [`RECORD_COLUMNS`].
-async fn records(inner: &Inner, client: &Object, rows: Vec<Row>) -> Result<Vec<Arc<ProcessRecord>>, RegistryError> {
-    declarations(inner, client, rows.iter().map(|row| row.get::<_, String>(2))).await?;
+/// Records from rows of `id, record, declarations, updated_at_ms`.
+async fn records(inner: &Inner, rows: Vec<Row>) -> Result<Vec<Arc<ProcessRecord>>, RegistryError> {
+    declarations(inner, rows.iter().map(|row| row.get::<_, String>(2))).await?;
     rows.iter()
         .map(|row| {
             let id: &str = row.get(0);
@@ -99,37 +114,36 @@ pub(super) async fn fetch_records(
     if process_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let client = connection(inner, "").await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM process_registry.processes WHERE id = ANY($1) ORDER BY id"
-        ))
-        .await
-        .map_err(sql(inner, ""))?;
-    let rows = client.query(&statement, &[&process_ids]).await.map_err(sql(inner, ""))?;
-    records(inner, &client, rows).await
+    let rows = read(
+        inner,
+        "",
+        concat!(
+            "SELECT id, record, declarations, updated_at_ms FROM process_registry.processes ",
+            "WHERE id = ANY($1) ORDER BY id"
+        ),
+        &[&process_ids],
+    )
+    .await?;
+    records(inner, rows).await
 }
 
 /// Every record (or every running one), in id order.
 pub(super) async fn list_records(inner: &Inner, running_only: bool) -> Result<Vec<Arc<ProcessRecord>>, RegistryError> {
-    let client = connection(inner, "").await?;
-    let query = if running_only {
-        format!("SELECT {RECORD_COLUMNS} FROM process_registry.processes WHERE status = 'running' ORDER BY id")
+    let sql = if running_only {
+        concat!(
+            "SELECT id, record, declarations, updated_at_ms FROM process_registry.processes ",
+            "WHERE status = 'running' ORDER BY id"
+        )
     } else {
-        format!("SELECT {RECORD_COLUMNS} FROM process_registry.processes ORDER BY id")
+        "SELECT id, record, declarations, updated_at_ms FROM process_registry.processes ORDER BY id"
     };
-    let statement = client.prepare_cached(&query).await.map_err(sql(inner, ""))?;
-    let rows = client.query(&statement, &[]).await.map_err(sql(inner, ""))?;
-    records(inner, &client, rows).await
+    let rows = read(inner, "", sql, &[]).await?;
+    records(inner, rows).await
 }
 
 pub(super) async fn grants_version(inner: &Inner) -> Result<u64, RegistryError> {
-    let client = connection(inner, "").await?;
-    let statement = client
-        .prepare_cached("SELECT version FROM process_registry.grants_version WHERE id = 1")
-        .await
-        .map_err(sql(inner, ""))?;
-    let row = client.query_one(&statement, &[]).await.map_err(sql(inner, ""))?;
+    let rows = read(inner, "", "SELECT version FROM process_registry.grants_version WHERE id = 1", &[]).await?;
+    let row = rows.first().ok_or_else(|| inner.storage("", "the grants' version row is missing"))?;
     Ok(from_int(row.get(0)))
 }
 
@@ -142,17 +156,17 @@ pub(super) async fn load_grants(inner: &Inner) -> Result<(u64, Vec<GrantChange>)
         .read_only(true)
         .start()
         .await
-        .map_err(sql(inner, ""))?;
+        .map_err(sql_error(inner, ""))?;
     let version: i64 = transaction
         .query_one("SELECT version FROM process_registry.grants_version WHERE id = 1", &[])
         .await
-        .map_err(sql(inner, ""))?
+        .map_err(sql_error(inner, ""))?
         .get(0);
     let rows = transaction
         .query("SELECT scope, process_id, descriptor FROM process_registry.grants ORDER BY scope_id, process_id", &[])
         .await
-        .map_err(sql(inner, ""))?;
-    transaction.commit().await.map_err(sql(inner, ""))?;
+        .map_err(sql_error(inner, ""))?;
+    transaction.commit().await.map_err(sql_error(inner, ""))?;
     let grants = rows
         .iter()
         .map(|row| {
@@ -169,7 +183,7 @@ pub(super) async fn load_grants(inner: &Inner) -> Result<(u64, Vec<GrantChange>)
 /// One process's whole committed state, read in one snapshot.
 pub(super) async fn load_process(inner: &Inner, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {
     let mut client = connection(inner, process_id).await?;
-    let failed = sql(inner, process_id);
+    let failed = sql_error(inner, process_id);
     let transaction = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -207,8 +221,7 @@ pub(super) async fn load_process(inner: &Inner, process_id: &str) -> Result<Opti
     let event_types = match inner.declaration(&hash) {
         Some(found) => found,
         None => {
-            let reader = connection(inner, process_id).await?;
-            declarations(inner, &reader, std::iter::once(hash.clone())).await?;
+            declarations(inner, std::iter::once(hash.clone())).await?;
             inner
                 .declaration(&hash)
                 .ok_or_else(|| inner.storage(process_id, "the record names unknown declarations"))?

@@ -1,25 +1,28 @@
 //! The writer task: group commit on one dedicated connection.
 //!
 //! It waits for the first job, takes every job queued behind it (up to the
-//! batch bound) and writes them in one transaction with a fixed number of
-//! statements, whatever the batch's size: the registrations in one
-//! `INSERT ... ON CONFLICT DO NOTHING`, the processes' rows in one fenced
-//! `UPDATE ... FROM unnest(...)` (a process whose version moved on commits
-//! nothing and is answered [`RegistryError::Contended`]), then the events,
-//! replay keys and acks of the commits that won, each in one statement,
-//! the grant commits (fenced by the grants' version), and one `pg_notify`
-//! per 7,000 bytes of ids. Rows are written in id order, so two nodes'
-//! batches lock rows in the same order. Every commit of the batch is
-//! answered after `COMMIT` returned.
+//! batch bound) and writes them all at once, with a fixed number of
+//! statements whatever the batch's size. Every process commit of the batch
+//! is one statement ([`PROCESS_SQL`]): the rows updated fenced by their
+//! versions (a process whose version moved on commits nothing and is
+//! answered [`RegistryError::Contended`]), the events, replay keys and acks
+//! of the commits that won, and one `pg_notify` per 7,000 bytes of ids. A
+//! batch of process commits only (the common one: appends, waits, acks,
+//! leases) is that statement alone, in its own implicit transaction: one
+//! round trip and one WAL flush. A batch with registrations (one
+//! `INSERT ... ON CONFLICT DO NOTHING`) or grant commits (fenced by the
+//! grants' version) runs them and that statement in one transaction. Rows
+//! are written in id order, so two nodes' batches lock rows in the same
+//! order. Every commit of the batch is answered after its commit returned.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::Client;
 
-use super::{schema, to_int, Inner, CHANNEL};
+use super::{schema, to_int, Inner, Statements, CHANNEL};
 use crate::error::RegistryError;
 use crate::events::ProcessEventType;
 use crate::model::ProcessRecord;
@@ -163,6 +166,19 @@ async fn write_transaction(
     hashes: &mut DeclarationHashes,
     commits: &[Commit],
 ) -> Result<Vec<CommitResult>, Failure> {
+    if commits.iter().all(|commit| matches!(commit, Commit::Process { .. })) {
+        // The common batch: appends, waits, acks, leases. One statement in
+        // its own implicit transaction: one round trip and one WAL flush.
+        // An error the server reports (with a SQL state) rolled it back;
+        // a lost connection leaves its outcome unknown.
+        return write_process_batch(client, statements, commits).await.map_err(|error| {
+            if error.code().is_some() {
+                Failure::RolledBack(error)
+            } else {
+                Failure::Unknown(error)
+            }
+        });
+    }
     client.batch_execute("BEGIN").await.map_err(Failure::RolledBack)?;
     match write_commits(client, statements, hashes, commits).await {
         Ok(results) => {
@@ -173,25 +189,6 @@ async fn write_transaction(
             let _ = client.batch_execute("ROLLBACK").await;
             Err(Failure::RolledBack(error))
         }
-    }
-}
-
-/// The writer connection's prepared statements, by their SQL.
-#[derive(Default)]
-struct Statements {
-    prepared: std::sync::Mutex<HashMap<&'static str, Statement>>,
-}
-
-impl Statements {
-    /// The statement for `sql`, prepared on first use.
-    async fn get(&self, client: &Client, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
-        let cached = self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(sql).cloned();
-        if let Some(statement) = cached {
-            return Ok(statement);
-        }
-        let statement = client.prepare(sql).await?;
-        self.prepared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(sql, statement.clone());
-        Ok(statement)
     }
 }
 
@@ -280,36 +277,6 @@ async fn write_commits(
         register(client, statements, hashes, &registrations, &mut results, &mut notify).await?;
     }
 
-    // Processes, in id order: one fenced update of their rows.
-    let mut updates: Vec<(usize, RowUpdate)> = Vec::new();
-    for (index, commit) in commits.iter().enumerate() {
-        if let Commit::Process { process_id, base_version, changes } = commit {
-            match row_update(process_id, *base_version, changes) {
-                Ok(update) => updates.push((index, update)),
-                Err(message) => {
-                    answer(
-                        &mut results,
-                        index,
-                        Err(RegistryError::Storage { process_id: process_id.clone(), message }),
-                    );
-                }
-            }
-        }
-    }
-    updates.sort_by(|a, b| a.1.id.cmp(&b.1.id));
-    if !updates.is_empty() {
-        let winners = update_rows(client, statements, &updates).await?;
-        write_logs(client, statements, commits, &updates, &winners, &mut notify).await?;
-        for (index, update) in &updates {
-            let result = if winners.contains(&update.id) {
-                Ok(Committed::Done)
-            } else {
-                Err(RegistryError::Contended { process_id: update.id.clone(), attempts: 1 })
-            };
-            answer(&mut results, *index, result);
-        }
-    }
-
     // Grants, fenced by their version.
     for (index, commit) in commits.iter().enumerate() {
         if let Commit::Grants { base_version, changes } = commit {
@@ -318,24 +285,9 @@ async fn write_commits(
         }
     }
 
-    // One notice per chunk of ids, far below the 8,000-byte payload limit.
-    notify.sort();
-    notify.dedup();
-    for payload in notice_payloads(&notify, 7_000) {
-        let statement = statements.get(client, "SELECT pg_notify($1, $2)").await?;
-        client.execute(&statement, &[&CHANNEL, &payload]).await?;
-    }
-    Ok(results
-        .into_iter()
-        .map(|result| {
-            result.unwrap_or_else(|| {
-                Err(RegistryError::Storage {
-                    process_id: String::new(),
-                    message: "a commit was not written".to_owned(),
-                })
-            })
-        })
-        .collect())
+    // Processes, and the notices of the whole batch: one statement.
+    write_process_commits(client, statements, commits, &mut results, notify).await?;
+    Ok(finished(results))
 }
 
 /// Records the answer to the commit at `index`.
@@ -474,130 +426,209 @@ async fn register(
     Ok(())
 }
 
-/// The fenced update of every process row of the batch; returns the ids
-/// whose version matched (and moved on by one).
-async fn update_rows(
-    client: &Client,
-    statements: &Statements,
-    updates: &[(usize, RowUpdate)],
-) -> Result<HashSet<String>, tokio_postgres::Error> {
-    let ids: Vec<&str> = updates.iter().map(|(_, row)| row.id.as_str()).collect();
-    let versions: Vec<i64> = updates.iter().map(|(_, row)| row.base_version).collect();
-    let records: Vec<Option<&str>> = updates.iter().map(|(_, row)| row.record.as_deref()).collect();
-    let statuses: Vec<Option<&str>> = updates.iter().map(|(_, row)| row.status.as_deref()).collect();
-    let updated: Vec<Option<i64>> = updates.iter().map(|(_, row)| row.updated_at_ms).collect();
-    let sequences: Vec<Option<i64>> = updates.iter().map(|(_, row)| row.last_sequence).collect();
-    let leases: Vec<Option<&str>> = updates.iter().map(|(_, row)| row.lease.as_deref()).collect();
-    let statement = statements
-        .get(
-            client,
-            "UPDATE process_registry.processes AS p SET
-                 version = p.version + 1,
-                 record = COALESCE(b.record, p.record),
-                 status = COALESCE(b.status, p.status),
-                 updated_at_ms = COALESCE(b.updated_at_ms, p.updated_at_ms),
-                 last_sequence = COALESCE(b.last_sequence, p.last_sequence),
-                 lease = COALESCE(b.lease, p.lease)
-             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[])
-                 AS b(id, base_version, record, status, updated_at_ms, last_sequence, lease)
-             WHERE p.id = b.id AND p.version = b.base_version
-             RETURNING p.id",
-        )
-        .await?;
-    Ok(client
-        .query(&statement, &[&ids, &versions, &records, &statuses, &updated, &sequences, &leases])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect())
+/// The process commits of a batch, as the columns of [`PROCESS_SQL`].
+#[derive(Default)]
+struct ProcessBatch {
+    /// (index in the batch, process id) of every commit.
+    commits: Vec<(usize, String)>,
+    /// The rows, sorted by id before they are written.
+    rows: Vec<RowUpdate>,
+    events: EventColumns,
+    replays: (Vec<String>, Vec<String>, Vec<i64>, Vec<String>),
+    acks: (Vec<String>, Vec<i64>),
+    /// Processes that get events: the batch's notice names them.
+    appended: Vec<String>,
 }
 
-/// The events, replay keys and acks of the commits that won.
-async fn write_logs(
-    client: &Client,
-    statements: &Statements,
-    commits: &[Commit],
-    updates: &[(usize, RowUpdate)],
-    winners: &HashSet<String>,
-    notify: &mut Vec<String>,
-) -> Result<(), tokio_postgres::Error> {
-    let mut events = EventColumns::default();
-    let (mut replay_ids, mut replay_keys, mut replay_sequences, mut replay_hashes) = (vec![], vec![], vec![], vec![]);
-    let (mut ack_ids, mut ack_sequences) = (vec![], vec![]);
-    for (index, update) in updates {
-        if !winners.contains(&update.id) {
-            continue;
-        }
-        let Some(Commit::Process { process_id, changes, .. }) = commits.get(*index) else {
-            continue;
-        };
+impl ProcessBatch {
+    fn add(
+        &mut self,
+        index: usize,
+        process_id: &str,
+        base_version: u64,
+        changes: &[ProcessChange],
+    ) -> Result<(), String> {
+        let row = row_update(process_id, base_version, changes)?;
         for change in changes {
             match change {
                 ProcessChange::Appended { event, replay, .. } => {
-                    events.push(process_id, event);
+                    self.events.push(process_id, event);
                     if let Some((key, entry)) = replay {
-                        replay_ids.push(process_id.clone());
-                        replay_keys.push(key.clone());
-                        replay_sequences.push(to_int(entry.sequence));
-                        replay_hashes.push(entry.payload_hash.clone());
+                        self.replays.0.push(process_id.to_owned());
+                        self.replays.1.push(key.clone());
+                        self.replays.2.push(to_int(entry.sequence));
+                        self.replays.3.push(entry.payload_hash.clone());
                     }
-                    notify.push(process_id.clone());
+                    self.appended.push(process_id.to_owned());
                 }
                 ProcessChange::WakeAcked { sequence } => {
-                    ack_ids.push(process_id.clone());
-                    ack_sequences.push(to_int(*sequence));
+                    self.acks.0.push(process_id.to_owned());
+                    self.acks.1.push(to_int(*sequence));
                 }
                 ProcessChange::RecordUpdated { .. } | ProcessChange::LeaseUpdated { .. } => {}
             }
         }
+        self.rows.push(row);
+        self.commits.push((index, process_id.to_owned()));
+        Ok(())
     }
-    if !events.process_ids.is_empty() {
-        let statement = statements
-            .get(
-                client,
-                "INSERT INTO process_registry.events
-                     (process_id, sequence, event_type, wake, replay_key, occurred_at_ms, payload, semantics)
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bool[], $5::text[], $6::bigint[],
-                                      $7::text[], $8::text[])",
-            )
-            .await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &events.process_ids,
-                    &events.sequences,
-                    &events.types,
-                    &events.wakes,
-                    &events.replay_keys,
-                    &events.occurred,
-                    &events.payloads,
-                    &events.semantics,
-                ],
-            )
-            .await?;
+}
+
+/// Every process commit of a batch and its notices, in one statement: the
+/// rows are updated fenced by their versions (`won` holds the processes
+/// whose version matched), the events, replay keys and acks of those are
+/// inserted, and `pg_notify` runs once per payload. The statement's one
+/// row lists the winners.
+const PROCESS_SQL: &str = "
+WITH won AS (
+    UPDATE process_registry.processes AS p SET
+        version = p.version + 1,
+        record = COALESCE(b.record, p.record),
+        status = COALESCE(b.status, p.status),
+        updated_at_ms = COALESCE(b.updated_at_ms, p.updated_at_ms),
+        last_sequence = COALESCE(b.last_sequence, p.last_sequence),
+        lease = COALESCE(b.lease, p.lease)
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[])
+        AS b(id, base_version, record, status, updated_at_ms, last_sequence, lease)
+    WHERE p.id = b.id AND p.version = b.base_version
+    RETURNING p.id
+), new_events AS (
+    INSERT INTO process_registry.events
+        (process_id, sequence, event_type, wake, replay_key, occurred_at_ms, payload, semantics)
+    SELECT e.* FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bool[], $12::text[], $13::bigint[],
+                           $14::text[], $15::text[])
+        AS e(process_id, sequence, event_type, wake, replay_key, occurred_at_ms, payload, semantics)
+    WHERE e.process_id IN (SELECT id FROM won)
+), new_replays AS (
+    INSERT INTO process_registry.replay_keys (process_id, replay_key, sequence, payload_hash)
+    SELECT r.* FROM unnest($16::text[], $17::text[], $18::bigint[], $19::text[])
+        AS r(process_id, replay_key, sequence, payload_hash)
+    WHERE r.process_id IN (SELECT id FROM won)
+), new_acks AS (
+    INSERT INTO process_registry.wake_acks (process_id, sequence)
+    SELECT a.* FROM unnest($20::text[], $21::bigint[]) AS a(process_id, sequence)
+    WHERE a.process_id IN (SELECT id FROM won)
+    ON CONFLICT DO NOTHING
+), notified AS (
+    SELECT pg_notify($22, n.payload) FROM unnest($23::text[]) AS n(payload)
+)
+SELECT (SELECT COALESCE(array_agg(id), '{}') FROM won), (SELECT count(*) FROM notified)";
+
+/// Writes `batch` and the notices naming `notify` (deduplicated, in
+/// payloads far below the 8,000-byte limit); returns the winners.
+async fn write_processes(
+    client: &Client,
+    statements: &Statements,
+    batch: &ProcessBatch,
+    mut notify: Vec<String>,
+) -> Result<HashSet<String>, tokio_postgres::Error> {
+    notify.sort();
+    notify.dedup();
+    let payloads = notice_payloads(&notify, 7_000);
+    // Rows in id order, so that two nodes' batches lock them alike.
+    let mut rows: Vec<&RowUpdate> = batch.rows.iter().collect();
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+    let versions: Vec<i64> = rows.iter().map(|row| row.base_version).collect();
+    let records: Vec<Option<&str>> = rows.iter().map(|row| row.record.as_deref()).collect();
+    let statuses: Vec<Option<&str>> = rows.iter().map(|row| row.status.as_deref()).collect();
+    let updated: Vec<Option<i64>> = rows.iter().map(|row| row.updated_at_ms).collect();
+    let sequences: Vec<Option<i64>> = rows.iter().map(|row| row.last_sequence).collect();
+    let leases: Vec<Option<&str>> = rows.iter().map(|row| row.lease.as_deref()).collect();
+    let events = &batch.events;
+    let (replay_ids, replay_keys, replay_sequences, replay_hashes) = &batch.replays;
+    let (ack_ids, ack_sequences) = &batch.acks;
+    let statement = statements.get(client, PROCESS_SQL).await?;
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &ids,
+                &versions,
+                &records,
+                &statuses,
+                &updated,
+                &sequences,
+                &leases,
+                &events.process_ids,
+                &events.sequences,
+                &events.types,
+                &events.wakes,
+                &events.replay_keys,
+                &events.occurred,
+                &events.payloads,
+                &events.semantics,
+                replay_ids,
+                replay_keys,
+                replay_sequences,
+                replay_hashes,
+                ack_ids,
+                ack_sequences,
+                &CHANNEL,
+                &payloads,
+            ],
+        )
+        .await?;
+    let winners: Vec<String> = row.get(0);
+    Ok(winners.into_iter().collect())
+}
+
+/// A batch of process commits only, as one statement in its own implicit
+/// transaction; answers per commit, in submit order.
+async fn write_process_batch(
+    client: &Client,
+    statements: &Statements,
+    commits: &[Commit],
+) -> Result<Vec<CommitResult>, tokio_postgres::Error> {
+    let mut results: Vec<Option<CommitResult>> = (0..commits.len()).map(|_| None).collect();
+    write_process_commits(client, statements, commits, &mut results, Vec::new()).await?;
+    Ok(finished(results))
+}
+
+/// The process commits of `commits`, with the notices naming `notify` and
+/// every process that gets events, in one statement; answers each.
+async fn write_process_commits(
+    client: &Client,
+    statements: &Statements,
+    commits: &[Commit],
+    results: &mut [Option<CommitResult>],
+    mut notify: Vec<String>,
+) -> Result<(), tokio_postgres::Error> {
+    let mut batch = ProcessBatch::default();
+    for (index, commit) in commits.iter().enumerate() {
+        if let Commit::Process { process_id, base_version, changes } = commit {
+            if let Err(message) = batch.add(index, process_id, *base_version, changes) {
+                answer(results, index, Err(RegistryError::Storage { process_id: process_id.clone(), message }));
+            }
+        }
     }
-    if !replay_ids.is_empty() {
-        let statement = statements
-            .get(
-                client,
-                "INSERT INTO process_registry.replay_keys (process_id, replay_key, sequence, payload_hash)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])",
-            )
-            .await?;
-        client.execute(&statement, &[&replay_ids, &replay_keys, &replay_sequences, &replay_hashes]).await?;
-    }
-    if !ack_ids.is_empty() {
-        let statement = statements
-            .get(
-                client,
-                "INSERT INTO process_registry.wake_acks (process_id, sequence)
-                 SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        client.execute(&statement, &[&ack_ids, &ack_sequences]).await?;
+    notify.extend(batch.appended.iter().cloned());
+    let winners = write_processes(client, statements, &batch, notify).await?;
+    for (index, id) in &batch.commits {
+        let result = if winners.contains(id) {
+            Ok(Committed::Done)
+        } else {
+            Err(RegistryError::Contended { process_id: id.clone(), attempts: 1 })
+        };
+        answer(results, *index, result);
     }
     Ok(())
+}
+
+/// The answers, with a `Storage` error for a commit nothing answered (a
+/// bug; never expected).
+fn finished(results: Vec<Option<CommitResult>>) -> Vec<CommitResult> {
+    results
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| {
+                Err(RegistryError::Storage {
+                    process_id: String::new(),
+                    message: "a commit was not written".to_owned(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// The events of a batch, column by column.
