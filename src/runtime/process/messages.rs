@@ -171,6 +171,20 @@ impl ProcessMsg {
         }
     }
 
+    /// Whether, with a shared store, the call may be planned on the cached
+    /// state without checking the store's version first: a mutation whose
+    /// every answer is either a commit (fenced by the version, so a stale
+    /// plan commits nothing and is planned again) or a refusal that stays
+    /// true as the process moves on (a terminal process stays terminal, a
+    /// replay key stays taken, a schema stays what it was). Fenced writes
+    /// and leases are not: they are decided on the server's clock.
+    pub(crate) fn plans_optimistically(&self) -> bool {
+        matches!(
+            self,
+            Self::Append { fence: None, .. } | Self::SetWait { fence: None, .. } | Self::SetExternalRef { .. }
+        )
+    }
+
     /// Whether the answer depends on the process's state, so that with a
     /// shared store the actor checks the store's version first.
     pub(crate) fn reads_state(&self) -> bool {

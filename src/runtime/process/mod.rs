@@ -18,12 +18,15 @@
 //!
 //! With a store several nodes share ([`ProcessStore::shared`]) the actor is
 //! this node's serializer and cache of the process, and the database
-//! orders the nodes: before each call the actor reads the process's
-//! version and the server clock in one round trip (`sync`), reloads when
-//! another node moved the process, plans leases on the server's clock, and
-//! commits fenced by the version it planned on; it waits for that commit
-//! before the next call, so it never plans on a change another node may
-//! still win. A commit that lost the race answers
+//! orders the nodes: before each read, lease call and fenced write the
+//! actor reads the process's version and the server clock in one round
+//! trip (`sync`), reloads when another node moved the process, and plans
+//! leases on the server's clock. Every commit is fenced by the version it
+//! was planned on, so plain appends, waits and external refs are planned
+//! on the cached state without that round trip
+//! ([`ProcessMsg::plans_optimistically`]): a stale plan commits nothing.
+//! The actor waits for each commit before the next call, so it never plans
+//! on a change another node may still win. A commit that lost the race answers
 //! [`RegistryError::Contended`] and the facade plans the call again.
 //! Notices of commits on other nodes arrive as [`ProcessMsg::Refresh`].
 //!
@@ -92,6 +95,10 @@ pub(crate) struct ProcessActorState {
     /// With a shared store: the commit in flight, which the actor awaits
     /// before its next call.
     awaiting: Option<(u64, tokio::sync::oneshot::Receiver<CommitResult>)>,
+    /// With a shared store: a commit lost a race or failed, so the cached
+    /// state may be behind; the next call checks the version first, even
+    /// one that could be planned optimistically.
+    stale: bool,
 }
 
 impl Actor for ProcessActor {
@@ -119,6 +126,7 @@ impl Actor for ProcessActor {
             last_active_ms: self.shared.now_ms(),
             version,
             awaiting: None,
+            stale: false,
         })
     }
 
@@ -160,11 +168,15 @@ impl Actor for ProcessActor {
             message => match shared.store.shared() {
                 None => actor.handle_call(shared, &myself, message, shared.now_ms()),
                 Some(store) if message.reads_state() => {
-                    let now_ms = match actor.sync(shared, store).await {
-                        Ok(now_ms) => now_ms,
-                        Err(error) => {
-                            message.refuse(&error);
-                            return Ok(());
+                    let now_ms = if message.plans_optimistically() && !actor.stale {
+                        shared.now_ms()
+                    } else {
+                        match actor.sync(shared, store).await {
+                            Ok(now_ms) => now_ms,
+                            Err(error) => {
+                                message.refuse(&error);
+                                return Ok(());
+                            }
                         }
                     };
                     actor.handle_call(shared, &myself, message, now_ms);
@@ -193,6 +205,7 @@ impl ProcessActorState {
             let stored = shared.store.load_process(&self.process_id).await?.ok_or_else(gone)?;
             self.reloaded(shared, stored);
         }
+        self.stale = false;
         Ok(probe.now_ms)
     }
 
@@ -224,8 +237,10 @@ impl ProcessActorState {
                     message: "the store dropped a commit without answering it".to_owned(),
                 })
             });
-            if result.is_ok() {
-                self.version += 1;
+            match &result {
+                Ok(_) => self.version += 1,
+                // Lost a race, or an outcome unknown: check before the next plan.
+                Err(_) => self.stale = true,
             }
             self.committed(shared, ticket, result);
         }
