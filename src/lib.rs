@@ -93,6 +93,7 @@
 // the one item whose invariant makes it safe. Unit tests may panic.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod batch;
 pub mod clock;
 pub mod error;
 pub mod events;
@@ -109,6 +110,7 @@ pub mod store;
 pub mod testing;
 pub mod worker;
 
+pub use batch::BatchProcessRegistry;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{PluginError, RegistryError};
 pub use events::*;

@@ -45,12 +45,16 @@ pub fn expect_len(what: &str, got: usize, expected: u64) -> Result<()> {
     }
 }
 
+/// Events per batch in the batch-append figure.
+const BATCH: u64 = 100;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Figure {
     Register,
     AppendSequential,
     AppendSequentialHandoff,
     AppendConcurrent,
+    AppendBatch,
     EventsAfterHead,
     EventsAfterTail,
     CountEventsThrough,
@@ -63,11 +67,12 @@ enum Figure {
 }
 
 impl Figure {
-    const ALL: [Figure; 13] = [
+    const ALL: [Figure; 14] = [
         Figure::Register,
         Figure::AppendSequential,
         Figure::AppendSequentialHandoff,
         Figure::AppendConcurrent,
+        Figure::AppendBatch,
         Figure::EventsAfterHead,
         Figure::EventsAfterTail,
         Figure::CountEventsThrough,
@@ -86,6 +91,7 @@ impl Figure {
             Figure::AppendSequential => "append_sequential",
             Figure::AppendSequentialHandoff => "append_sequential_handoff_ceiling",
             Figure::AppendConcurrent => "append_concurrent",
+            Figure::AppendBatch => "append_batch_100",
             Figure::EventsAfterHead => "events_after_head",
             Figure::EventsAfterTail => "events_after_tail",
             Figure::CountEventsThrough => "count_events_through",
@@ -105,6 +111,7 @@ impl Figure {
             Figure::AppendSequential => "append, 1 process sequential".to_owned(),
             Figure::AppendSequentialHandoff => "  same, baseline behind 1 actor (ceiling)".to_owned(),
             Figure::AppendConcurrent => format!("append, {} processes concurrent", sizes.concurrent_tasks),
+            Figure::AppendBatch => format!("append_events, batches of {BATCH} on 1 process (events/s)"),
             Figure::EventsAfterHead => format!("events_after, {log} log, cursor 0"),
             Figure::EventsAfterTail => {
                 format!("events_after, {log} log, cursor {}", count(sizes.log_len.saturating_sub(10)))
@@ -124,7 +131,8 @@ impl Figure {
             Figure::Register
             | Figure::AppendSequential
             | Figure::AppendSequentialHandoff
-            | Figure::AppendConcurrent => Unit::OpsPerSec,
+            | Figure::AppendConcurrent
+            | Figure::AppendBatch => Unit::OpsPerSec,
             _ => Unit::Micros,
         }
     }
@@ -196,6 +204,7 @@ async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
         | Figure::AppendSequential
         | Figure::AppendSequentialHandoff
         | Figure::AppendConcurrent
+        | Figure::AppendBatch
         | Figure::WakeLatency
         | Figure::AwaitLatency => String::new(),
     };
@@ -228,6 +237,18 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
                 appended.map_err(|err| format!("append: {err}"))?;
             }
             Sample::Throughput(per_second(sizes.sequential_appends, start.elapsed()))
+        }
+        Figure::AppendBatch => {
+            let process_id = format!("batch-{round}");
+            register(registry, &process_id).await?;
+            let batches = (sizes.sequential_appends / BATCH).max(1);
+            let start = Instant::now();
+            for batch in 0..batches {
+                let requests = (0..BATCH).map(|n| tick(batch * BATCH + n)).collect();
+                let appended = fixture.subject.batch.append_events(&process_id, requests).await;
+                expect_len("batch", appended.map_err(|err| format!("append_events: {err}"))?.len(), BATCH)?;
+            }
+            Sample::Throughput(per_second(batches * BATCH, start.elapsed()))
         }
         Figure::AppendConcurrent => {
             let mut ids = Vec::new();

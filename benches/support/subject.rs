@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use process_registry::testing::baseline::GlobalLockRegistry;
-use process_registry::{ActorProcessRegistry, ProcessRegistry, RegistryConfig};
+use process_registry::{ActorProcessRegistry, BatchProcessRegistry, ProcessRegistry, RegistryConfig};
 use serde::{Deserialize, Serialize};
 
 /// Which registry a figure runs on.
@@ -33,6 +33,10 @@ impl Kind {
 /// `shutdown()`.
 pub struct Subject {
     pub registry: Arc<dyn ProcessRegistry>,
+    /// The same registry, for batch appends (the loadgen's batch figure;
+    /// the criterion benches do not read it).
+    #[allow(dead_code)]
+    pub batch: Arc<dyn BatchProcessRegistry>,
     pub actor: Option<ActorProcessRegistry>,
 }
 
@@ -50,9 +54,12 @@ impl Subject {
                 let actor = ActorProcessRegistry::start(actor_config)
                     .await
                     .map_err(|err| format!("starting the actor registry: {err}"))?;
-                Self { registry: Arc::new(actor.clone()), actor: Some(actor) }
+                Self { registry: Arc::new(actor.clone()), batch: Arc::new(actor.clone()), actor: Some(actor) }
             }
-            Kind::Baseline => Self { registry: Arc::new(GlobalLockRegistry::new()), actor: None },
+            Kind::Baseline => {
+                let baseline = Arc::new(GlobalLockRegistry::new());
+                Self { registry: Arc::clone(&baseline) as _, batch: baseline, actor: None }
+            }
         })
     }
 

@@ -176,6 +176,62 @@ pub fn plan_append(
     Ok(AppendPlan::Commit(Box::new(PlannedEvent { event, replay, record: next })))
 }
 
+/// One request of a batch, as planned by [`plan_batch`].
+#[derive(Clone, Debug)]
+pub enum BatchItem {
+    /// Its replay key names an event already in the log, or planned
+    /// earlier in the same batch, for an equal payload: answer with it.
+    Replay {
+        /// The event's sequence.
+        sequence: u64,
+    },
+    /// A new event.
+    Commit(Box<PlannedEvent>),
+}
+
+/// Plans `requests` in order as one change (the batch append): each is
+/// planned by [`plan_append`] on the record and log as the requests before
+/// it left them, and its replay key is looked up among the batch's earlier
+/// requests, then in the process's index (`replayed`). The first refusal
+/// refuses the whole batch, so a batch commits all of its new events or
+/// none. O(requests + their payloads).
+pub fn plan_batch<'a>(
+    record: &ProcessRecord,
+    last_sequence: u64,
+    schemas: &HashMap<String, CompiledSchema>,
+    limits: &Limits,
+    replayed: impl Fn(&str) -> Option<&'a ReplayEntry>,
+    requests: Vec<(ProcessEventAppendRequest, String)>,
+    now_ms: u64,
+) -> Result<Vec<BatchItem>, RegistryError> {
+    let mut current: Option<ProcessRecord> = None;
+    let mut last = last_sequence;
+    let mut keys: HashMap<String, ReplayEntry> = HashMap::new();
+    let mut items = Vec::with_capacity(requests.len());
+    for (request, payload_hash) in requests {
+        let entry = request.replay_key().and_then(|key| keys.get(key).cloned().or_else(|| replayed(key).cloned()));
+        let view = AppendView {
+            record: current.as_ref().unwrap_or(record),
+            last_sequence: last,
+            schemas,
+            replayed: entry.as_ref(),
+            limits,
+        };
+        match plan_append(view, request, payload_hash, now_ms)? {
+            AppendPlan::Replay { sequence } => items.push(BatchItem::Replay { sequence }),
+            AppendPlan::Commit(planned) => {
+                last = planned.event.sequence;
+                if let Some((key, entry)) = &planned.replay {
+                    keys.insert(key.clone(), entry.clone());
+                }
+                current = Some(planned.record.clone());
+                items.push(BatchItem::Commit(planned));
+            }
+        }
+    }
+    Ok(items)
+}
+
 /// The lineage stamped on event `sequence` of `process_id` (step 8): it
 /// follows from the event itself, so a store need not keep it.
 pub fn invocation(

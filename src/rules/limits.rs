@@ -46,6 +46,9 @@ pub struct Limits {
     /// Registrations beyond it still work, with schemas compiled for them
     /// alone; 0 turns the cache off.
     pub max_cached_schemas: usize,
+    /// Most requests one batch append may carry (each is still bounded by
+    /// the limits above).
+    pub max_batch_events: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +61,7 @@ impl Default for Limits {
             max_registration_bytes: 4 * 1024 * 1024,
             max_template_bytes: 4 * 1024 * 1024,
             max_cached_schemas: 1024,
+            max_batch_events: 10_000,
         }
     }
 }
@@ -74,8 +78,8 @@ impl Limits {
     /// or a limit below what the core event types every registration
     /// declares need (id bytes below their longest name, 24; JSON depth
     /// below their schemas', 2; event types below their number, 6), under
-    /// which every registration would be refused. (`max_cached_schemas`
-    /// may be 0: no cache.)
+    /// which every registration would be refused, or a batch bound of 0.
+    /// (`max_cached_schemas` may be 0: no cache.)
     pub fn validate(&self) -> Result<(), String> {
         let longest_core_name = CORE_EVENT_TYPE_NAMES.iter().map(|name| name.len()).max().unwrap_or_default();
         if self.max_id_bytes < longest_core_name {
@@ -88,6 +92,7 @@ impl Limits {
             ("max_payload_bytes", self.max_payload_bytes),
             ("max_registration_bytes", self.max_registration_bytes),
             ("max_template_bytes", self.max_template_bytes),
+            ("max_batch_events", self.max_batch_events),
         ] {
             if bytes == 0 {
                 return Err(format!("limits.{name} is 0: nothing would fit"));
@@ -318,11 +323,13 @@ mod tests {
             max_registration_bytes: 1,
             max_template_bytes: 1,
             max_cached_schemas: 0,
+            max_batch_events: 1,
         };
         assert_eq!(smallest.validate(), Ok(()));
         for invalid in [
             Limits { max_id_bytes: 23, ..smallest.clone() },
             Limits { max_payload_bytes: 0, ..smallest.clone() },
+            Limits { max_batch_events: 0, ..smallest.clone() },
             Limits { max_json_depth: 1, ..smallest.clone() },
             Limits { max_event_types: 5, ..smallest.clone() },
             Limits { max_registration_bytes: 0, ..smallest.clone() },

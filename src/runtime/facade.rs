@@ -15,6 +15,7 @@ use super::input;
 use super::lifecycle::ActorProcessRegistry;
 use super::process::messages::ProcessMsg;
 use super::supervisor::messages::SupervisorMsg;
+use crate::batch::BatchProcessRegistry;
 use crate::error::{PluginError, RegistryError};
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
 use crate::fenced::FencedProcessRegistry;
@@ -497,6 +498,45 @@ impl ProcessRegistry for ActorProcessRegistry {
                 Some(ProcessMsg::CompleteLease { completion: completion.clone(), reply })
             })
             .await
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl BatchProcessRegistry for ActorProcessRegistry {
+    async fn append_events(
+        &self,
+        process_id: &str,
+        requests: Vec<ProcessEventAppendRequest>,
+    ) -> Result<Vec<ProcessEventAppendResult>, PluginError> {
+        traced("append_events", process_id, async {
+            if requests.is_empty() {
+                return Ok(Vec::new());
+            }
+            let checked = input::checked_batch(&self.shared().limits, process_id, requests)?;
+            // Sent again after a lost answer only when every request has a
+            // replay key (then a second send answers with the first's events).
+            let retry = if checked.iter().all(|(request, _)| request.replay_key().is_some()) {
+                Retry::Idempotent
+            } else {
+                Retry::Never
+            };
+            let resent = retry != Retry::Never || self.shared().store.shared().is_some();
+            let mut unsent = Some(checked);
+            let answered = self
+                .ask(process_id, retry, |reply| {
+                    let requests = if resent { unsent.clone()? } else { unsent.take()? };
+                    Some(ProcessMsg::AppendBatch { requests, reply })
+                })
+                .await?;
+            Ok(answered
+                .into_iter()
+                .map(|(event, wake_delivery)| ProcessEventAppendResult {
+                    event: ProcessEvent::clone(&event),
+                    wake_delivery,
+                })
+                .collect())
         })
         .await
     }

@@ -11,7 +11,7 @@ use crate::error::RegistryError;
 use crate::events::{ProcessAwaitOutput, ProcessEventAppendRequest};
 use crate::model::ProcessExternalRef;
 use crate::rules::append::check_and_hash_payload;
-use crate::rules::limits::{dismantle, Limits};
+use crate::rules::limits::{dismantle, limit_exceeded, Limits};
 
 /// Refuses an await output whose values nest deeper than the limit (they
 /// are serialized recursively), dropping them without recursion.
@@ -51,6 +51,35 @@ pub(super) fn checked_append(
             Err(err)
         }
     }
+}
+
+/// Bounds and hashes every request of a batch append: all of them, or an
+/// error for the first refused (the rest are dropped without recursion).
+pub(super) fn checked_batch(
+    limits: &Limits,
+    process_id: &str,
+    requests: Vec<ProcessEventAppendRequest>,
+) -> Result<Vec<(ProcessEventAppendRequest, String)>, RegistryError> {
+    if requests.len() > limits.max_batch_events {
+        for request in requests {
+            dismantle(request.payload);
+        }
+        return Err(limit_exceeded(process_id, "events in one batch", limits.max_batch_events));
+    }
+    let mut checked = Vec::with_capacity(requests.len());
+    let mut requests = requests.into_iter();
+    while let Some(request) = requests.next() {
+        match checked_append(limits, process_id, request) {
+            Ok(pair) => checked.push(pair),
+            Err(error) => {
+                for rest in requests {
+                    dismantle(rest.payload);
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(checked)
 }
 
 /// Bounds the metadata of an external reference.

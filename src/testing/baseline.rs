@@ -38,6 +38,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
+use crate::batch::BatchProcessRegistry;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{PluginError, RegistryError};
 use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
@@ -48,7 +49,9 @@ use crate::model::{
     ProcessSessionDeleteReport, SessionScope, WaitState,
 };
 use crate::registry::ProcessRegistry;
-use crate::rules::append::{check_and_hash_payload, plan_append, wake_delivery, AppendPlan, AppendView, ReplayEntry};
+use crate::rules::append::{
+    check_and_hash_payload, plan_append, plan_batch, wake_delivery, AppendPlan, AppendView, BatchItem, ReplayEntry,
+};
 use crate::rules::lease::{self, LeaseState};
 use crate::rules::limits::{dismantle, truncated, Limits};
 use crate::rules::registration::prepare_registration;
@@ -643,6 +646,84 @@ impl ProcessRegistry for GlobalLockRegistry {
             process.lease = released;
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl BatchProcessRegistry for GlobalLockRegistry {
+    async fn append_events(
+        &self,
+        process_id: &str,
+        requests: Vec<ProcessEventAppendRequest>,
+    ) -> Result<Vec<ProcessEventAppendResult>, PluginError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        if requests.len() > self.limits.max_batch_events {
+            for request in requests {
+                dismantle(request.payload);
+            }
+            let limit = self.limits.max_batch_events;
+            return Err(crate::rules::limits::limit_exceeded(process_id, "events in one batch", limit));
+        }
+        let mut hashed = Vec::with_capacity(requests.len());
+        let mut requests = requests.into_iter();
+        while let Some(request) = requests.next() {
+            match self.hash_payload(process_id, request) {
+                Ok(pair) => hashed.push(pair),
+                Err(error) => {
+                    // Unmeasured caller JSON: dropped without recursion.
+                    for rest in requests {
+                        dismantle(rest.payload);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let now_ms = self.clock.now_ms();
+        let mut state = self.lock().await;
+        let process = state.process_mut(process_id)?;
+        let targets: Vec<_> = hashed.iter().map(|(request, _)| request.wake_target_scope.clone()).collect();
+        let items = plan_batch(
+            &process.record,
+            process.last_sequence(),
+            &process.schemas,
+            &self.limits,
+            |key| process.replay.get(key),
+            hashed,
+            now_ms,
+        )?;
+        let mut results = Vec::with_capacity(items.len());
+        let mut appended = false;
+        for (item, target) in items.into_iter().zip(targets) {
+            match item {
+                BatchItem::Replay { sequence } => {
+                    let event = process.event(sequence).cloned().ok_or_else(|| RegistryError::Storage {
+                        process_id: process_id.to_owned(),
+                        message: format!("the replay index names sequence {sequence}, which the log does not hold"),
+                    })?;
+                    let wake_delivery = wake_delivery(&process.record, &event, target.as_ref());
+                    results.push(ProcessEventAppendResult { event, wake_delivery });
+                }
+                BatchItem::Commit(planned) => {
+                    // Planned as a whole before anything was applied: the
+                    // batch is already all or nothing here.
+                    let planned = *planned;
+                    let wake_delivery = wake_delivery(&planned.record, &planned.event, target.as_ref());
+                    process.events.push(planned.event.clone());
+                    if let Some((key, entry)) = planned.replay {
+                        process.replay.insert(key, entry);
+                    }
+                    process.record = planned.record;
+                    appended = true;
+                    results.push(ProcessEventAppendResult { event: planned.event, wake_delivery });
+                }
+            }
+        }
+        if appended {
+            process.committed.notify_waiters();
+        }
+        Ok(results)
     }
 }
 

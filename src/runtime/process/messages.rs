@@ -27,6 +27,13 @@ pub(crate) enum ProcessMsg {
         /// Where the answer goes.
         reply: Reply<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>)>,
     },
+    /// Append several events as one change (a batch append).
+    AppendBatch {
+        /// The requests, each with its payload hash, in order.
+        requests: Vec<(ProcessEventAppendRequest, String)>,
+        /// Where the answer goes: one event per request.
+        reply: Reply<Vec<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>)>>,
+    },
     /// Events after a sequence.
     EventsAfter {
         /// The exclusive lower bound.
@@ -156,6 +163,7 @@ impl ProcessMsg {
         let error = error.clone();
         match self {
             Self::Append { reply, .. } => drop(reply.send(Err(error))),
+            Self::AppendBatch { reply, .. } => drop(reply.send(Err(error))),
             Self::EventsAfter { reply, .. } | Self::Recent { reply, .. } | Self::WakeEventsAfter { reply, .. } => {
                 drop(reply.send(Err(error)));
             }
@@ -181,7 +189,10 @@ impl ProcessMsg {
     pub(crate) fn plans_optimistically(&self) -> bool {
         matches!(
             self,
-            Self::Append { fence: None, .. } | Self::SetWait { fence: None, .. } | Self::SetExternalRef { .. }
+            Self::Append { fence: None, .. }
+                | Self::AppendBatch { .. }
+                | Self::SetWait { fence: None, .. }
+                | Self::SetExternalRef { .. }
         )
     }
 

@@ -53,7 +53,7 @@ use super::shared::Shared;
 use crate::error::RegistryError;
 use crate::events::{ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
 use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
-use crate::rules::append::{plan_append, wake_delivery, AppendPlan, AppendView};
+use crate::rules::append::{plan_append, plan_batch, wake_delivery, AppendPlan, AppendView, BatchItem};
 use crate::rules::lease;
 use crate::rules::limits::truncated;
 use crate::rules::schema::CompiledSchemas;
@@ -257,6 +257,7 @@ impl ProcessActorState {
                 }
                 calls.append(request, payload_hash, now_ms, reply);
             }
+            ProcessMsg::AppendBatch { requests, reply } => calls.append_batch(requests, now_ms, reply),
             ProcessMsg::EventsAfter { after, reply } => {
                 let _ = reply.send(Ok(calls.actor.state.events_after(after).to_vec()));
             }
@@ -503,6 +504,66 @@ impl Calls<'_> {
                 let change = ProcessChange::Appended { event: Arc::clone(&event), replay: planned.replay, record };
                 self.commit(vec![change], reply, (event, delivery));
             }
+        }
+    }
+
+    /// A batch append: planned as one change, committed at once or refused
+    /// as a whole (see [`plan_batch`]).
+    fn append_batch(
+        &mut self,
+        requests: Vec<(ProcessEventAppendRequest, String)>,
+        now_ms: u64,
+        reply: Reply<Vec<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>)>>,
+    ) {
+        let actor = &*self.actor;
+        let state = &actor.state;
+        let targets: Vec<_> = requests.iter().map(|(request, _)| request.wake_target_scope.clone()).collect();
+        let planned = plan_batch(
+            state.record(),
+            state.last_sequence(),
+            &actor.schemas,
+            &self.shared.limits,
+            |key| state.replay_entry(key),
+            requests,
+            now_ms,
+        );
+        let items = match planned {
+            Ok(items) => items,
+            Err(error) => return self.answer(reply, Err(error)),
+        };
+        let mut changes = Vec::new();
+        let mut answers: Vec<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>)> = Vec::with_capacity(items.len());
+        for (item, target) in items.into_iter().zip(targets) {
+            match item {
+                BatchItem::Replay { sequence } => {
+                    // In the log, or planned earlier in this batch.
+                    let found = state.event(sequence).cloned().or_else(|| {
+                        answers.iter().find(|(event, _)| event.sequence == sequence).map(|(e, _)| Arc::clone(e))
+                    });
+                    let Some(event) = found else {
+                        let error = RegistryError::Storage {
+                            process_id: actor.process_id.clone(),
+                            message: format!("replay index names missing event {sequence}"),
+                        };
+                        return self.answer(reply, Err(error));
+                    };
+                    let delivery = wake_delivery(state.record(), &event, target.as_ref());
+                    answers.push((event, delivery));
+                }
+                BatchItem::Commit(planned) => {
+                    let planned = *planned;
+                    let event = Arc::new(planned.event);
+                    let record = Arc::new(planned.record);
+                    let delivery = wake_delivery(&record, &event, target.as_ref());
+                    changes.push(ProcessChange::Appended { event: Arc::clone(&event), replay: planned.replay, record });
+                    answers.push((event, delivery));
+                }
+            }
+        }
+        if changes.is_empty() {
+            self.answer(reply, Ok(answers));
+        } else {
+            self.commit(changes, reply, answers);
         }
     }
 
