@@ -533,3 +533,43 @@ async fn conformance_holds_through_a_random_node_for_every_call() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_connecting_together_migrate_the_schema_once() {
+    let Some(server) = postgres::server() else { return };
+    let url = postgres::fresh_database(&server).await;
+    let mut connecting = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        connecting
+            .push(tokio::spawn(async move { ActorProcessRegistry::connect(&url, RegistryConfig::default()).await }));
+    }
+    let mut nodes = Vec::new();
+    for node in connecting {
+        nodes.push(node.await.expect("task").expect("every node connects"));
+    }
+    assert_eq!(nodes[0].durability_tier(), process_registry::DurabilityTier::Durable);
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("admin");
+    tokio::spawn(connection);
+    let applied: Vec<i64> = admin
+        .query("SELECT version FROM process_registry.migrations ORDER BY version", &[])
+        .await
+        .expect("migrations")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(applied, [process_registry::store::POSTGRES_SCHEMA_VERSION], "each migration applied once");
+    shutdown(nodes).await;
+
+    // A database a newer build migrated is refused before anything is written.
+    admin
+        .execute("INSERT INTO process_registry.migrations (version, name) VALUES (999, 'from the future')", &[])
+        .await
+        .expect("a newer version");
+    match ActorProcessRegistry::connect(&url, RegistryConfig::default()).await {
+        Err(RegistryError::StoreVersion { found: 999, supported, .. }) => {
+            assert_eq!(supported, process_registry::store::POSTGRES_SCHEMA_VERSION);
+        }
+        other => panic!("a newer schema must be refused: {:?}", other.map(|_| "a node")),
+    }
+}
