@@ -573,3 +573,49 @@ async fn nodes_connecting_together_migrate_the_schema_once() {
         other => panic!("a newer schema must be refused: {:?}", other.map(|_| "a node")),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_changes_racing_on_three_nodes_all_land() {
+    let Some(nodes) = nodes(3).await else { return };
+    for n in 0..30 {
+        nodes[0].register_process(registration(&format!("g-{n}"))).await.expect("register");
+    }
+    // Every node grants its share into one scope at once: each commit is
+    // fenced by the grants' version, so the losers reload and plan again.
+    let scope = SessionScope::new("shared-scope");
+    let mut tasks = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        for n in (index..30).step_by(3) {
+            let (node, scope) = (node.clone(), scope.clone());
+            tasks.push(tokio::spawn(async move {
+                node.grant_handle(&scope, &format!("g-{n}"), ProcessHandleDescriptor::default()).await
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("task").expect("every grant lands");
+    }
+    for node in &nodes {
+        assert_eq!(node.list_handle_grants(&scope).await.expect("list").len(), 30, "every node lists all 30");
+    }
+    // A transfer and racing revokes: the transfer is all or nothing.
+    let target = SessionScope::new("target");
+    let moved: Vec<String> = (0..10).map(|n| format!("g-{n}")).collect();
+    let transfer = {
+        let (node, scope, target, moved) = (nodes[1].clone(), scope.clone(), target.clone(), moved.clone());
+        tokio::spawn(async move { node.transfer_handle_grants(&scope, &target, &moved).await })
+    };
+    let revoke = {
+        let (node, scope) = (nodes[2].clone(), scope.clone());
+        tokio::spawn(async move { node.revoke_handle(&scope, "g-5").await })
+    };
+    let transferred = transfer.await.expect("task");
+    revoke.await.expect("task").expect("revoke");
+    let in_target = nodes[0].list_handle_grants(&target).await.expect("list").len();
+    match transferred {
+        Ok(()) => assert_eq!(in_target, 10, "the transfer moved all ten"),
+        Err(RegistryError::HandleNotGranted { .. }) => assert_eq!(in_target, 0, "a refused transfer moved none"),
+        Err(other) => panic!("transfer: {other:?}"),
+    }
+    shutdown(nodes).await;
+}
