@@ -191,6 +191,17 @@ pub struct Probe {
     pub now_ms: u64,
 }
 
+/// A process's changes since a sequence, from [`SharedStore::load_changes`].
+#[derive(Clone, Debug)]
+pub struct Changes {
+    /// The process's version.
+    pub version: u64,
+    /// Its last sequence.
+    pub last_sequence: u64,
+    /// The changes, in order.
+    pub changes: Vec<ProcessChange>,
+}
+
 /// What a shared store tells a node about commits made elsewhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -208,6 +219,16 @@ pub trait SharedStore: Send + Sync + std::fmt::Debug {
     /// The version of one process and the server's clock; `None` for an id
     /// the store does not hold.
     async fn probe(&self, process_id: &str) -> Result<Option<Probe>, RegistryError>;
+
+    /// What the store holds of one process beyond sequence `after`, read
+    /// in one snapshot: its version, its last sequence, and the changes
+    /// that bring a copy holding the log up to `after` (and committed
+    /// state as of some earlier version) up to the store's: one
+    /// [`ProcessChange::Appended`] per newer event, then the record, the
+    /// lease and every ack. `None` for an id the store does not hold.
+    /// Costs O(the newer events), where a [`ProcessStore::load_process`]
+    /// costs O(the whole log).
+    async fn load_changes(&self, process_id: &str, after: u64) -> Result<Option<Changes>, RegistryError>;
 
     /// The records of `process_ids` that exist, in id order.
     async fn fetch_records(&self, process_ids: &[String]) -> Result<Vec<Arc<ProcessRecord>>, RegistryError>;

@@ -202,11 +202,36 @@ impl ProcessActorState {
         };
         let probe = store.probe(&self.process_id).await?.ok_or_else(gone)?;
         if probe.version != self.version {
-            let stored = shared.store.load_process(&self.process_id).await?.ok_or_else(gone)?;
-            self.reloaded(shared, stored);
+            // What is new since this actor's log: O(the newer events).
+            let seen = self.state.last_sequence();
+            let delta = store.load_changes(&self.process_id, seen).await?.ok_or_else(gone)?;
+            if delta.last_sequence >= seen {
+                self.caught_up(shared, delta);
+            } else {
+                // The store holds less than this actor (restored from a
+                // backup?): start again from what it holds.
+                let stored = shared.store.load_process(&self.process_id).await?.ok_or_else(gone)?;
+                self.reloaded(shared, stored);
+            }
         }
         self.stale = false;
         Ok(probe.now_ms)
+    }
+
+    /// Applies the changes another node committed, as this actor settles
+    /// its own: the log and indexes grow, the record and lease are
+    /// replaced, and the waiters the new events satisfy are answered.
+    fn caught_up(&mut self, shared: &Shared, delta: crate::store::Changes) {
+        for change in &delta.changes {
+            if let ProcessChange::WakeAcked { sequence } = change {
+                if self.state.is_acked(*sequence) {
+                    continue;
+                }
+            }
+            self.state.plan(change);
+            self.settle(shared, change);
+        }
+        self.version = delta.version;
     }
 
     /// Takes `stored` (committed by another node) as the state, publishes

@@ -68,7 +68,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, Statement};
 
 use super::{
-    Commit, CommitCallback, CommitResult, GrantChange, Notice, Probe, ProcessStore, Recovered, SharedStore,
+    Changes, Commit, CommitCallback, CommitResult, GrantChange, Notice, Probe, ProcessStore, Recovered, SharedStore,
     StoredProcess,
 };
 use crate::error::RegistryError;
@@ -283,6 +283,10 @@ impl ProcessStore for PostgresStore {
 impl SharedStore for PostgresStore {
     async fn probe(&self, process_id: &str) -> Result<Option<Probe>, RegistryError> {
         reads::probe(&self.inner, process_id).await
+    }
+
+    async fn load_changes(&self, process_id: &str, after: u64) -> Result<Option<Changes>, RegistryError> {
+        reads::load_changes(&self.inner, process_id, after).await
     }
 
     async fn fetch_records(&self, process_ids: &[String]) -> Result<Vec<Arc<ProcessRecord>>, RegistryError> {

@@ -1,6 +1,6 @@
 //! The reads, each on a pooled connection held only for its statements.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use deadpool_postgres::Object;
@@ -14,7 +14,7 @@ use crate::model::ProcessRecord;
 use crate::rules::append::ReplayEntry;
 use crate::rules::lease::LeaseState;
 use crate::store::sqlite::rows::{event_from_columns, record_from_row};
-use crate::store::{GrantChange, Probe, StoredProcess};
+use crate::store::{Changes, GrantChange, Probe, ProcessChange, StoredProcess};
 
 /// The shared pipelined connection.
 async fn reader(inner: &Inner) -> Result<Arc<(tokio_postgres::Client, Statements)>, RegistryError> {
@@ -178,6 +178,79 @@ pub(super) async fn load_grants(inner: &Inner) -> Result<(u64, Vec<GrantChange>)
         })
         .collect::<Result<Vec<_>, RegistryError>>()?;
     Ok((from_int(version), grants))
+}
+
+/// One statement, so one snapshot: the row, the events and replay keys
+/// after `$2`, and every ack, as JSON text.
+const CHANGES_SQL: &str = "
+SELECT p.record, p.declarations, p.updated_at_ms, p.lease, p.version, p.last_sequence,
+    COALESCE((SELECT json_agg(json_build_array(e.sequence, e.event_type, e.replay_key, e.occurred_at_ms,
+                                               e.payload, e.semantics) ORDER BY e.sequence)
+              FROM process_registry.events e WHERE e.process_id = p.id AND e.sequence > $2), '[]')::text,
+    COALESCE((SELECT json_agg(json_build_array(r.replay_key, r.sequence, r.payload_hash))
+              FROM process_registry.replay_keys r WHERE r.process_id = p.id AND r.sequence > $2), '[]')::text,
+    COALESCE((SELECT json_agg(a.sequence) FROM process_registry.wake_acks a WHERE a.process_id = p.id),
+             '[]')::text
+FROM process_registry.processes p WHERE p.id = $1";
+
+/// An event as [`CHANGES_SQL`] lists it.
+type EventColumns = (i64, String, Option<String>, i64, String, Option<String>);
+
+/// The changes of one process after sequence `after`, in one statement on
+/// the shared connection (see [`SharedStore::load_changes`](crate::store::SharedStore::load_changes)).
+pub(super) async fn load_changes(
+    inner: &Inner,
+    process_id: &str,
+    after: u64,
+) -> Result<Option<Changes>, RegistryError> {
+    let rows = read(inner, process_id, CHANGES_SQL, &[&process_id, &super::to_int(after)]).await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let hash: String = row.get(1);
+    declarations(inner, std::iter::once(hash.clone())).await?;
+    let event_types =
+        inner.declaration(&hash).ok_or_else(|| inner.storage(process_id, "the record names unknown declarations"))?;
+    let record = Arc::new(
+        record_from_row(row.get(0), event_types, row.get(2)).map_err(|message| inner.storage(process_id, message))?,
+    );
+    let lease: LeaseState = match row.get::<_, Option<&str>>(3) {
+        Some(json) => parse(inner, process_id, "lease", json)?,
+        None => LeaseState::default(),
+    };
+    let events: Vec<EventColumns> = parse(inner, process_id, "event list", row.get(6))?;
+    let replays: Vec<(String, i64, String)> = parse(inner, process_id, "replay key list", row.get(7))?;
+    let acks: Vec<i64> = parse(inner, process_id, "ack list", row.get(8))?;
+    let mut replay_of: HashMap<u64, (String, ReplayEntry)> = replays
+        .into_iter()
+        .map(|(key, sequence, payload_hash)| {
+            (from_int(sequence), (key, ReplayEntry { sequence: from_int(sequence), payload_hash }))
+        })
+        .collect();
+    let mut changes = Vec::with_capacity(events.len() + 2 + acks.len());
+    for (index, (sequence, event_type, replay_key, occurred_at_ms, payload, semantics)) in
+        events.into_iter().enumerate()
+    {
+        if from_int(sequence) != after + index as u64 + 1 {
+            return Err(inner.storage(process_id, format!("the log has a gap before sequence {sequence}")));
+        }
+        let event = event_from_columns(
+            process_id,
+            sequence,
+            event_type,
+            replay_key,
+            occurred_at_ms,
+            &payload,
+            semantics.as_deref(),
+        )
+        .map_err(|message| inner.storage(process_id, message))?;
+        let replay = replay_of.remove(&event.sequence);
+        changes.push(ProcessChange::Appended { event: Arc::new(event), replay, record: Arc::clone(&record) });
+    }
+    changes.push(ProcessChange::RecordUpdated { record });
+    changes.push(ProcessChange::LeaseUpdated { lease });
+    changes.extend(acks.into_iter().map(|sequence| ProcessChange::WakeAcked { sequence: from_int(sequence) }));
+    Ok(Some(Changes { version: from_int(row.get(4)), last_sequence: from_int(row.get(5)), changes }))
 }
 
 /// One process's whole committed state, read in one snapshot.
