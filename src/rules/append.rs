@@ -204,19 +204,20 @@ pub fn plan_batch<'a>(
     requests: Vec<(ProcessEventAppendRequest, String)>,
     now_ms: u64,
 ) -> Result<Vec<BatchItem>, RegistryError> {
-    let mut current: Option<ProcessRecord> = None;
     let mut last = last_sequence;
     let mut keys: HashMap<String, ReplayEntry> = HashMap::new();
-    let mut items = Vec::with_capacity(requests.len());
+    let mut items: Vec<BatchItem> = Vec::with_capacity(requests.len());
+    // The item whose record the next request is planned on (none yet: the
+    // process's own), so no record is copied beyond the one each planned
+    // event carries.
+    let mut latest: Option<usize> = None;
     for (request, payload_hash) in requests {
         let entry = request.replay_key().and_then(|key| keys.get(key).cloned().or_else(|| replayed(key).cloned()));
-        let view = AppendView {
-            record: current.as_ref().unwrap_or(record),
-            last_sequence: last,
-            schemas,
-            replayed: entry.as_ref(),
-            limits,
+        let current = match latest.and_then(|index| items.get(index)) {
+            Some(BatchItem::Commit(planned)) => &planned.record,
+            _ => record,
         };
+        let view = AppendView { record: current, last_sequence: last, schemas, replayed: entry.as_ref(), limits };
         match plan_append(view, request, payload_hash, now_ms)? {
             AppendPlan::Replay { sequence } => items.push(BatchItem::Replay { sequence }),
             AppendPlan::Commit(planned) => {
@@ -224,7 +225,7 @@ pub fn plan_batch<'a>(
                 if let Some((key, entry)) = &planned.replay {
                     keys.insert(key.clone(), entry.clone());
                 }
-                current = Some(planned.record.clone());
+                latest = Some(items.len());
                 items.push(BatchItem::Commit(planned));
             }
         }

@@ -50,7 +50,8 @@ use crate::model::{
 };
 use crate::registry::ProcessRegistry;
 use crate::rules::append::{
-    check_and_hash_payload, plan_append, plan_batch, wake_delivery, AppendPlan, AppendView, BatchItem, ReplayEntry,
+    check_and_hash_payload, plan_append, plan_batch, wake_delivery, AppendPlan, AppendView, BatchItem, PlannedEvent,
+    ReplayEntry,
 };
 use crate::rules::lease::{self, LeaseState};
 use crate::rules::limits::{dismantle, truncated, Limits};
@@ -109,6 +110,32 @@ impl ProcessState {
     fn event(&self, sequence: u64) -> Option<&ProcessEvent> {
         let index = usize::try_from(sequence.checked_sub(1)?).ok()?;
         self.events.get(index)
+    }
+
+    /// The answer to a request that replays event `sequence`.
+    fn replayed(
+        &self,
+        process_id: &str,
+        sequence: u64,
+        target: Option<&SessionScope>,
+    ) -> Result<ProcessEventAppendResult, RegistryError> {
+        let event = self.event(sequence).cloned().ok_or_else(|| RegistryError::Storage {
+            process_id: process_id.to_owned(),
+            message: format!("the replay index names sequence {sequence}, which the log does not hold"),
+        })?;
+        let wake_delivery = wake_delivery(&self.record, &event, target);
+        Ok(ProcessEventAppendResult { event, wake_delivery })
+    }
+
+    /// Commits a planned event (the caller signals `committed`).
+    fn apply(&mut self, planned: PlannedEvent, target: Option<&SessionScope>) -> ProcessEventAppendResult {
+        let wake_delivery = wake_delivery(&planned.record, &planned.event, target);
+        self.events.push(planned.event.clone());
+        if let Some((key, entry)) = planned.replay {
+            self.replay.insert(key, entry);
+        }
+        self.record = planned.record;
+        ProcessEventAppendResult { event: planned.event, wake_delivery }
     }
 }
 
@@ -217,23 +244,12 @@ impl GlobalLockRegistry {
         };
         match plan_append(view, request, payload_hash, now_ms)? {
             AppendPlan::Replay { sequence } => {
-                let event = process.event(sequence).cloned().ok_or_else(|| RegistryError::Storage {
-                    process_id: process_id.to_owned(),
-                    message: format!("the replay index names sequence {sequence}, which the log does not hold"),
-                })?;
-                let wake_delivery = wake_delivery(&process.record, &event, target.as_ref());
-                Ok((ProcessEventAppendResult { event, wake_delivery }, process.record.clone()))
+                Ok((process.replayed(process_id, sequence, target.as_ref())?, process.record.clone()))
             }
             AppendPlan::Commit(planned) => {
-                let planned = *planned;
-                let wake_delivery = wake_delivery(&planned.record, &planned.event, target.as_ref());
-                process.events.push(planned.event.clone());
-                if let Some((key, entry)) = planned.replay {
-                    process.replay.insert(key, entry);
-                }
-                process.record = planned.record;
+                let result = process.apply(*planned, target.as_ref());
                 process.committed.notify_waiters();
-                Ok((ProcessEventAppendResult { event: planned.event, wake_delivery }, process.record.clone()))
+                Ok((result, process.record.clone()))
             }
         }
     }
@@ -698,25 +714,13 @@ impl BatchProcessRegistry for GlobalLockRegistry {
         for (item, target) in items.into_iter().zip(targets) {
             match item {
                 BatchItem::Replay { sequence } => {
-                    let event = process.event(sequence).cloned().ok_or_else(|| RegistryError::Storage {
-                        process_id: process_id.to_owned(),
-                        message: format!("the replay index names sequence {sequence}, which the log does not hold"),
-                    })?;
-                    let wake_delivery = wake_delivery(&process.record, &event, target.as_ref());
-                    results.push(ProcessEventAppendResult { event, wake_delivery });
+                    results.push(process.replayed(process_id, sequence, target.as_ref())?)
                 }
                 BatchItem::Commit(planned) => {
                     // Planned as a whole before anything was applied: the
                     // batch is already all or nothing here.
-                    let planned = *planned;
-                    let wake_delivery = wake_delivery(&planned.record, &planned.event, target.as_ref());
-                    process.events.push(planned.event.clone());
-                    if let Some((key, entry)) = planned.replay {
-                        process.replay.insert(key, entry);
-                    }
-                    process.record = planned.record;
+                    results.push(process.apply(*planned, target.as_ref()));
                     appended = true;
-                    results.push(ProcessEventAppendResult { event: planned.event, wake_delivery });
                 }
             }
         }

@@ -147,16 +147,16 @@ pub(super) async fn grants_version(inner: &Inner) -> Result<u64, RegistryError> 
     Ok(from_int(row.get(0)))
 }
 
+/// A read-only transaction that sees one snapshot (rolled back when
+/// dropped, so a cancelled read returns its connection clean).
+async fn snapshot(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await
+}
+
 /// The grants' version and every grant, read in one snapshot.
 pub(super) async fn load_grants(inner: &Inner) -> Result<(u64, Vec<GrantChange>), RegistryError> {
     let mut client = connection(inner, "").await?;
-    let transaction = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(sql_error(inner, ""))?;
+    let transaction = snapshot(&mut client).await.map_err(sql_error(inner, ""))?;
     let version: i64 = transaction
         .query_one("SELECT version FROM process_registry.grants_version WHERE id = 1", &[])
         .await
@@ -257,13 +257,7 @@ pub(super) async fn load_changes(
 pub(super) async fn load_process(inner: &Inner, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {
     let mut client = connection(inner, process_id).await?;
     let failed = sql_error(inner, process_id);
-    let transaction = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(&failed)?;
+    let transaction = snapshot(&mut client).await.map_err(&failed)?;
     let row = transaction
         .query_opt(
             "SELECT record, declarations, updated_at_ms, lease, version FROM process_registry.processes WHERE id = $1",
