@@ -45,8 +45,7 @@ impl ActorProcessRegistry {
         let checked = input::checked_append(&self.shared().limits, process_id, request)?;
         // A replay key makes a second send answer with the first's event.
         let retry = if checked.0.replay_key().is_some() { Retry::Idempotent } else { Retry::Never };
-        // A shared store may answer `Contended`: then the call is sent again.
-        let resent = retry != Retry::Never || self.shared().store.shared().is_some();
+        let resent = self.resends(retry);
         let mut unsent = Some(checked);
         let (event, wake_delivery) = self
             .ask(process_id, retry, |reply| {
@@ -61,6 +60,14 @@ impl ActorProcessRegistry {
             })
             .await?;
         Ok(ProcessEventAppendResult { event: ProcessEvent::clone(&event), wake_delivery })
+    }
+
+    /// Whether a call with `retry` may be sent more than once, so its
+    /// message must be built from a copy: after a lost answer when it is
+    /// not `Never`, and whenever a shared store may answer `Contended`
+    /// (nothing committed: the call is planned again).
+    fn resends(&self, retry: Retry) -> bool {
+        retry != Retry::Never || self.shared().store.shared().is_some()
     }
 
     /// `record` as the registry holds it now: with a shared store another
@@ -94,7 +101,7 @@ impl ActorProcessRegistry {
         // Setting a wait is idempotent (the same state again), but the
         // state moves into the message: a set is sent once.
         let retry = if wait.is_some() { Retry::Never } else { Retry::Idempotent };
-        let resent = retry != Retry::Never || self.shared().store.shared().is_some();
+        let resent = self.resends(retry);
         let mut unsent = Some(wait);
         self.ask(process_id, retry, |reply| {
             let wait = if resent { unsent.clone()? } else { unsent.take()? };
@@ -522,7 +529,7 @@ impl BatchProcessRegistry for ActorProcessRegistry {
             } else {
                 Retry::Never
             };
-            let resent = retry != Retry::Never || self.shared().store.shared().is_some();
+            let resent = self.resends(retry);
             let mut unsent = Some(checked);
             let answered = self
                 .ask(process_id, retry, |reply| {

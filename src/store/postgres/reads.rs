@@ -180,6 +180,26 @@ pub(super) async fn load_grants(inner: &Inner) -> Result<(u64, Vec<GrantChange>)
     Ok((from_int(version), grants))
 }
 
+/// The record and lease of a process row whose first columns are
+/// `record, declarations, updated_at_ms, lease`.
+async fn record_and_lease(
+    inner: &Inner,
+    process_id: &str,
+    row: &Row,
+) -> Result<(ProcessRecord, LeaseState), RegistryError> {
+    let hash: String = row.get(1);
+    declarations(inner, std::iter::once(hash.clone())).await?;
+    let event_types =
+        inner.declaration(&hash).ok_or_else(|| inner.storage(process_id, "the record names unknown declarations"))?;
+    let record =
+        record_from_row(row.get(0), event_types, row.get(2)).map_err(|message| inner.storage(process_id, message))?;
+    let lease = match row.get::<_, Option<&str>>(3) {
+        Some(json) => parse(inner, process_id, "lease", json)?,
+        None => LeaseState::default(),
+    };
+    Ok((record, lease))
+}
+
 /// One statement, so one snapshot: the row, the events and replay keys
 /// after `$2`, and every ack, as JSON text.
 const CHANGES_SQL: &str = "
@@ -207,17 +227,8 @@ pub(super) async fn load_changes(
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let hash: String = row.get(1);
-    declarations(inner, std::iter::once(hash.clone())).await?;
-    let event_types =
-        inner.declaration(&hash).ok_or_else(|| inner.storage(process_id, "the record names unknown declarations"))?;
-    let record = Arc::new(
-        record_from_row(row.get(0), event_types, row.get(2)).map_err(|message| inner.storage(process_id, message))?,
-    );
-    let lease: LeaseState = match row.get::<_, Option<&str>>(3) {
-        Some(json) => parse(inner, process_id, "lease", json)?,
-        None => LeaseState::default(),
-    };
+    let (record, lease) = record_and_lease(inner, process_id, row).await?;
+    let record = Arc::new(record);
     let events: Vec<EventColumns> = parse(inner, process_id, "event list", row.get(6))?;
     let replays: Vec<(String, i64, String)> = parse(inner, process_id, "replay key list", row.get(7))?;
     let acks: Vec<i64> = parse(inner, process_id, "ack list", row.get(8))?;
@@ -284,22 +295,7 @@ pub(super) async fn load_process(inner: &Inner, process_id: &str) -> Result<Opti
     )
     .map_err(&failed)?;
     transaction.commit().await.map_err(&failed)?;
-    let hash: String = row.get(1);
-    let event_types = match inner.declaration(&hash) {
-        Some(found) => found,
-        None => {
-            declarations(inner, std::iter::once(hash.clone())).await?;
-            inner
-                .declaration(&hash)
-                .ok_or_else(|| inner.storage(process_id, "the record names unknown declarations"))?
-        }
-    };
-    let record =
-        record_from_row(row.get(0), event_types, row.get(2)).map_err(|message| inner.storage(process_id, message))?;
-    let lease: LeaseState = match row.get::<_, Option<&str>>(3) {
-        Some(json) => parse(inner, process_id, "lease", json)?,
-        None => LeaseState::default(),
-    };
+    let (record, lease) = record_and_lease(inner, process_id, &row).await?;
     let mut log = Vec::with_capacity(events.len());
     for event in &events {
         let parsed = event_from_columns(
