@@ -4,8 +4,8 @@
 //! the supervisor when it is passive, takes a mailbox permit (waiting or
 //! refusing per the overload policy), sends one message with a reply port,
 //! and awaits the reply. Parking calls (`wait_event_after`,
-//! `await_process`) hold no permit and carry a guard that tells the actor
-//! when their future is dropped.
+//! `await_process`) hold a permit only until the actor has parked them,
+//! and carry a guard that tells the actor when their future is dropped.
 //!
 //! When a process actor dies under a call, the reply port closes: the
 //! message may have been handled (and its change committed) or not. The
@@ -51,7 +51,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::config::OverloadPolicy;
 use super::lifecycle::ActorProcessRegistry;
-use super::process::messages::ProcessMsg;
+use super::process::messages::{Admission, ProcessMsg};
 use super::process::state::ProcessState;
 use super::routes::{ActiveProcess, Slot, TryPermit};
 use super::supervisor::messages::SupervisorMsg;
@@ -254,16 +254,27 @@ impl ActorProcessRegistry {
 
     /// Parks on the process's actor until `build`'s wait is answered; the
     /// guard cancels the wait if this future is dropped first.
+    ///
+    /// The message travels with a mailbox permit (see [`Admission`]), taken
+    /// even under [`OverloadPolicy::Reject`] by waiting: a wait is never
+    /// refused as `Overloaded`, and the permit is held only until the
+    /// actor has parked it, so a parked waiter holds none.
     pub(super) async fn park<T: Send + 'static>(
         &self,
         process_id: &str,
-        build: impl Fn(u64, Reply<T>) -> ProcessMsg,
+        build: impl Fn(u64, Admission, Reply<T>) -> ProcessMsg,
     ) -> Result<T, RegistryError> {
         let mut active = self.active(process_id).await?;
         loop {
+            let Some(admitted) = active.mailbox.acquire().await else {
+                // Passivating: the actor marks its slot passive next.
+                tokio::task::yield_now().await;
+                active = self.active(process_id).await?;
+                continue;
+            };
             let waiter_id = self.shared().next_waiter_id();
             let (tx, rx) = ractor::concurrency::oneshot();
-            if active.actor.send_message(build(waiter_id, RpcReplyPort::from(tx))).is_ok() {
+            if active.actor.send_message(build(waiter_id, admitted, RpcReplyPort::from(tx))).is_ok() {
                 let mut guard = WaiterGuard { actor: active.actor.clone(), waiter_id, armed: true };
                 let answer = rx.await;
                 guard.armed = false;

@@ -361,10 +361,11 @@ impl ProcessRegistry for ActorProcessRegistry {
         traced("wait_event_after", process_id, async {
             self.shared().limits.check_id(process_id, "event type bytes", event_type)?;
             let event = self
-                .park(process_id, |waiter_id, reply| ProcessMsg::WaitEvent {
+                .park(process_id, |waiter_id, admitted, reply| ProcessMsg::WaitEvent {
                     event_type: event_type.to_owned(),
                     after: after_sequence,
                     waiter_id,
+                    admitted,
                     reply,
                 })
                 .await?;
@@ -375,7 +376,8 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn await_process(&self, process_id: &str) -> Result<ProcessAwaitOutput, PluginError> {
         traced("await_process", process_id, async {
-            self.park(process_id, |waiter_id, reply| ProcessMsg::AwaitOutput { waiter_id, reply }).await
+            self.park(process_id, |waiter_id, admitted, reply| ProcessMsg::AwaitOutput { waiter_id, admitted, reply })
+                .await
         })
         .await
     }

@@ -13,6 +13,15 @@ use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, Pro
 use crate::runtime::call::Reply;
 use crate::store::CommitResult;
 
+/// The mailbox permit a parking call holds while its message is queued.
+///
+/// A parked waiter holds no permit, but the message that parks it must:
+/// passivation proves the mailbox empty by taking every permit, and a wait
+/// sent without one could sit behind the `Passivate` that stops the actor
+/// and be lost with its mailbox, its caller never answered. The actor
+/// drops this once the wait is parked (or answered).
+pub(crate) type Admission = tokio::sync::OwnedSemaphorePermit;
+
 /// Messages a process actor handles.
 #[derive(Debug)]
 pub(crate) enum ProcessMsg {
@@ -79,6 +88,9 @@ pub(crate) enum ProcessMsg {
         after: u64,
         /// The caller's waiter id (for cancellation).
         waiter_id: u64,
+        /// The mailbox slot the caller took to send this; released once
+        /// the wait is parked (see [`Admission`]).
+        admitted: Admission,
         /// Where the answer goes.
         reply: Reply<Arc<ProcessEvent>>,
     },
@@ -86,6 +98,8 @@ pub(crate) enum ProcessMsg {
     AwaitOutput {
         /// The caller's waiter id (for cancellation).
         waiter_id: u64,
+        /// The mailbox slot the caller took to send this.
+        admitted: Admission,
         /// Where the answer goes.
         reply: Reply<ProcessAwaitOutput>,
     },

@@ -296,7 +296,7 @@ impl ProcessActorState {
                 let _ = reply.send(Ok(calls.actor.state.wake_events_after(after)));
             }
             ProcessMsg::AckWake { sequence, reply } => calls.ack_wake(sequence, reply),
-            ProcessMsg::WaitEvent { event_type, after, waiter_id, reply } => {
+            ProcessMsg::WaitEvent { event_type, after, waiter_id, admitted, reply } => {
                 let actor = calls.actor;
                 // Declared types never change: a wait on another could only
                 // be answered by shutdown.
@@ -314,8 +314,9 @@ impl ProcessActorState {
                     None if !reply.is_closed() => actor.waiters.park_event(event_type, after, waiter_id, reply),
                     None => {}
                 }
+                drop(admitted);
             }
-            ProcessMsg::AwaitOutput { waiter_id, reply } => {
+            ProcessMsg::AwaitOutput { waiter_id, admitted, reply } => {
                 let actor = calls.actor;
                 match actor.state.durable_record().status.await_output() {
                     Some(output) => {
@@ -324,6 +325,7 @@ impl ProcessActorState {
                     None if !reply.is_closed() => actor.waiters.park_output(waiter_id, reply),
                     None => {}
                 }
+                drop(admitted);
             }
             ProcessMsg::CancelWaiter { waiter_id } => calls.actor.waiters.cancel(waiter_id),
             ProcessMsg::SetWait { wait, fence, reply } => {
