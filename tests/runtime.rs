@@ -82,7 +82,7 @@ async fn racing_registrations_make_one_actor() {
     }
     assert_eq!(registry.stats().running, 1);
     assert_eq!(registry.list_non_terminal().await.unwrap().len(), 1);
-    registry.events_after("same", 0).await.unwrap();
+    registry.clear_process_wait("same").await.unwrap();
     assert_eq!(registry.stats().live_actors, 1, "one actor, started on first use");
     registry.shutdown().await;
 }

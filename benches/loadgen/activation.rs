@@ -1,5 +1,7 @@
-//! Activation latency (phase `activation`): the first call on a passivated
-//! process against the same call again.
+//! Activation latency (phase `activation`): the first mutation on a
+//! passivated process (it starts an actor) against the same call again,
+//! and a read of a passivated process (answered without starting one)
+//! against the same read once the actor runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,22 +37,32 @@ pub struct ActivationReport {
     /// Timed second calls during which `activations` grew (0 when every warm
     /// call found its actor running).
     pub warm_calls_activating: u64,
+    /// Timed reads of a passivated process during which `activations` grew
+    /// (0 when every read left its process passive).
+    pub cold_reads_activating: u64,
 }
 
 fn activation_id(i: u64) -> String {
     format!("activation-{i:06}")
 }
 
-/// Registers `processes` processes on `subject` and calls each once.
+/// Registers `processes` processes on `subject` and calls each once with a
+/// mutation (which starts an actor; a read does not).
 async fn activation_fixture(subject: &Subject, processes: u64) -> Result<()> {
     for i in 0..processes {
         register(&subject.registry, &activation_id(i)).await?;
     }
     for i in 0..processes {
-        let events = subject.registry.events_after(&activation_id(i), 0).await?;
-        expect_len("events_after", events.len(), 0)?;
+        subject.registry.clear_process_wait(&activation_id(i)).await?;
     }
     Ok(())
+}
+
+/// Times `clear_process_wait(id)` (a mutation that changes nothing).
+async fn time_mutation(registry: &Arc<dyn ProcessRegistry>, id: &str) -> Result<Duration> {
+    let start = Instant::now();
+    registry.clear_process_wait(id).await?;
+    Ok(start.elapsed())
 }
 
 /// Times `events_after(id, 0)` on `id`.
@@ -79,15 +91,20 @@ async fn activation_phase(sizes: Sizes) -> Result<(Vec<Row>, ActivationReport)> 
     let stats_passivated = until_passivated(&actor, processes).await?;
     let passivate_wait_seconds = waiting.elapsed().as_secs_f64();
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
-    let (mut cold_calls_not_activating, mut warm_calls_activating) = (0, 0);
+    let (mut cold_read, mut warm_read) = (Vec::new(), Vec::new());
+    let (mut cold_calls_not_activating, mut warm_calls_activating, mut cold_reads_activating) = (0, 0, 0);
     for i in 0..processes {
         let id = activation_id(i);
         let before = actor.stats().activations;
-        cold.push(time_events_after(&subject.registry, &id).await?);
+        cold_read.push(time_events_after(&subject.registry, &id).await?);
+        let read = actor.stats().activations;
+        cold.push(time_mutation(&subject.registry, &id).await?);
         let between = actor.stats().activations;
-        warm.push(time_events_after(&subject.registry, &id).await?);
+        warm.push(time_mutation(&subject.registry, &id).await?);
+        warm_read.push(time_events_after(&subject.registry, &id).await?);
         let after = actor.stats().activations;
-        cold_calls_not_activating += u64::from(between != before + 1);
+        cold_reads_activating += u64::from(read != before);
+        cold_calls_not_activating += u64::from(between != read + 1);
         warm_calls_activating += u64::from(after != between);
     }
     let stats_after = actor.stats();
@@ -97,19 +114,24 @@ async fn activation_phase(sizes: Sizes) -> Result<(Vec<Row>, ActivationReport)> 
     let subject = Subject::start(Kind::Baseline).await?;
     activation_fixture(&subject, processes).await?;
     let (mut first, mut second) = (Vec::new(), Vec::new());
+    let (mut first_read, mut second_read) = (Vec::new(), Vec::new());
     for i in 0..processes {
         let id = activation_id(i);
-        first.push(time_events_after(&subject.registry, &id).await?);
-        second.push(time_events_after(&subject.registry, &id).await?);
+        first_read.push(time_events_after(&subject.registry, &id).await?);
+        first.push(time_mutation(&subject.registry, &id).await?);
+        second.push(time_mutation(&subject.registry, &id).await?);
+        second_read.push(time_events_after(&subject.registry, &id).await?);
     }
 
     let (cold, warm) = (latency_side(cold), latency_side(warm));
     let cold_over_warm = ratio_of_medians(&cold, &warm);
+    let (cold_read, warm_read) = (latency_side(cold_read), latency_side(warm_read));
+    let cold_read_over_warm = ratio_of_medians(&cold_read, &warm_read);
     let n = count(processes);
     let rows = vec![
         Row::new(
             "activation_cold",
-            format!("activation: events_after on a passivated process, {n} processes"),
+            format!("activation: clear_process_wait on a passivated process, {n} processes"),
             Unit::Micros,
             cold.clone(),
             latency_side(first),
@@ -118,14 +140,34 @@ async fn activation_phase(sizes: Sizes) -> Result<(Vec<Row>, ActivationReport)> 
             cold_over_warm,
             "cold/warm",
             "ratio = actor cold p50 / actor warm p50 (next row); baseline: no activation, its column is a plain \
-             events_after",
+             clear_process_wait",
         ),
         Row::new(
             "activation_warm",
-            format!("events_after again on the same process (warm), {n} processes"),
+            format!("clear_process_wait again on the same process (warm), {n} processes"),
             Unit::Micros,
             warm,
             latency_side(second),
+        ),
+        Row::new(
+            "read_cold",
+            format!("events_after on a passivated process (no activation), {n} processes"),
+            Unit::Micros,
+            cold_read.clone(),
+            latency_side(first_read),
+        )
+        .with_ratio(
+            cold_read_over_warm,
+            "cold/warm",
+            "ratio = actor cold read p50 / actor warm read p50 (next row), target <= 1.5; baseline: a plain \
+             events_after",
+        ),
+        Row::new(
+            "read_warm",
+            format!("events_after on the same process, its actor running, {n} processes"),
+            Unit::Micros,
+            warm_read,
+            latency_side(second_read),
         ),
     ];
     let report = ActivationReport {
@@ -137,6 +179,7 @@ async fn activation_phase(sizes: Sizes) -> Result<(Vec<Row>, ActivationReport)> 
         passivate_wait_seconds,
         cold_calls_not_activating,
         warm_calls_activating,
+        cold_reads_activating,
     };
     Ok((rows, report))
 }

@@ -59,6 +59,7 @@ enum Figure {
     EventsAfterTail,
     CountEventsThrough,
     RecentEvents,
+    ConcurrentReads,
     WakeLatency,
     AwaitLatency,
     LeaseCycle,
@@ -67,7 +68,7 @@ enum Figure {
 }
 
 impl Figure {
-    const ALL: [Figure; 14] = [
+    const ALL: [Figure; 15] = [
         Figure::Register,
         Figure::AppendSequential,
         Figure::AppendSequentialHandoff,
@@ -77,6 +78,7 @@ impl Figure {
         Figure::EventsAfterTail,
         Figure::CountEventsThrough,
         Figure::RecentEvents,
+        Figure::ConcurrentReads,
         Figure::WakeLatency,
         Figure::AwaitLatency,
         Figure::LeaseCycle,
@@ -96,6 +98,7 @@ impl Figure {
             Figure::EventsAfterTail => "events_after_tail",
             Figure::CountEventsThrough => "count_events_through",
             Figure::RecentEvents => "recent_events_10",
+            Figure::ConcurrentReads => "reads_concurrent_one_process",
             Figure::WakeLatency => "wake_latency",
             Figure::AwaitLatency => "await_latency",
             Figure::LeaseCycle => "lease_cycle",
@@ -118,6 +121,9 @@ impl Figure {
             }
             Figure::CountEventsThrough => format!("count_events_through, {log} log"),
             Figure::RecentEvents => format!("recent_events(10), {log} log"),
+            Figure::ConcurrentReads => {
+                format!("{} tasks read the last 10 of one {log} log at once (reads/s)", sizes.concurrent_tasks)
+            }
             Figure::WakeLatency => "wake latency (wait_event_after <- append)".to_owned(),
             Figure::AwaitLatency => "await latency (await_process <- complete)".to_owned(),
             Figure::LeaseCycle => "lease claim+renew+complete".to_owned(),
@@ -132,7 +138,8 @@ impl Figure {
             | Figure::AppendSequential
             | Figure::AppendSequentialHandoff
             | Figure::AppendConcurrent
-            | Figure::AppendBatch => Unit::OpsPerSec,
+            | Figure::AppendBatch
+            | Figure::ConcurrentReads => Unit::OpsPerSec,
             _ => Unit::Micros,
         }
     }
@@ -174,7 +181,11 @@ async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
     let fixture = Fixture { subject, forwarder, process_id: String::new(), scope: SessionScope::new("loadgen") };
     let registry = fixture.registry();
     let process_id = match figure {
-        Figure::EventsAfterHead | Figure::EventsAfterTail | Figure::CountEventsThrough | Figure::RecentEvents => {
+        Figure::EventsAfterHead
+        | Figure::EventsAfterTail
+        | Figure::CountEventsThrough
+        | Figure::RecentEvents
+        | Figure::ConcurrentReads => {
             let process_id = "log".to_owned();
             fill_log(registry, &process_id, sizes.log_len).await?;
             process_id
@@ -278,6 +289,28 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
                 task.await??;
             }
             Sample::Throughput(per_second(sizes.concurrent_tasks * appends, start.elapsed()))
+        }
+        Figure::ConcurrentReads => {
+            let reads = sizes.appends_per_task;
+            let cursor = sizes.log_len.saturating_sub(10);
+            let expected = sizes.log_len - cursor;
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..sizes.concurrent_tasks)
+                .map(|_| {
+                    let (registry, process_id) = (Arc::clone(registry), process_id.to_owned());
+                    tokio::spawn(async move {
+                        for _ in 0..reads {
+                            let events = registry.events_after(&process_id, cursor).await?;
+                            expect_len("events_after", events.len(), expected)?;
+                        }
+                        Ok::<_, BoxError>(())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await??;
+            }
+            Sample::Throughput(per_second(sizes.concurrent_tasks * reads, start.elapsed()))
         }
         Figure::EventsAfterHead => Sample::Latencies(
             time_each(sizes.head_samples, |_| async move {

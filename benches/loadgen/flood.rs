@@ -68,8 +68,8 @@ pub fn flood_phase(kind: Kind, callers: u64) -> Result<()> {
             let subject = Subject::start(kind).await?;
             let registry = Arc::clone(&subject.registry);
             register(&registry, FLOOD_PROCESS).await?;
-            // Activate the actor before measuring.
-            registry.events_after(FLOOD_PROCESS, 0).await?;
+            // Activate the actor before measuring (a mutation: reads start none).
+            registry.clear_process_wait(FLOOD_PROCESS).await?;
             tokio::time::sleep(Duration::from_millis(50)).await;
             let rss_before = rss_bytes(page_size)?;
             let sampler = RssSampler::start(page_size, FLOOD_SAMPLE_EVERY);

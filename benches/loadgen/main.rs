@@ -36,18 +36,19 @@
 //! - `activation` ([`activation`]): activation latency. An actor registry
 //!   with passivation after
 //!   [`PASSIVATION_IDLE`](passivation::PASSIVATION_IDLE) registers `M`
-//!   processes and calls each once (`events_after(id, 0)`), so each has had
-//!   an actor; the driver waits until every actor has passivated
-//!   (`live_actors == 0`, `passivations >= M`), then calls
-//!   `events_after(id, 0)` on each process twice in a row: the first call
-//!   (cold) activates its actor, the second (warm) finds it running. The
-//!   baseline has no activation: it gets the same fixture and the same two
-//!   calls, which are plain `events_after`.
+//!   processes and calls each once (`clear_process_wait(id)`, a mutation
+//!   that changes nothing), so each has had an actor; the driver waits until
+//!   every actor has passivated (`live_actors == 0`, `passivations >= M`),
+//!   then on each process: `events_after(id, 0)` (a cold read, answered
+//!   without an actor), `clear_process_wait(id)` twice (the first, cold,
+//!   activates its actor; the second, warm, finds it running) and
+//!   `events_after(id, 0)` again (a warm read). The baseline has no
+//!   activation: it gets the same fixture and the same calls.
 //! - `memory` ([`memory`]): RSS per process, in child processes (this binary
 //!   re-executed with `--memory-phase actor|baseline`), so the registries do
 //!   not share an allocator history. Each registers `--processes` processes
 //!   from [`LOAD_TASKS`](memory::LOAD_TASKS) concurrent tasks, settles,
-//!   reads RSS ("registered, never called"), then calls `events_after(id, 0)`
+//!   reads RSS ("registered, never called"), then calls `clear_process_wait(id)`
 //!   once on every process; the actor child then waits until every actor
 //!   has passivated. After a settle it reads RSS again ("called once"). Per
 //!   process: (RSS then - RSS before registering) / processes, RSS read from

@@ -356,13 +356,14 @@ pub fn print_notes(
     if let Some(report) = activation {
         println!(
             "activation actor: {} processes, idle {} ms; passivated all in {:.2} s; {}; cold calls without exactly \
-             one activation: {}, warm calls that activated: {}",
+             one activation: {}, warm calls that activated: {}, reads of a passivated process that activated: {}",
             count(report.processes),
             report.idle_ms,
             report.passivate_wait_seconds,
             format_stats(&report.stats_after),
             report.cold_calls_not_activating,
-            report.warm_calls_activating
+            report.warm_calls_activating,
+            report.cold_reads_activating
         );
     }
     for report in memory {

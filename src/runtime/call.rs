@@ -13,6 +13,11 @@
 //! every call gets [`RegistryError::Stopped`] instead. A message the dead
 //! actor refused was never seen, so it is re-sent whatever its policy.
 //!
+//! On the memory store the four reads in the first row send no message at
+//! all: they are answered in the caller's task from the store's committed
+//! state ([`ActorProcessRegistry::read`]). The table is their policy on
+//! the durable stores.
+//!
 //! | call (message) | policy | why |
 //! |---|---|---|
 //! | `events_after`, `count_events_through`, `recent_events`, `wake_events_after` (`EventsAfter`, `CountThrough`, `Recent`, `WakeEventsAfter`) | `Transparent` | reads of committed state: any actor gives the same answer |
@@ -52,12 +57,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::config::OverloadPolicy;
 use super::lifecycle::ActorProcessRegistry;
 use super::process::messages::{Admission, ProcessMsg};
-use super::process::state::ProcessState;
 use super::routes::{ActiveProcess, Slot, TryPermit};
 use super::supervisor::messages::SupervisorMsg;
 use super::supervisor::MAX_PLANS;
 use crate::error::RegistryError;
 use crate::rules::limits::truncated;
+use crate::store::{CommittedView, InlineRead};
 
 /// A reply port carrying a result.
 pub(crate) type Reply<T> = RpcReplyPort<Result<T, RegistryError>>;
@@ -228,22 +233,49 @@ impl ActorProcessRegistry {
         }
     }
 
-    /// A read of committed state: asked of the process's actor like any
-    /// `Transparent` call, or, when the process is quarantined (it has no
-    /// actor), answered by `answer` from the read-only view of its
-    /// committed state, without starting an actor.
+    /// A read of committed state, answered by `answer` over it.
+    ///
+    /// When the store keeps committed state in memory
+    /// ([`ProcessStore::read_inline`](crate::store::ProcessStore::read_inline):
+    /// the memory store), `answer` runs in the caller's task over the
+    /// store's state: no message, no activation, and the store's lock on
+    /// the process is held only while `answer` copies `Arc`s. Otherwise it
+    /// is asked of the process's actor like any `Transparent` call (`build`)
+    /// or, when the process is quarantined (it has no actor), answered from
+    /// the read-only view of its committed state, without starting an actor.
     pub(super) async fn read<T: Send + 'static>(
         &self,
         process_id: &str,
         build: impl Fn(Reply<T>) -> ProcessMsg,
-        answer: impl Fn(&ProcessState) -> T,
+        answer: impl Fn(CommittedView<'_>) -> T,
+    ) -> Result<T, RegistryError> {
+        let mut inline = None;
+        match self.shared().store.read_inline(process_id, &mut |view| inline = Some(answer(view))) {
+            InlineRead::Read => {
+                if let Some(answered) = inline {
+                    return Ok(answered);
+                }
+            }
+            InlineRead::NotHeld => return Err(RegistryError::unknown(process_id)),
+            InlineRead::Unsupported => {}
+        }
+        // Boxed: the actor path's future is large, and every inline read
+        // would otherwise pay for moving it (a third of a read's cost).
+        Box::pin(self.read_from_actor(process_id, build, answer)).await
+    }
+
+    async fn read_from_actor<T: Send + 'static>(
+        &self,
+        process_id: &str,
+        build: impl Fn(Reply<T>) -> ProcessMsg,
+        answer: impl Fn(CommittedView<'_>) -> T,
     ) -> Result<T, RegistryError> {
         loop {
             match self.ask(process_id, Retry::Transparent, |reply| Some(build(reply))).await {
                 Err(RegistryError::Quarantined { .. }) => {
                     if let Some(Slot::Quarantined(quarantine)) = self.shared().routes.slot(process_id) {
                         let committed = quarantine.committed(self.shared().store.as_ref(), process_id).await?;
-                        return Ok(answer(&committed));
+                        return Ok(answer(committed.committed()));
                     }
                     // Released in between: ask its (new) actor.
                 }

@@ -217,7 +217,8 @@ impl ActorProcessRegistry {
     /// Stops every actor. Parked callers, calls in flight and later calls
     /// get [`RegistryError::Stopped`]; reads of published records
     /// (`get_process`, `list_processes`, `list_non_terminal`) keep answering
-    /// from the last snapshots. Idempotent.
+    /// from the last snapshots, and on the memory store so do the reads of
+    /// event logs (they never needed an actor). Idempotent.
     ///
     /// Waits on: every actor stopping, at most 5 s each for the process
     /// actors and the supervisor. Cancel safety: the stop is already under

@@ -2,11 +2,14 @@
 //!
 //! [`StoredProcess`] is what a store keeps of a process. It moves only by
 //! [`ProcessChange`]s, applied with infallible pushes and inserts, so
-//! applying a change cannot fail half-way. The process actor keeps the same
-//! stored part plus read indexes derived from it (its working state, in
-//! the runtime), and moves both by the same changes.
+//! applying a change cannot fail half-way. [`IndexedProcess`] adds the read
+//! indexes derived from it (sequences by event type, wake sequences),
+//! moved by the same changes; the process actor's working state and the
+//! memory store each keep one. [`CommittedView`] answers every read of
+//! committed state over one, in O(result) or O(log n), so the actor and a
+//! caller reading the memory store directly give the same answers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -101,5 +104,157 @@ impl StoredProcess {
     /// The last sequence (0 for an empty log).
     pub fn last_sequence(&self) -> u64 {
         self.events.last().map_or(0, |event| event.sequence)
+    }
+}
+
+/// Read indexes over an event log.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EventIndex {
+    /// Sequences of each event type, ascending.
+    by_type: HashMap<String, Vec<u64>>,
+    /// Sequences of events that materialized a wake, ascending.
+    wakes: Vec<u64>,
+}
+
+impl EventIndex {
+    fn add(&mut self, event: &ProcessEvent) {
+        match self.by_type.get_mut(&event.event_type) {
+            Some(sequences) => sequences.push(event.sequence),
+            None => {
+                self.by_type.insert(event.event_type.clone(), vec![event.sequence]);
+            }
+        }
+        if event.is_wake() {
+            self.wakes.push(event.sequence);
+        }
+    }
+
+    /// Forgets every sequence above `last`.
+    fn truncate(&mut self, last: u64) {
+        for sequences in self.by_type.values_mut() {
+            sequences.truncate(sequences.partition_point(|&sequence| sequence <= last));
+        }
+        self.by_type.retain(|_, sequences| !sequences.is_empty());
+        self.wakes.truncate(self.wakes.partition_point(|&sequence| sequence <= last));
+    }
+}
+
+/// A stored process and the read indexes over its log.
+#[derive(Clone, Debug)]
+pub(crate) struct IndexedProcess {
+    /// The stored part.
+    pub(crate) stored: StoredProcess,
+    index: EventIndex,
+}
+
+impl IndexedProcess {
+    /// Builds the indexes over a stored process. O(events).
+    pub(crate) fn new(stored: StoredProcess) -> Self {
+        let mut index = EventIndex::default();
+        for event in &stored.events {
+            index.add(event);
+        }
+        Self { stored, index }
+    }
+
+    /// Applies one change to the stored part and the indexes.
+    pub(crate) fn apply(&mut self, change: &ProcessChange) {
+        if let ProcessChange::Appended { event, .. } = change {
+            self.index.add(event);
+        }
+        self.stored.apply(change);
+    }
+
+    /// Forgets every event above `last` from the log, the indexes and the
+    /// replay index (a rollback of planned, never-durable appends).
+    pub(crate) fn truncate(&mut self, last: u64) {
+        self.stored.events.truncate(usize::try_from(last).unwrap_or(usize::MAX));
+        self.stored.replay.retain(|_, entry| entry.sequence <= last);
+        self.index.truncate(last);
+    }
+
+    /// The view of the events up to `durable`, with the acks in
+    /// `pending_acks` (planned, not durable yet) not counted as acked.
+    pub(crate) fn view<'a>(&'a self, durable: u64, pending_acks: &'a [u64]) -> CommittedView<'a> {
+        let events = &self.stored.events;
+        let durable = usize::try_from(durable).unwrap_or(usize::MAX);
+        CommittedView {
+            events: events.get(..durable).unwrap_or(events),
+            index: &self.index,
+            acked: &self.stored.acked,
+            pending_acks,
+        }
+    }
+
+    /// The view of everything held (a store holds only what is committed).
+    pub(crate) fn committed(&self) -> CommittedView<'_> {
+        self.view(self.stored.last_sequence(), &[])
+    }
+}
+
+/// The committed state of one process as reads see it: its durable log,
+/// the indexes over it, and which wakes are durably acked.
+///
+/// Borrowed from whoever keeps the state (a process actor, or the memory
+/// store under its map's read lock), so every answer is O(result) or
+/// O(log n) and copies only `Arc`s; the caller deep-copies the events it
+/// returns after letting the borrow go.
+#[derive(Clone, Copy, Debug)]
+pub struct CommittedView<'a> {
+    /// The durable events; `events[i].sequence == i + 1`.
+    events: &'a [Arc<ProcessEvent>],
+    index: &'a EventIndex,
+    acked: &'a BTreeSet<u64>,
+    /// Sequences in `acked` whose ack is not durable yet.
+    pending_acks: &'a [u64],
+}
+
+impl<'a> CommittedView<'a> {
+    fn durable_sequence(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    fn event(&self, sequence: u64) -> Option<&'a Arc<ProcessEvent>> {
+        self.events.get(usize::try_from(sequence.checked_sub(1)?).ok()?)
+    }
+
+    /// Events after `after`, ascending. O(result).
+    pub fn events_after(&self, after: u64) -> &'a [Arc<ProcessEvent>] {
+        self.events.get(usize::try_from(after).unwrap_or(usize::MAX)..).unwrap_or_default()
+    }
+
+    /// The last `limit` events, ascending. O(result).
+    pub fn recent(&self, limit: usize) -> &'a [Arc<ProcessEvent>] {
+        self.events.get(self.events.len().saturating_sub(limit)..).unwrap_or_default()
+    }
+
+    /// Events of `event_type` with sequence <= `up_to`. O(log n).
+    pub fn count_through(&self, event_type: &str, up_to: u64) -> u64 {
+        let up_to = up_to.min(self.durable_sequence());
+        self.index
+            .by_type
+            .get(event_type)
+            .map_or(0, |sequences| sequences.partition_point(|&sequence| sequence <= up_to) as u64)
+    }
+
+    /// The first event of `event_type` after `after`. O(log n).
+    pub fn first_of_type_after(&self, event_type: &str, after: u64) -> Option<&'a Arc<ProcessEvent>> {
+        let sequences = self.index.by_type.get(event_type)?;
+        let sequence = *sequences.get(sequences.partition_point(|&sequence| sequence <= after))?;
+        self.event(sequence)
+    }
+
+    /// Unacked wake events after `after`, ascending. O(wakes after `after`).
+    pub fn wake_events_after(&self, after: u64) -> Vec<Arc<ProcessEvent>> {
+        let wakes = &self.index.wakes;
+        let start = wakes.partition_point(|&sequence| sequence <= after);
+        let end = wakes.partition_point(|&sequence| sequence <= self.durable_sequence());
+        wakes
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .filter(|&sequence| !self.acked.contains(sequence) || self.pending_acks.contains(sequence))
+            .filter_map(|&sequence| self.event(sequence).cloned())
+            .collect()
     }
 }

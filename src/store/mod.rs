@@ -39,7 +39,8 @@ use crate::model::{DurabilityTier, ProcessHandleDescriptor, ProcessRecord, Sessi
 
 pub use crate::rules::append::ReplayEntry;
 pub use crate::rules::lease::LeaseState;
-pub use committed::{ProcessChange, StoredProcess};
+pub(crate) use committed::IndexedProcess;
+pub use committed::{CommittedView, ProcessChange, StoredProcess};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore, POSTGRES_SCHEMA_VERSION};
@@ -164,6 +165,20 @@ pub trait ProcessStore: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// Runs `read` over the committed state of `process_id` in the caller's
+    /// thread, when this store keeps that state in memory: no I/O, no
+    /// message, and no actor needed (a passive process stays passive).
+    /// `read` runs under the store's lock for that process, so it should
+    /// copy `Arc`s and nothing more; the caller deep-copies afterwards.
+    ///
+    /// The default is [`InlineRead::Unsupported`]: the registry asks the
+    /// process's actor instead. Only stores in this crate can build a
+    /// [`CommittedView`]; [`MemoryStore`] answers every read this way.
+    fn read_inline(&self, process_id: &str, read: &mut dyn FnMut(CommittedView<'_>)) -> InlineRead {
+        let _ = (process_id, read);
+        InlineRead::Unsupported
+    }
+
     /// The store's view for several registry nodes writing one database
     /// ([`SharedStore`]), or `None` (the default) for a store this registry
     /// alone writes. With `Some`, every process actor checks the process's
@@ -179,6 +194,17 @@ pub trait ProcessStore: Send + Sync + std::fmt::Debug + 'static {
     async fn close(&self) -> Result<(), RegistryError> {
         Ok(())
     }
+}
+
+/// What [`ProcessStore::read_inline`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InlineRead {
+    /// The read ran over the committed state.
+    Read,
+    /// The store does not hold the process (the read did not run).
+    NotHeld,
+    /// This store answers no read inline (the read did not run).
+    Unsupported,
 }
 
 /// A process's version in a shared store, and the store's clock, read in

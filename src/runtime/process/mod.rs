@@ -242,7 +242,7 @@ impl ProcessActorState {
         self.state = ProcessState::from_stored(stored);
         let record = Arc::clone(self.state.record());
         self.snapshot.publish(Arc::clone(&record));
-        let fresh: Vec<Arc<ProcessEvent>> = self.state.events_after(seen).to_vec();
+        let fresh: Vec<Arc<ProcessEvent>> = self.state.committed().events_after(seen).to_vec();
         for event in &fresh {
             self.waiters.event_committed(event);
             if let Some(terminal) = &event.semantics.terminal {
@@ -284,16 +284,16 @@ impl ProcessActorState {
             }
             ProcessMsg::AppendBatch { requests, reply } => calls.append_batch(requests, now_ms, reply),
             ProcessMsg::EventsAfter { after, reply } => {
-                let _ = reply.send(Ok(calls.actor.state.events_after(after).to_vec()));
+                let _ = reply.send(Ok(calls.actor.state.committed().events_after(after).to_vec()));
             }
             ProcessMsg::CountThrough { event_type, up_to, reply } => {
-                let _ = reply.send(Ok(calls.actor.state.count_through(&event_type, up_to)));
+                let _ = reply.send(Ok(calls.actor.state.committed().count_through(&event_type, up_to)));
             }
             ProcessMsg::Recent { limit, reply } => {
-                let _ = reply.send(Ok(calls.actor.state.recent(limit).to_vec()));
+                let _ = reply.send(Ok(calls.actor.state.committed().recent(limit).to_vec()));
             }
             ProcessMsg::WakeEventsAfter { after, reply } => {
-                let _ = reply.send(Ok(calls.actor.state.wake_events_after(after)));
+                let _ = reply.send(Ok(calls.actor.state.committed().wake_events_after(after)));
             }
             ProcessMsg::AckWake { sequence, reply } => calls.ack_wake(sequence, reply),
             ProcessMsg::WaitEvent { event_type, after, waiter_id, admitted, reply } => {
@@ -307,7 +307,7 @@ impl ProcessActorState {
                     }));
                     return;
                 }
-                match actor.state.first_of_type_after(&event_type, after) {
+                match actor.state.committed().first_of_type_after(&event_type, after) {
                     Some(event) => {
                         let _ = reply.send(Ok(Arc::clone(event)));
                     }
