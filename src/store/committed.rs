@@ -2,7 +2,7 @@
 //!
 //! [`StoredProcess`] is what a store keeps of a process. It moves only by
 //! [`ProcessChange`]s, applied with infallible pushes and inserts, so
-//! applying a change cannot fail half-way. [`IndexedProcess`] adds the read
+//! applying a change cannot fail half-way. `IndexedProcess` adds the read
 //! indexes derived from it (sequences by event type, wake sequences),
 //! moved by the same changes; the process actor's working state and the
 //! memory store each keep one. [`CommittedView`] answers every read of

@@ -6,7 +6,7 @@
 //! reports [`DurabilityTier::Inline`]: nothing survives the OS process.
 //! Every commit is answered inside `submit`.
 //!
-//! It also keeps the read indexes over each log ([`IndexedProcess`]), so
+//! It also keeps the read indexes over each log (`IndexedProcess`), so
 //! that reads of committed state are answered in the caller's thread
 //! ([`ProcessStore::read_inline`]) with no message to the process's actor,
 //! whether that actor runs or not. The process actor stays the only
