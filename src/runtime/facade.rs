@@ -14,6 +14,7 @@ use super::call::{traced, Retry};
 use super::input;
 use super::lifecycle::ActorProcessRegistry;
 use super::process::messages::ProcessMsg;
+use super::supervisor::grants::owned_grants;
 use super::supervisor::messages::SupervisorMsg;
 use crate::batch::BatchProcessRegistry;
 use crate::error::{PluginError, RegistryError};
@@ -116,27 +117,29 @@ impl ActorProcessRegistry {
         keep: impl Fn(&ProcessRecord) -> bool,
     ) -> Result<Vec<ProcessHandleGrantEntry>, RegistryError> {
         check_scope(&self.shared().limits, "", session_scope)?;
-        let grants =
-            self.ask_supervisor("", |reply| SupervisorMsg::ListGrants { scope: session_scope.clone(), reply }).await?;
-        if let Some(store) = self.shared().store.shared() {
-            // Records as the store holds them now: another node may have
-            // completed a process this node has cached.
-            let ids: Vec<String> = grants.iter().map(|grant| grant.process_id.clone()).collect();
-            let records: std::collections::HashMap<String, Arc<ProcessRecord>> =
-                store.fetch_records(&ids).await?.into_iter().map(|record| (record.id.clone(), record)).collect();
+        let Some(store) = self.shared().store.shared() else {
+            // One writer: the published index and records are current.
+            let grants = self.shared().grants.read().grants_of_scope(&session_scope.id());
             return Ok(grants
                 .into_iter()
                 .filter_map(|grant| {
-                    let record = records.get(&grant.process_id)?;
-                    keep(record).then(|| (grant, ProcessRecord::clone(record)))
+                    let record = self.shared().routes.record(&grant.process_id)?;
+                    keep(&record).then(|| (ProcessHandleGrant::clone(&grant), ProcessRecord::clone(&record)))
                 })
                 .collect());
-        }
+        };
+        let grants =
+            self.ask_supervisor("", |reply| SupervisorMsg::ListGrants { scope: session_scope.clone(), reply }).await?;
+        // Records as the store holds them now: another node may have
+        // completed a process this node has cached.
+        let ids: Vec<String> = grants.iter().map(|grant| grant.process_id.clone()).collect();
+        let records: std::collections::HashMap<String, Arc<ProcessRecord>> =
+            store.fetch_records(&ids).await?.into_iter().map(|record| (record.id.clone(), record)).collect();
         Ok(grants
             .into_iter()
             .filter_map(|grant| {
-                let record = self.shared().routes.record(&grant.process_id)?;
-                keep(&record).then(|| (grant, ProcessRecord::clone(&record)))
+                let record = records.get(&grant.process_id)?;
+                keep(record).then(|| (grant, ProcessRecord::clone(record)))
             })
             .collect())
     }
@@ -254,6 +257,10 @@ impl ProcessRegistry for ActorProcessRegistry {
     async fn has_handle_grant(&self, session_scope: &SessionScope, process_id: &str) -> Result<bool, PluginError> {
         traced("has_handle_grant", process_id, async {
             check_scope(&self.shared().limits, process_id, session_scope)?;
+            if self.shared().store.shared().is_none() {
+                let granted = self.shared().grants.read().has(&session_scope.id(), process_id);
+                return Ok(granted && self.shared().routes.contains(process_id));
+            }
             self.ask_supervisor(process_id, |reply| SupervisorMsg::HasGrant {
                 scope: session_scope.clone(),
                 process_id: process_id.to_owned(),
@@ -266,6 +273,13 @@ impl ProcessRegistry for ActorProcessRegistry {
 
     async fn handle_grants_for_process(&self, process_id: &str) -> Result<Vec<ProcessHandleGrant>, PluginError> {
         traced("handle_grants_for_process", process_id, async {
+            if self.shared().store.shared().is_none() {
+                if !self.shared().routes.contains(process_id) {
+                    return Err(RegistryError::unknown(process_id));
+                }
+                let grants = self.shared().grants.read().grants_of_process(process_id);
+                return Ok(owned_grants(grants));
+            }
             self.ask_supervisor(process_id, |reply| SupervisorMsg::GrantsOfProcess {
                 process_id: process_id.to_owned(),
                 reply,

@@ -11,6 +11,7 @@ use super::config::{MailboxConfig, RegistryConfig, RestartIntensity};
 use super::routes::Routes;
 use super::schemas::SchemaCache;
 use super::stats::Counters;
+use super::supervisor::grants::PublishedGrants;
 use crate::clock::Clock;
 use crate::rules::limits::Limits;
 use crate::store::ProcessStore;
@@ -19,6 +20,8 @@ use crate::store::ProcessStore;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) routes: Routes,
+    /// The grant index: the supervisor writes it, callers read it.
+    pub(crate) grants: PublishedGrants,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: Limits,
     pub(crate) schemas: SchemaCache,
@@ -38,6 +41,7 @@ impl Shared {
     pub(crate) fn new(config: RegistryConfig) -> Self {
         Self {
             routes: Routes::default(),
+            grants: PublishedGrants::default(),
             clock: config.clock,
             schemas: SchemaCache::new(config.limits.max_cached_schemas),
             limits: config.limits,

@@ -457,7 +457,7 @@ impl ProcessRegistry for GlobalLockRegistry {
             .into_iter()
             .filter_map(|grant| {
                 let record = state.processes.get(&grant.process_id)?.record.clone();
-                Some((grant, record))
+                Some((ProcessHandleGrant::clone(&grant), record))
             })
             .collect())
     }
@@ -471,7 +471,7 @@ impl ProcessRegistry for GlobalLockRegistry {
     async fn handle_grants_for_process(&self, process_id: &str) -> Result<Vec<ProcessHandleGrant>, PluginError> {
         let state = self.lock().await;
         state.process(process_id)?;
-        Ok(state.grants.grants_of_process(process_id))
+        Ok(state.grants.grants_of_process(process_id).iter().map(|grant| ProcessHandleGrant::clone(grant)).collect())
     }
 
     async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {

@@ -4,27 +4,48 @@
 //! a scope's grants list in process-id order; process -> scopes, so the
 //! grants of one process are found without scanning every scope; and
 //! session -> scopes, so deleting a session touches only its own frames. The
-//! supervisor actor owns the one live index, in its state, and changes it
-//! only after the store has committed the change; this module is the data
-//! structure and its rules, with no knowledge of actors.
+//! supervisor actor is the one writer of the live index and changes it only
+//! after the store has committed the change; callers read it in their own
+//! task (see [`PublishedGrants`]). This module is the data structure and
+//! its rules, with no knowledge of actors.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::model::{
     ProcessHandleDescriptor, ProcessHandleGrant, ProcessSessionDeleteReport, SessionScope, SessionScopeId,
 };
 
-/// A grant as stored: the scope it belongs to and its descriptor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct StoredGrant {
-    session_id: String,
-    descriptor: ProcessHandleDescriptor,
+/// The live grant index, written by the supervisor alone and read by any
+/// caller: a read takes the read lock only to copy `Arc`s of the grants it
+/// lists, and deep-copies them after letting it go. The lock is never held
+/// across anything that can panic, so a poisoned lock still holds a whole
+/// index.
+#[derive(Debug, Default)]
+pub(crate) struct PublishedGrants(RwLock<GrantIndex>);
+
+impl PublishedGrants {
+    /// The index, to read.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, GrantIndex> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The index, to change (the supervisor only).
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, GrantIndex> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-/// Both grant indexes.
+/// Deep copies of grants listed as `Arc`s.
+pub(crate) fn owned_grants(grants: Vec<Arc<ProcessHandleGrant>>) -> Vec<ProcessHandleGrant> {
+    grants.iter().map(|grant| ProcessHandleGrant::clone(grant)).collect()
+}
+
+/// Both grant indexes. A grant is kept whole, shared, so that listing one
+/// copies a pointer.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct GrantIndex {
-    by_scope: HashMap<SessionScopeId, BTreeMap<String, StoredGrant>>,
+    by_scope: HashMap<SessionScopeId, BTreeMap<String, Arc<ProcessHandleGrant>>>,
     by_process: HashMap<String, BTreeSet<SessionScopeId>>,
     by_session: HashMap<String, BTreeSet<SessionScopeId>>,
 }
@@ -65,13 +86,12 @@ impl GrantIndex {
         descriptor: ProcessHandleDescriptor,
     ) -> ProcessHandleGrant {
         let scope_id = scope.id();
-        self.by_scope.entry(scope_id.clone()).or_default().insert(
-            process_id.to_owned(),
-            StoredGrant { session_id: scope.session_id.clone(), descriptor: descriptor.clone() },
-        );
+        let grant =
+            ProcessHandleGrant { session_id: scope.session_id.clone(), process_id: process_id.to_owned(), descriptor };
+        self.by_scope.entry(scope_id.clone()).or_default().insert(process_id.to_owned(), Arc::new(grant.clone()));
         self.by_process.entry(process_id.to_owned()).or_default().insert(scope_id.clone());
         self.by_session.entry(scope.session_id.clone()).or_default().insert(scope_id);
-        ProcessHandleGrant { session_id: scope.session_id.clone(), process_id: process_id.to_owned(), descriptor }
+        grant
     }
 
     /// Removes one grant; returns whether it existed.
@@ -129,26 +149,14 @@ impl GrantIndex {
         Ok(())
     }
 
-    /// The grants of one scope, in process-id order.
-    pub fn grants_of_scope(&self, scope_id: &SessionScopeId) -> Vec<ProcessHandleGrant> {
-        self.by_scope
-            .get(scope_id)
-            .map(|grants| {
-                grants
-                    .iter()
-                    .map(|(process_id, stored)| ProcessHandleGrant {
-                        session_id: stored.session_id.clone(),
-                        process_id: process_id.clone(),
-                        descriptor: stored.descriptor.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The grants of one scope, in process-id order. O(its grants).
+    pub fn grants_of_scope(&self, scope_id: &SessionScopeId) -> Vec<Arc<ProcessHandleGrant>> {
+        self.by_scope.get(scope_id).map(|grants| grants.values().map(Arc::clone).collect()).unwrap_or_default()
     }
 
     /// The descriptor of one grant.
     pub fn descriptor(&self, scope_id: &SessionScopeId, process_id: &str) -> Option<&ProcessHandleDescriptor> {
-        self.by_scope.get(scope_id)?.get(process_id).map(|stored| &stored.descriptor)
+        self.by_scope.get(scope_id)?.get(process_id).map(|grant| &grant.descriptor)
     }
 
     /// True when `scope_id` holds a grant for `process_id`.
@@ -157,26 +165,17 @@ impl GrantIndex {
     }
 
     /// The grants of one process, sorted by session id (then scope id).
-    pub fn grants_of_process(&self, process_id: &str) -> Vec<ProcessHandleGrant> {
+    /// O(its grants x log).
+    pub fn grants_of_process(&self, process_id: &str) -> Vec<Arc<ProcessHandleGrant>> {
         let Some(scopes) = self.by_process.get(process_id) else {
             return Vec::new();
         };
-        let mut grants: Vec<(SessionScopeId, ProcessHandleGrant)> = scopes
+        let mut grants: Vec<(&SessionScopeId, &Arc<ProcessHandleGrant>)> = scopes
             .iter()
-            .filter_map(|scope_id| {
-                let stored = self.by_scope.get(scope_id)?.get(process_id)?;
-                Some((
-                    scope_id.clone(),
-                    ProcessHandleGrant {
-                        session_id: stored.session_id.clone(),
-                        process_id: process_id.to_owned(),
-                        descriptor: stored.descriptor.clone(),
-                    },
-                ))
-            })
+            .filter_map(|scope_id| Some((scope_id, self.by_scope.get(scope_id)?.get(process_id)?)))
             .collect();
-        grants.sort_by(|a, b| (&a.1.session_id, &a.0).cmp(&(&b.1.session_id, &b.0)));
-        grants.into_iter().map(|(_, grant)| grant).collect()
+        grants.sort_by(|a, b| (&a.1.session_id, a.0).cmp(&(&b.1.session_id, b.0)));
+        grants.into_iter().map(|(_, grant)| Arc::clone(grant)).collect()
     }
 
     /// True when any scope holds a grant for `process_id`.
@@ -200,7 +199,7 @@ impl GrantIndex {
                 self.by_scope.get(scope_id).into_iter().flat_map(move |grants| {
                     grants
                         .iter()
-                        .filter(move |(_, stored)| stored.session_id == session_id)
+                        .filter(move |(_, grant)| grant.session_id == session_id)
                         .map(move |(process_id, _)| (scope_id.clone(), process_id.clone()))
                 })
             })
@@ -296,7 +295,7 @@ mod tests {
         index.grant(&SessionScope::new("z"), "p", label("z"));
         index.grant(&SessionScope::new("a"), "p", label("a"));
         index.grant(&SessionScope::with_frame("m", "f"), "p", label("m"));
-        let sessions: Vec<_> = index.grants_of_process("p").into_iter().map(|g| g.session_id).collect();
+        let sessions: Vec<_> = index.grants_of_process("p").into_iter().map(|g| g.session_id.clone()).collect();
         assert_eq!(sessions, ["a", "m", "z"]);
     }
 

@@ -35,7 +35,7 @@ pub(crate) mod grants;
 pub(crate) mod messages;
 mod restarts;
 
-use self::grants::GrantIndex;
+use self::grants::{owned_grants, GrantIndex};
 use self::messages::SupervisorMsg;
 use self::restarts::FailureHistory;
 use super::call::Reply;
@@ -62,8 +62,8 @@ pub(crate) const MAX_PLANS: u32 = 32;
 /// The supervisor's state.
 #[derive(Debug, Default)]
 pub(crate) struct SupervisorState {
-    grants: GrantIndex,
-    /// With a shared store: the version of the grants `grants` holds, or
+    /// With a shared store: the version of the grants the published index
+    /// (`Shared::grants`) holds, or
     /// `None` when they must be read again.
     grants_version: Option<u64>,
     /// The running process actors: the only ones a sweep has to visit.
@@ -83,14 +83,16 @@ impl Actor for RegistrySupervisor {
     type Arguments = ();
 
     async fn pre_start(&self, _myself: ActorRef<Self::Msg>, (): ()) -> Result<Self::State, ActorProcessingErr> {
-        let mut state = SupervisorState::default();
+        let state = SupervisorState::default();
         let recovered = self.shared.store.recover().await?;
         for record in recovered.records {
             self.route_new(record);
         }
+        let mut grants = self.shared.grants.write();
         for change in &recovered.grants {
-            state.grants.apply(change);
+            grants.apply(change);
         }
+        drop(grants);
         Ok(state)
     }
 
@@ -133,12 +135,15 @@ impl Actor for RegistrySupervisor {
                 let _ = reply.send(self.transfer(state, &from, &to, &process_ids).await);
             }
             SupervisorMsg::ListGrants { scope, reply } => {
-                let listed = self.fresh_grants(state).await.map(|()| state.grants.grants_of_scope(&scope.id()));
-                let _ = reply.send(listed);
+                let listed =
+                    self.fresh_grants(state).await.map(|()| self.shared.grants.read().grants_of_scope(&scope.id()));
+                let _ = reply.send(listed.map(owned_grants));
             }
             SupervisorMsg::HasGrant { scope, process_id, reply } => {
-                let granted = match self.fresh_grants(state).await {
-                    Ok(()) if state.grants.has(&scope.id(), &process_id) => self.known(&process_id).await,
+                let fresh = self.fresh_grants(state).await;
+                let has = fresh.is_ok() && self.shared.grants.read().has(&scope.id(), &process_id);
+                let granted = match fresh {
+                    Ok(()) if has => self.known(&process_id).await,
                     Ok(()) => Ok(false),
                     Err(error) => Err(error),
                 };
@@ -146,7 +151,10 @@ impl Actor for RegistrySupervisor {
             }
             SupervisorMsg::GrantsOfProcess { process_id, reply } => {
                 let result = match self.known(&process_id).await {
-                    Ok(true) => self.fresh_grants(state).await.map(|()| state.grants.grants_of_process(&process_id)),
+                    Ok(true) => self
+                        .fresh_grants(state)
+                        .await
+                        .map(|()| owned_grants(self.shared.grants.read().grants_of_process(&process_id))),
                     Ok(false) => Err(RegistryError::unknown(&process_id)),
                     Err(error) => Err(error),
                 };
@@ -406,10 +414,11 @@ impl RegistrySupervisor {
             return Ok(());
         }
         let (version, grants) = store.load_grants().await?;
-        state.grants = GrantIndex::default();
+        let mut index = GrantIndex::default();
         for change in &grants {
-            state.grants.apply(change);
+            index.apply(change);
         }
+        *self.shared.grants.write() = index;
         state.grants_version = Some(version);
         Ok(())
     }
@@ -429,7 +438,7 @@ impl RegistrySupervisor {
         loop {
             attempts += 1;
             self.fresh_grants(state).await?;
-            let changes = plan(&state.grants)?;
+            let changes = plan(&self.shared.grants.read())?;
             if changes.is_empty() {
                 return Ok(changes);
             }
@@ -470,7 +479,7 @@ impl RegistrySupervisor {
             descriptor: descriptor.clone(),
         };
         self.commit_grants(state, |_| Ok(vec![change.clone()])).await?;
-        Ok(state.grants.grant(scope, process_id, descriptor))
+        Ok(self.shared.grants.write().grant(scope, process_id, descriptor))
     }
 
     async fn revoke(
@@ -490,7 +499,7 @@ impl RegistrySupervisor {
             })
             .await?;
         if !changes.is_empty() {
-            state.grants.revoke(&scope_id, process_id);
+            self.shared.grants.write().revoke(&scope_id, process_id);
         }
         Ok(())
     }
@@ -522,7 +531,7 @@ impl RegistrySupervisor {
             Ok(changes)
         })
         .await?;
-        state.grants.transfer(from, to, process_ids).map_err(not_granted)
+        self.shared.grants.write().transfer(from, to, process_ids).map_err(not_granted)
     }
 
     async fn delete_session(
@@ -565,7 +574,7 @@ impl RegistrySupervisor {
         };
         let routes = &self.shared.routes;
         let shared_store = self.shared.store.shared().is_some();
-        Ok(state.grants.delete_session(&session_id, |id| {
+        Ok(self.shared.grants.write().delete_session(&session_id, |id| {
             if shared_store {
                 live.contains(id)
             } else {
