@@ -105,11 +105,13 @@ impl ActorProcessRegistry {
             Some(Slot::Quarantined(_)) => Err(RegistryError::Quarantined { process_id: process_id.to_owned() }),
             // Passive, or (with a shared store) perhaps registered by
             // another node: the supervisor activates or adopts it.
+            // Boxed, as every slow path of a call: a call's future is
+            // moved at least once, so its size is paid on every call.
             None | Some(Slot::Passive) => {
-                self.ask_supervisor(process_id, |reply| SupervisorMsg::Activate {
+                Box::pin(self.ask_supervisor(process_id, |reply| SupervisorMsg::Activate {
                     process_id: process_id.to_owned(),
                     reply,
-                })
+                }))
                 .await
             }
         }
@@ -125,7 +127,11 @@ impl ActorProcessRegistry {
         active: &ActiveProcess,
     ) -> Result<Option<OwnedSemaphorePermit>, RegistryError> {
         match self.shared().mailbox.policy {
-            OverloadPolicy::Wait => Ok(active.mailbox.acquire().await),
+            OverloadPolicy::Wait => match active.mailbox.try_acquire() {
+                TryPermit::Granted(permit) => Ok(Some(permit)),
+                TryPermit::Passivating => Ok(None),
+                TryPermit::Full => Ok(Box::pin(active.mailbox.acquire()).await),
+            },
             OverloadPolicy::Reject => match active.mailbox.try_acquire() {
                 TryPermit::Granted(permit) => Ok(Some(permit)),
                 TryPermit::Passivating => Ok(None),
@@ -188,7 +194,7 @@ impl ActorProcessRegistry {
                     Err(_) => return Err(self.lost(process_id)),
                 }
                 drop(permit);
-                active = self.replacement(process_id, &active).await?;
+                active = Box::pin(self.replacement(process_id, &active)).await?;
             };
             match answered {
                 // Another node committed to the process first: nothing was
@@ -199,7 +205,7 @@ impl ActorProcessRegistry {
                 }
                 Ok(answer) => return answer,
                 Err(_) if retry == Retry::Never => return Err(self.lost(process_id)),
-                Err(_) => active = self.replacement(process_id, &active).await?,
+                Err(_) => active = Box::pin(self.replacement(process_id, &active)).await?,
             }
         }
     }
@@ -317,7 +323,7 @@ impl ActorProcessRegistry {
                     Err(_) => {}
                 }
             }
-            active = self.replacement(process_id, &active).await?;
+            active = Box::pin(self.replacement(process_id, &active)).await?;
         }
     }
 
@@ -339,13 +345,20 @@ impl ActorProcessRegistry {
 }
 
 /// Runs `call` inside a span naming the operation and the process, when a
-/// subscriber listens at debug level. Otherwise the call runs bare: even a
-/// disabled span's wrapper costs about 3% of a sequential append.
-pub(super) async fn traced<T>(operation: &'static str, process_id: &str, call: impl Future<Output = T>) -> T {
+/// subscriber listens at debug level; otherwise inside no span (entering
+/// `Span::none()` is a branch). A plain function, not an `async fn`: an
+/// async wrapper with one branch per case would hold `call` twice over,
+/// and every call would pay for moving that future.
+pub(super) fn traced<F: Future>(
+    operation: &'static str,
+    process_id: &str,
+    call: F,
+) -> tracing::instrument::Instrumented<F> {
     use tracing::Instrument;
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        call.instrument(tracing::debug_span!("process_registry", operation, process_id = %truncated(process_id))).await
+    let span = if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug_span!("process_registry", operation, process_id = %truncated(process_id))
     } else {
-        call.await
-    }
+        tracing::Span::none()
+    };
+    call.instrument(span)
 }
