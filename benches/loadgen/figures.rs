@@ -12,7 +12,7 @@ use process_registry::{
 use crate::args::{Args, Sizes, FIGURE_PHASE_FLAG};
 use crate::forwarder::Forwarder;
 use crate::report::{count, per_second, Collected, Row, Sample, Unit};
-use crate::support::parking::{await_once, wake_once};
+use crate::support::parking::{await_once, wake_after_idle, wake_once};
 use crate::support::subject::{Kind, Subject};
 use crate::support::workload::{fill_log, register, runtime, tick, LEASE_TTL_MS, SIGNAL};
 use crate::sys::run_child;
@@ -47,6 +47,8 @@ pub fn expect_len(what: &str, got: usize, expected: u64) -> Result<()> {
 
 /// Events per batch in the batch-append figure.
 const BATCH: u64 = 100;
+/// How long the runtime idles before the append of `wake_latency_idle`.
+const IDLE_BEFORE_WAKE: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Figure {
@@ -61,6 +63,7 @@ enum Figure {
     RecentEvents,
     ConcurrentReads,
     WakeLatency,
+    WakeLatencyIdle,
     AwaitLatency,
     LeaseCycle,
     ListProcesses,
@@ -68,7 +71,7 @@ enum Figure {
 }
 
 impl Figure {
-    const ALL: [Figure; 15] = [
+    const ALL: [Figure; 16] = [
         Figure::Register,
         Figure::AppendSequential,
         Figure::AppendSequentialHandoff,
@@ -80,6 +83,7 @@ impl Figure {
         Figure::RecentEvents,
         Figure::ConcurrentReads,
         Figure::WakeLatency,
+        Figure::WakeLatencyIdle,
         Figure::AwaitLatency,
         Figure::LeaseCycle,
         Figure::ListProcesses,
@@ -100,6 +104,7 @@ impl Figure {
             Figure::RecentEvents => "recent_events_10",
             Figure::ConcurrentReads => "reads_concurrent_one_process",
             Figure::WakeLatency => "wake_latency",
+            Figure::WakeLatencyIdle => "wake_latency_idle",
             Figure::AwaitLatency => "await_latency",
             Figure::LeaseCycle => "lease_cycle",
             Figure::ListProcesses => "list_processes",
@@ -125,6 +130,9 @@ impl Figure {
                 format!("{} tasks read the last 10 of one {log} log at once (reads/s)", sizes.concurrent_tasks)
             }
             Figure::WakeLatency => "wake latency (wait_event_after <- append)".to_owned(),
+            Figure::WakeLatencyIdle => {
+                format!("  same, runtime idle {} ms before the append", IDLE_BEFORE_WAKE.as_millis())
+            }
             Figure::AwaitLatency => "await latency (await_process <- complete)".to_owned(),
             Figure::LeaseCycle => "lease claim+renew+complete".to_owned(),
             Figure::ListProcesses => format!("list_processes, {} processes", count(sizes.listed_processes)),
@@ -217,6 +225,7 @@ async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
         | Figure::AppendConcurrent
         | Figure::AppendBatch
         | Figure::WakeLatency
+        | Figure::WakeLatencyIdle
         | Figure::AwaitLatency => String::new(),
     };
     Ok(Fixture { process_id, ..fixture })
@@ -349,6 +358,16 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
             let mut times = Vec::new();
             for after in 0..sizes.park_samples {
                 times.push(wake_once(&fixture.subject, &process_id, after).await?);
+            }
+            Sample::Latencies(times)
+        }
+        Figure::WakeLatencyIdle => {
+            let process_id = format!("wake-idle-{round}");
+            register(registry, &process_id).await?;
+            let mut times = Vec::new();
+            // Each sample idles: a tenth of the samples keeps the row short.
+            for after in 0..(sizes.park_samples / 10).max(1) {
+                times.push(wake_after_idle(&fixture.subject, &process_id, after, Some(IDLE_BEFORE_WAKE)).await?);
             }
             Sample::Latencies(times)
         }

@@ -90,9 +90,24 @@ where
 /// then this task appends the signal. The time from just before the append
 /// to the waiter running again.
 pub async fn wake_once(subject: &Subject, process_id: &str, after: u64) -> Result<Duration, String> {
+    wake_after_idle(subject, process_id, after, None).await
+}
+
+/// [`wake_once`], with the runtime left idle for `idle` between the
+/// waiter parking and the append (every worker thread goes to sleep, so
+/// the append and the wake start from parked threads).
+pub async fn wake_after_idle(
+    subject: &Subject,
+    process_id: &str,
+    after: u64,
+    idle: Option<Duration>,
+) -> Result<Duration, String> {
     let (registry, process) = (Arc::clone(&subject.registry), process_id.to_owned());
     let wait = async move { registry.wait_event_after(&process, SIGNAL, after).await };
     let waiter = spawn_parked(subject.actor.as_ref(), "wait_event_after", wait).await?;
+    if let Some(idle) = idle {
+        tokio::time::sleep(idle).await;
+    }
     let start = Instant::now();
     subject
         .registry
