@@ -90,8 +90,20 @@ pub struct PlannedEvent {
     pub event: ProcessEvent,
     /// The replay index entry to add.
     pub replay: Option<(String, ReplayEntry)>,
-    /// The record after the event (`updated_at_ms`, terminal status).
-    pub record: ProcessRecord,
+    /// The record after the event (`updated_at_ms`, terminal status), or
+    /// `None` when it is the record the event was planned on: planned in
+    /// the millisecond of the last change, and not terminal. Then nothing
+    /// is copied, which is the common case for a fast appender and for
+    /// every event of a batch but the first.
+    pub record: Option<ProcessRecord>,
+}
+
+impl PlannedEvent {
+    /// The record after the event, given the one it was planned on.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn record_after<'a>(&'a self, planned_on: &'a ProcessRecord) -> &'a ProcessRecord {
+        self.record.as_ref().unwrap_or(planned_on)
+    }
 }
 
 /// Steps 2-8 of an append.
@@ -150,18 +162,22 @@ pub fn plan_append(
     if materialized.terminal.is_some() && record.is_terminal() {
         return Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() });
     }
-    // 8. Sequence, time, invocation; the record after the event.
-    let mut next = record.clone();
-    next.updated_at_ms = now_ms;
-    if let Some(terminal) = &materialized.terminal {
-        let await_output = terminal.await_output.clone();
-        next.status = match terminal.state {
-            ProcessTerminalState::Completed => ProcessStatus::Completed { await_output },
-            ProcessTerminalState::Failed => ProcessStatus::Failed { await_output },
-            ProcessTerminalState::Cancelled => ProcessStatus::Cancelled { await_output },
-        };
-        next.wait = None;
-    }
+    // 8. Sequence, time, invocation; the record after the event (a copy
+    // only when something in it changes).
+    let next = (record.updated_at_ms != now_ms || materialized.terminal.is_some()).then(|| {
+        let mut next = record.clone();
+        next.updated_at_ms = now_ms;
+        if let Some(terminal) = &materialized.terminal {
+            let await_output = terminal.await_output.clone();
+            next.status = match terminal.state {
+                ProcessTerminalState::Completed => ProcessStatus::Completed { await_output },
+                ProcessTerminalState::Failed => ProcessStatus::Failed { await_output },
+                ProcessTerminalState::Cancelled => ProcessStatus::Cancelled { await_output },
+            };
+            next.wait = None;
+        }
+        next
+    });
     let replay_key = request.replay.filter(|key| !key.is_empty());
     let event = ProcessEvent {
         process_id: process_id.to_owned(),
@@ -208,13 +224,14 @@ pub fn plan_batch<'a>(
     let mut keys: HashMap<String, ReplayEntry> = HashMap::new();
     let mut items: Vec<BatchItem> = Vec::with_capacity(requests.len());
     // The item whose record the next request is planned on (none yet: the
-    // process's own), so no record is copied beyond the one each planned
-    // event carries.
+    // process's own), so no record is copied beyond the ones planned
+    // events carry (at most the first and a terminal one: the batch is
+    // planned in one millisecond).
     let mut latest: Option<usize> = None;
     for (request, payload_hash) in requests {
         let entry = request.replay_key().and_then(|key| keys.get(key).cloned().or_else(|| replayed(key).cloned()));
         let current = match latest.and_then(|index| items.get(index)) {
-            Some(BatchItem::Commit(planned)) => &planned.record,
+            Some(BatchItem::Commit(planned)) => planned.record.as_ref().unwrap_or(record),
             _ => record,
         };
         let view = AppendView { record: current, last_sequence: last, schemas, replayed: entry.as_ref(), limits };
@@ -225,7 +242,9 @@ pub fn plan_batch<'a>(
                 if let Some((key, entry)) = &planned.replay {
                     keys.insert(key.clone(), entry.clone());
                 }
-                latest = Some(items.len());
+                if planned.record.is_some() {
+                    latest = Some(items.len());
+                }
                 items.push(BatchItem::Commit(planned));
             }
         }
@@ -319,6 +338,23 @@ mod tests {
     }
 
     #[test]
+    fn an_append_in_the_millisecond_of_the_last_change_copies_no_record() {
+        let prepared = prepared();
+        let mut record = prepared.new_record(1);
+        let note = || ProcessEventAppendRequest::new("note", json!({"text": "hi"}));
+        let later = committed(plan(&prepared, &record, None, note()).unwrap());
+        assert_eq!(later.record.as_ref().map(|after| after.updated_at_ms), Some(99), "a later millisecond stamps it");
+        record.updated_at_ms = 99;
+        let same = committed(plan(&prepared, &record, None, note()).unwrap());
+        assert!(same.record.is_none(), "nothing in the record changes");
+        assert_eq!(same.record_after(&record), &record);
+        let done = ProcessEventAppendRequest::new(COMPLETED, json!({"await_output": {"kind": "success", "value": 7}}))
+            .with_replay_key("t");
+        let terminal = committed(plan(&prepared, &record, None, done).unwrap());
+        assert!(terminal.record.as_ref().is_some_and(ProcessRecord::is_terminal), "a terminal event always does");
+    }
+
+    #[test]
     fn a_valid_append_is_sequenced_stamped_and_materialized() {
         let prepared = prepared();
         let record = prepared.new_record(1);
@@ -327,15 +363,15 @@ mod tests {
         );
         assert_eq!(planned.event.sequence, 4);
         assert_eq!(planned.event.occurred_at_ms, 99);
-        assert_eq!(planned.record.updated_at_ms, 99);
+        assert_eq!(planned.record_after(&record).updated_at_ms, 99);
         assert_eq!(planned.event.semantics.wake.as_ref().unwrap().input, "hi");
         assert_eq!(planned.event.invocation.caused_by, CausalRef::Process { process_id: "p".into() });
-        let delivery = wake_delivery(&planned.record, &planned.event, None).unwrap();
+        let delivery = wake_delivery(planned.record_after(&record), &planned.event, None).unwrap();
         assert_eq!(delivery.target_scope_id, "session:s");
         assert_eq!(delivery.dedupe_key, "p:4");
         assert_eq!(delivery.wake_id, wake_id("session:s", "p:4"));
         let elsewhere = SessionScope::with_frame("t", "f");
-        let redirected = wake_delivery(&planned.record, &planned.event, Some(&elsewhere)).unwrap();
+        let redirected = wake_delivery(planned.record_after(&record), &planned.event, Some(&elsewhere)).unwrap();
         assert_eq!(redirected.target_scope_id, "session:t/frame:f");
     }
 
@@ -389,12 +425,13 @@ mod tests {
         let done = ProcessEventAppendRequest::new(COMPLETED, json!({"await_output": {"kind": "success", "value": 7}}))
             .with_replay_key("t");
         let planned = committed(plan(&prepared, &record, None, done.clone()).unwrap());
-        assert!(planned.record.is_terminal());
-        assert!(planned.record.wait.is_none());
+        let after = planned.record_after(&record);
+        assert!(after.is_terminal());
+        assert!(after.wait.is_none());
         let again = done.with_replay_key("t2");
-        assert!(matches!(plan(&prepared, &planned.record, None, again), Err(RegistryError::AlreadyTerminal { .. })));
+        assert!(matches!(plan(&prepared, after, None, again), Err(RegistryError::AlreadyTerminal { .. })));
         let note = ProcessEventAppendRequest::new("note", json!({"text": "after"}));
-        assert!(plan(&prepared, &planned.record, None, note).is_ok(), "non-terminal events may follow");
+        assert!(plan(&prepared, after, None, note).is_ok(), "non-terminal events may follow");
     }
 
     #[test]

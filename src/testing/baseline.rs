@@ -129,12 +129,14 @@ impl ProcessState {
 
     /// Commits a planned event (the caller signals `committed`).
     fn apply(&mut self, planned: PlannedEvent, target: Option<&SessionScope>) -> ProcessEventAppendResult {
-        let wake_delivery = wake_delivery(&planned.record, &planned.event, target);
+        let wake_delivery = wake_delivery(planned.record_after(&self.record), &planned.event, target);
         self.events.push(planned.event.clone());
         if let Some((key, entry)) = planned.replay {
             self.replay.insert(key, entry);
         }
-        self.record = planned.record;
+        if let Some(record) = planned.record {
+            self.record = record;
+        }
         ProcessEventAppendResult { event: planned.event, wake_delivery }
     }
 }

@@ -526,7 +526,7 @@ impl Calls<'_> {
             Ok(AppendPlan::Commit(planned)) => {
                 let planned = *planned;
                 let event = Arc::new(planned.event);
-                let record = Arc::new(planned.record);
+                let record = planned.record.map_or_else(|| Arc::clone(actor.state.record()), Arc::new);
                 let delivery = wake_delivery(&record, &event, target.as_ref());
                 let change = ProcessChange::Appended { event: Arc::clone(&event), replay: planned.replay, record };
                 self.commit(vec![change], reply, (event, delivery));
@@ -560,6 +560,9 @@ impl Calls<'_> {
         };
         let mut changes = Vec::new();
         let mut answers: Vec<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>)> = Vec::with_capacity(items.len());
+        // The record after the events so far: shared by every event that
+        // leaves it unchanged.
+        let mut current = Arc::clone(state.record());
         for (item, target) in items.into_iter().zip(targets) {
             match item {
                 BatchItem::Replay { sequence } => {
@@ -580,7 +583,10 @@ impl Calls<'_> {
                 BatchItem::Commit(planned) => {
                     let planned = *planned;
                     let event = Arc::new(planned.event);
-                    let record = Arc::new(planned.record);
+                    if let Some(changed) = planned.record {
+                        current = Arc::new(changed);
+                    }
+                    let record = Arc::clone(&current);
                     let delivery = wake_delivery(&record, &event, target.as_ref());
                     changes.push(ProcessChange::Appended { event: Arc::clone(&event), replay: planned.replay, record });
                     answers.push((event, delivery));
