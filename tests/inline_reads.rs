@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use process_registry::testing::until;
 use process_registry::{
     ActorProcessRegistry, ManualClock, ProcessEventAppendRequest, ProcessEventType, ProcessInput, ProcessRegistration,
     ProcessRegistry, ProcessValueSelector, ProcessWakeSpec, RegistryConfig, RegistryError,
@@ -21,16 +22,6 @@ fn registration(id: &str) -> ProcessRegistration {
 
 fn event(event_type: &str, n: u64) -> ProcessEventAppendRequest {
     ProcessEventAppendRequest::new(event_type, json!({ "n": n }))
-}
-
-async fn until(mut condition: impl FnMut() -> bool) {
-    for _ in 0..5_000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("condition never became true");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

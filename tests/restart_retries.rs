@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use process_registry::runtime::RestartIntensity;
 use process_registry::store::{Commit, CommitCallback, CommitResult, ProcessChange, Recovered, StoredProcess};
+use process_registry::testing::until;
 use process_registry::{
     ActorProcessRegistry, DurabilityTier, MemoryStore, ProcessEventAppendRequest, ProcessEventType, ProcessExternalRef,
     ProcessInput, ProcessLeaseCompletion, ProcessRegistration, ProcessRegistry, ProcessStore, ProcessValueSelector,
@@ -34,16 +35,6 @@ fn tick() -> ProcessEventAppendRequest {
 /// Never quarantines: these tests crash one process many times.
 fn never_quarantine() -> RestartIntensity {
     RestartIntensity { max_restarts: usize::MAX, within_ms: 1 }
-}
-
-async fn until(mut condition: impl FnMut() -> bool) {
-    for _ in 0..5_000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("condition never became true");
 }
 
 /// A memory store whose `load_process` of one id blocks until the test

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use process_registry::testing::until;
 use process_registry::{
     ActorProcessRegistry, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType, ProcessInput,
     ProcessRegistration, ProcessRegistry, RegistryConfig, RegistryError,
@@ -17,16 +18,6 @@ fn registration(id: &str) -> ProcessRegistration {
 
 async fn start() -> ActorProcessRegistry {
     ActorProcessRegistry::start(RegistryConfig::default()).await.expect("registry starts")
-}
-
-async fn until(mut condition: impl FnMut() -> bool) {
-    for _ in 0..2_000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("condition never became true");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use process_registry::runtime::{MailboxConfig, OverloadPolicy, RestartIntensity};
+use process_registry::testing::until;
 use process_registry::{
     ActorProcessRegistry, ManualClock, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType,
     ProcessExternalRef, ProcessInput, ProcessListFilter, ProcessRegistration, ProcessRegistry, ProcessValueSelector,
@@ -18,16 +19,6 @@ fn registration(id: &str) -> ProcessRegistration {
 
 fn tick() -> ProcessEventAppendRequest {
     ProcessEventAppendRequest::new("tick", json!({}))
-}
-
-async fn until(mut condition: impl FnMut() -> bool) {
-    for _ in 0..5_000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("condition never became true");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
