@@ -51,4 +51,4 @@ pub use stats::RegistryStats;
 #[cfg(feature = "testing")]
 pub(crate) use schemas::SchemaCache;
 #[cfg(feature = "testing")]
-pub(crate) use supervisor::grants::GrantIndex;
+pub(crate) use supervisor::grants::{owned_grants, GrantIndex};

@@ -16,12 +16,11 @@ use ractor::{ActorId, ActorRef};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::process::messages::ProcessMsg;
-use super::process::state::ProcessState;
 use super::status_index::StatusIndex;
 use crate::error::RegistryError;
 use crate::events::ProcessTerminalState;
 use crate::model::{ProcessRecord, ProcessStatusFilter};
-use crate::store::ProcessStore;
+use crate::store::{IndexedProcess, ProcessStore};
 
 /// The record a process actor publishes: written only by that actor, before
 /// it replies, and read by anyone without a message.
@@ -138,7 +137,7 @@ pub(crate) enum Slot {
 /// released. Nothing can change that state meanwhile, since no actor runs.
 #[derive(Debug, Default)]
 pub(crate) struct Quarantine {
-    committed: OnceCell<Arc<ProcessState>>,
+    committed: OnceCell<Arc<IndexedProcess>>,
 }
 
 impl Quarantine {
@@ -148,13 +147,13 @@ impl Quarantine {
         &self,
         store: &dyn ProcessStore,
         process_id: &str,
-    ) -> Result<Arc<ProcessState>, RegistryError> {
+    ) -> Result<Arc<IndexedProcess>, RegistryError> {
         let load = || async {
             let stored = store.load_process(process_id).await?.ok_or_else(|| RegistryError::Storage {
                 process_id: process_id.to_owned(),
                 message: "the store does not hold this quarantined process".to_owned(),
             })?;
-            Ok::<_, RegistryError>(Arc::new(ProcessState::from_stored(stored)))
+            Ok::<_, RegistryError>(Arc::new(IndexedProcess::new(stored)))
         };
         self.committed.get_or_try_init(load).await.map(Arc::clone)
     }

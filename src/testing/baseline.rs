@@ -58,7 +58,7 @@ use crate::rules::limits::{dismantle, truncated, Limits};
 use crate::rules::registration::prepare_registration;
 use crate::rules::schema::CompiledSchemas;
 use crate::rules::scope::{check_scope, check_session_id};
-use crate::runtime::{GrantIndex, SchemaCache};
+use crate::runtime::{owned_grants, GrantIndex, SchemaCache};
 
 /// A complete [`ProcessRegistry`] with all state behind one global
 /// [`tokio::sync::Mutex`]: the performance baseline and test oracle.
@@ -473,7 +473,7 @@ impl ProcessRegistry for GlobalLockRegistry {
     async fn handle_grants_for_process(&self, process_id: &str) -> Result<Vec<ProcessHandleGrant>, PluginError> {
         let state = self.lock().await;
         state.process(process_id)?;
-        Ok(state.grants.grants_of_process(process_id).iter().map(|grant| ProcessHandleGrant::clone(grant)).collect())
+        Ok(owned_grants(state.grants.grants_of_process(process_id)))
     }
 
     async fn delete_session_process_state(&self, session_id: &str) -> Result<ProcessSessionDeleteReport, PluginError> {

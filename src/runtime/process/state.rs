@@ -11,9 +11,9 @@
 //! it (pipelining: a durable store may still be writing it).
 //! [`ProcessState::make_durable`] moves the [`Durable`] watermark over it
 //! once the store says it is durable. Every read answers from the durable
-//! part only ([`ProcessState::committed`]), so nothing that could still be lost is ever seen; if the
-//! store fails a commit, [`ProcessState::roll_back`] returns the planned
-//! state to the durable one.
+//! part only ([`ProcessState::committed`]), so nothing that could still be
+//! lost is ever seen; if the store fails a commit,
+//! [`ProcessState::roll_back`] returns the planned state to the durable one.
 
 use std::sync::Arc;
 
