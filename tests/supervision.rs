@@ -207,10 +207,13 @@ fn wake_registration(id: &str) -> ProcessRegistration {
 
 /// A registry that quarantines a process on its second crash within a minute.
 async fn quarantining_registry() -> ActorProcessRegistry {
-    let config = RegistryConfig::default()
+    ActorProcessRegistry::start(quarantining_config()).await.unwrap()
+}
+
+fn quarantining_config() -> RegistryConfig {
+    RegistryConfig::default()
         .with_clock(Arc::new(ManualClock::new(1_000)))
-        .with_restart_intensity(RestartIntensity { max_restarts: 1, within_ms: 60_000 });
-    ActorProcessRegistry::start(config).await.unwrap()
+        .with_restart_intensity(RestartIntensity { max_restarts: 1, within_ms: 60_000 })
 }
 
 async fn crash_until_quarantined(registry: &ActorProcessRegistry, process_id: &str) {
@@ -227,7 +230,20 @@ fn is_quarantined<T: std::fmt::Debug>(result: &Result<T, RegistryError>) -> bool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_process_answers_reads_of_its_committed_state_and_refuses_mutations_and_waits() {
-    let registry = quarantining_registry().await;
+    quarantined_reads_and_refusals(quarantining_registry().await).await;
+}
+
+/// The same on SQLite, whose reads are answered by the process's actor: a
+/// quarantined process has none, so they come from its read-only view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_process_on_sqlite_answers_reads_from_its_committed_view() {
+    let directory = tempfile::tempdir().unwrap();
+    let registry =
+        ActorProcessRegistry::open(directory.path().join("registry.db"), quarantining_config()).await.unwrap();
+    quarantined_reads_and_refusals(registry).await;
+}
+
+async fn quarantined_reads_and_refusals(registry: ActorProcessRegistry) {
     registry.register_process(wake_registration("crashy")).await.unwrap();
     registry.register_process(wake_registration("calm")).await.unwrap();
     registry.append_event("crashy", tick()).await.unwrap();
