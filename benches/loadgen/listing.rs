@@ -7,7 +7,15 @@
 //! times `list_non_terminal` `listing_samples` times in a row, checking
 //! each answer's length. The actor registry keeps an ordered index per
 //! status, so the call costs O(result); the baseline filters every record
-//! under its lock. The actor registry passivates (as in the memory phase),
+//! under its lock.
+//!
+//! The trait returns owned records, so no listing can cost less than a deep
+//! copy of its answer, and on a heap holding a million processes that copy
+//! is most of it: the allocator hands out chunks scattered over gigabytes,
+//! each first write a cache and TLB miss. So after each call the phase also
+//! times a copy of the answer it got (`clone()` of the returned records,
+//! same process, same heap), and a second row states the listing as a ratio
+//! to that floor. The actor registry passivates (as in the memory phase),
 //! so a million processes never keep a million actors alive, and the
 //! timing starts once every actor has passivated: a registry at rest.
 
@@ -21,7 +29,7 @@ use crate::args::Sizes;
 use crate::figures::expect_len;
 use crate::memory::for_each_concurrently;
 use crate::passivation::{passivating_actor_config, until_passivated};
-use crate::report::{count, latency_side, Row, Unit};
+use crate::report::{count, latency_side, ratio_of_medians, Row, Unit};
 use crate::support::subject::{Kind, Subject};
 use crate::support::workload::register;
 use crate::Result;
@@ -59,19 +67,30 @@ async fn listing_fixture(subject: &Subject, sizes: Sizes) -> Result<()> {
     .await
 }
 
-/// Times `list_non_terminal` `samples` times on `registry`.
-async fn time_worklist(registry: &Arc<dyn ProcessRegistry>, sizes: Sizes) -> Result<Vec<Duration>> {
-    let mut times = Vec::new();
+/// What one side's listings cost: each call, and a copy of its answer.
+struct Worklist {
+    calls: Vec<Duration>,
+    copies: Vec<Duration>,
+}
+
+/// Times `list_non_terminal` `samples` times on `registry`, and after each
+/// call a deep copy of the records it returned.
+async fn time_worklist(registry: &Arc<dyn ProcessRegistry>, sizes: Sizes) -> Result<Worklist> {
+    let mut times = Worklist { calls: Vec::new(), copies: Vec::new() };
     for _ in 0..sizes.listing_samples {
         let start = Instant::now();
         let running = registry.list_non_terminal().await?;
-        times.push(start.elapsed());
+        times.calls.push(start.elapsed());
         expect_len("list_non_terminal", running.len(), sizes.listing_running)?;
+        let start = Instant::now();
+        let copy = std::hint::black_box(running.clone());
+        times.copies.push(start.elapsed());
+        drop((copy, running));
     }
     Ok(times)
 }
 
-async fn listing_side(kind: Kind, sizes: Sizes) -> Result<Vec<Duration>> {
+async fn listing_side(kind: Kind, sizes: Sizes) -> Result<Worklist> {
     let subject = Subject::start_with(kind, passivating_actor_config()).await?;
     let start = Instant::now();
     listing_fixture(&subject, sizes).await?;
@@ -88,17 +107,32 @@ async fn listing_side(kind: Kind, sizes: Sizes) -> Result<Vec<Duration>> {
 async fn listing_phase(sizes: Sizes) -> Result<Vec<Row>> {
     let actor = listing_side(Kind::Actor, sizes).await?;
     let baseline = listing_side(Kind::Baseline, sizes).await?;
-    Ok(vec![Row::new(
-        "list_non_terminal_few_running",
-        format!(
-            "list_non_terminal, {} running of {} processes",
-            count(sizes.listing_running),
-            count(sizes.listing_processes)
+    let (running, processes) = (count(sizes.listing_running), count(sizes.listing_processes));
+    let calls = latency_side(actor.calls);
+    let copies = latency_side(actor.copies);
+    let over_copy = ratio_of_medians(&calls, &copies);
+    Ok(vec![
+        Row::new(
+            "list_non_terminal_few_running",
+            format!("list_non_terminal, {running} running of {processes} processes"),
+            Unit::Micros,
+            calls.clone(),
+            latency_side(baseline.calls),
         ),
-        Unit::Micros,
-        latency_side(actor),
-        latency_side(baseline),
-    )])
+        Row::new(
+            "list_non_terminal_answer_copy",
+            format!("same, against a deep copy of its answer ({running} records, same heap)"),
+            Unit::Micros,
+            calls,
+            copies,
+        )
+        .with_ratio(
+            over_copy,
+            "listing/copy",
+            "ratio = actor listing p50 / p50 of clone() of the records it returned (the floor any listing that \
+             returns owned records pays)",
+        ),
+    ])
 }
 
 /// Runs [`listing_phase`] as a task on a fresh runtime.
