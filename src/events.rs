@@ -28,6 +28,9 @@ pub const FAILED: &str = "process.failed";
 /// `process.cancelled`: terminal, state `Cancelled`.
 pub const CANCELLED: &str = "process.cancelled";
 
+/// The names of the [`core_event_types`], in their order.
+pub const CORE_EVENT_TYPE_NAMES: [&str; 6] = [CANCEL_REQUESTED, WAITING, RESUMED, COMPLETED, FAILED, CANCELLED];
+
 /// The core event types every process declares (added at registration
 /// when a registration does not declare them itself).
 pub fn core_event_types() -> Vec<ProcessEventType> {

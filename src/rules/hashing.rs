@@ -172,6 +172,48 @@ pub fn sha256_hex_of_json(value: &Value) -> String {
     sink.hex()
 }
 
+/// SHA-256 hex of the canonical JSON of `value`, and of its member `member`
+/// alone when `value` is an object that has one: both hashed in one pass
+/// (the member's canonical text is part of the whole's).
+pub fn sha256_hex_of_json_and_member(value: &Value, member: &str) -> (String, Option<String>) {
+    let Value::Object(map) = value else {
+        return (sha256_hex_of_json(value), None);
+    };
+    let mut whole = Hashing::new();
+    let mut part = None;
+    let mut entries: Vec<_> = map.iter().collect();
+    if !map.keys().is_sorted() {
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+    whole.put("{");
+    for (index, (key, item)) in entries.into_iter().enumerate() {
+        if index > 0 {
+            whole.put(",");
+        }
+        write_string(key, &mut whole);
+        whole.put(":");
+        if key == member {
+            let mut alone = Hashing::new();
+            write_canonical(item, &mut Both(&mut whole, &mut alone));
+            part = Some(alone.hex());
+        } else {
+            write_canonical(item, &mut whole);
+        }
+    }
+    whole.put("}");
+    (whole.hex(), part)
+}
+
+/// Puts everything into two sinks.
+struct Both<'a, A: Sink, B: Sink>(&'a mut A, &'a mut B);
+
+impl<A: Sink, B: Sink> Sink for Both<'_, A, B> {
+    fn put(&mut self, text: &str) {
+        self.0.put(text);
+        self.1.put(text);
+    }
+}
+
 /// The payload hash of an append: SHA-256 of canonical `[event_type, payload]`,
 /// and the length of the payload's canonical form in bytes.
 pub fn payload_hash(event_type: &str, payload: &Value) -> (String, usize) {
@@ -272,6 +314,17 @@ mod tests {
             // output is the canonical form.
             prop_assert_eq!(canonical_json(&value), value.to_string());
             prop_assert_eq!(sha256_hex_of_json(&value), sha256_hex(value.to_string().as_bytes()));
+        }
+
+        #[test]
+        fn one_pass_hashes_the_whole_and_the_member_as_two_passes_do(
+            members in prop::collection::btree_map("[a-e]{1,2}", json_values(), 0..6),
+        ) {
+            let value = Value::Object(members.into_iter().collect());
+            for member in ["a", "b", "zz"] {
+                let alone = value.get(member).map(sha256_hex_of_json);
+                prop_assert_eq!(sha256_hex_of_json_and_member(&value, member), (sha256_hex_of_json(&value), alone));
+            }
         }
     }
 }

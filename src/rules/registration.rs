@@ -11,9 +11,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::error::RegistryError;
-use crate::events::{core_event_types, ProcessEventType, ProcessTerminalState};
+use crate::events::{core_event_types, ProcessEventType, ProcessTerminalState, CORE_EVENT_TYPE_NAMES};
 use crate::model::{ProcessInput, ProcessRecord, ProcessRegistration, ProcessStatus};
-use crate::rules::hashing::sha256_hex_of_json;
+use crate::rules::hashing::sha256_hex_of_json_and_member;
 use crate::rules::limits::{dismantle, truncated, Limits};
 use crate::rules::schema::{CompiledSchemas, Declarations, SchemaSource};
 use crate::rules::scope::check_scope;
@@ -87,9 +87,16 @@ pub fn same_registration(existing: &ProcessRecord, hash: &str) -> Result<Process
 }
 
 /// Adds every core event type the registration does not declare by name.
+/// Registrations built with [`ProcessRegistration::new`] declare them all
+/// already, so the common case copies nothing: O(core types x declared)
+/// name comparisons.
 pub fn ensure_core_event_types(event_types: &mut Vec<ProcessEventType>) {
-    let declared: HashSet<String> = event_types.iter().map(|ty| ty.name.clone()).collect();
-    event_types.extend(core_event_types().into_iter().filter(|core| !declared.contains(&core.name)));
+    let declared = |name: &str| event_types.iter().any(|ty| ty.name == name);
+    if CORE_EVENT_TYPE_NAMES.iter().all(|name| declared(name)) {
+        return;
+    }
+    let missing: Vec<_> = core_event_types().into_iter().filter(|core| !declared(&core.name)).collect();
+    event_types.extend(missing);
 }
 
 /// Validates, completes and hashes a registration.
@@ -182,8 +189,8 @@ fn check_and_complete(
     limits.check_registration_bytes(&id, &*registration)?;
     let as_json = serde_json::to_value(&*registration)
         .map_err(|err| invalid(format!("registration is not representable as JSON: {err}")))?;
-    let hash = sha256_hex_of_json(&as_json);
-    let declarations_hash = as_json.get("event_types").map(sha256_hex_of_json).unwrap_or_default();
+    let (hash, declarations_hash) = sha256_hex_of_json_and_member(&as_json, "event_types");
+    let declarations_hash = declarations_hash.unwrap_or_default();
     let declarations = schemas
         .declare(&registration.event_types, &declarations_hash)
         .map_err(|(name, reason)| invalid(format!("event type `{name}` has an invalid payload schema: {reason}")))?;
@@ -323,7 +330,9 @@ pub fn no_args() -> serde_json::Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ProcessTerminalSpec, ProcessValueSelector, COMPLETED};
+    use crate::events::{
+        ProcessTerminalSpec, ProcessValueSelector, CANCELLED, CANCEL_REQUESTED, COMPLETED, FAILED, RESUMED, WAITING,
+    };
     use crate::rules::schema::CompileEach;
     use serde_json::json;
 
@@ -342,6 +351,21 @@ mod tests {
         let full = prepare(registration("p")).unwrap();
         assert_eq!(prepared.registration.event_types.len(), 6);
         assert_eq!(prepared.hash, full.hash, "adding core types is part of preparation");
+    }
+
+    #[test]
+    fn the_core_names_are_the_core_types_in_order() {
+        let names: Vec<_> = core_event_types().into_iter().map(|ty| ty.name).collect();
+        assert_eq!(names, CORE_EVENT_TYPE_NAMES);
+    }
+
+    #[test]
+    fn a_registration_missing_some_core_types_gets_just_those() {
+        let mut declared = vec![ProcessEventType::new(WAITING, json!({})), ProcessEventType::new("x", json!({}))];
+        ensure_core_event_types(&mut declared);
+        let names: Vec<_> = declared.iter().map(|ty| ty.name.as_str()).collect();
+        assert_eq!(names, [WAITING, "x", CANCEL_REQUESTED, RESUMED, COMPLETED, FAILED, CANCELLED]);
+        assert_eq!(declared[0].payload_schema, json!({}), "the declared one is kept");
     }
 
     #[test]
