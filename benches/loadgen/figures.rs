@@ -5,8 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use process_registry::testing::preparation::{canonical_hash, Preparation};
 use process_registry::{
-    ProcessHandleDescriptor, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistry, SessionScope,
+    Limits, ProcessHandleDescriptor, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistry, SessionScope,
 };
 
 use crate::args::{Args, Sizes, FIGURE_PHASE_FLAG};
@@ -14,7 +15,7 @@ use crate::forwarder::Forwarder;
 use crate::report::{count, per_second, Collected, Row, Sample, Unit};
 use crate::support::parking::{await_once, wake_after_idle, wake_once};
 use crate::support::subject::{Kind, Subject};
-use crate::support::workload::{fill_log, register, runtime, tick, LEASE_TTL_MS, SIGNAL};
+use crate::support::workload::{fill_log, register, registration, runtime, tick, LEASE_TTL_MS, SIGNAL};
 use crate::sys::run_child;
 use crate::{BoxError, Result};
 
@@ -57,6 +58,7 @@ enum Figure {
     AppendSequentialHandoff,
     AppendConcurrent,
     AppendBatch,
+    RegisterPreparation,
     EventsAfterHead,
     EventsAfterTail,
     CountEventsThrough,
@@ -71,8 +73,9 @@ enum Figure {
 }
 
 impl Figure {
-    const ALL: [Figure; 16] = [
+    const ALL: [Figure; 17] = [
         Figure::Register,
+        Figure::RegisterPreparation,
         Figure::AppendSequential,
         Figure::AppendSequentialHandoff,
         Figure::AppendConcurrent,
@@ -94,6 +97,7 @@ impl Figure {
     fn id(self) -> &'static str {
         match self {
             Figure::Register => "register",
+            Figure::RegisterPreparation => "registration_preparation",
             Figure::AppendSequential => "append_sequential",
             Figure::AppendSequentialHandoff => "append_sequential_handoff_ceiling",
             Figure::AppendConcurrent => "append_concurrent",
@@ -116,6 +120,9 @@ impl Figure {
         let log = count(sizes.log_len);
         match self {
             Figure::Register => "register (sequential)".to_owned(),
+            Figure::RegisterPreparation => {
+                "  its preparation (actor column) against canonical JSON + SHA-256 once (baseline column)".to_owned()
+            }
             Figure::AppendSequential => "append, 1 process sequential".to_owned(),
             Figure::AppendSequentialHandoff => "  same, baseline behind 1 actor (ceiling)".to_owned(),
             Figure::AppendConcurrent => format!("append, {} processes concurrent", sizes.concurrent_tasks),
@@ -159,6 +166,8 @@ struct Fixture {
     /// Only on the handoff ceiling's forwarded side: an actor in front of
     /// the subject (a baseline).
     forwarder: Option<Forwarder>,
+    /// Only on the preparation figure's actor side.
+    preparation: Option<Preparation>,
     process_id: String,
     scope: SessionScope,
 }
@@ -186,7 +195,12 @@ async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
         }
         _ => (Subject::start(kind).await?, None),
     };
-    let fixture = Fixture { subject, forwarder, process_id: String::new(), scope: SessionScope::new("loadgen") };
+    // The preparation figure's actor column runs the preparation; its
+    // baseline column the floor.
+    let preparation =
+        (figure == Figure::RegisterPreparation && kind == Kind::Actor).then(|| Preparation::new(Limits::default()));
+    let fixture =
+        Fixture { subject, forwarder, preparation, process_id: String::new(), scope: SessionScope::new("loadgen") };
     let registry = fixture.registry();
     let process_id = match figure {
         Figure::EventsAfterHead
@@ -220,6 +234,7 @@ async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
             String::new()
         }
         Figure::Register
+        | Figure::RegisterPreparation
         | Figure::AppendSequential
         | Figure::AppendSequentialHandoff
         | Figure::AppendConcurrent
@@ -236,12 +251,28 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
     let process_id = fixture.process_id.as_str();
     Ok(match figure {
         Figure::Register => {
-            let ids: Vec<String> = (0..sizes.registrations).map(|i| format!("reg-{round}-{i}")).collect();
+            // Built before the clock starts: the row times the registry.
+            let registrations: Vec<_> =
+                (0..sizes.registrations).map(|i| registration(&format!("reg-{round}-{i}"))).collect();
             let start = Instant::now();
-            for id in &ids {
-                register(registry, id).await?;
+            for registration in registrations {
+                registry.register_process(registration).await.map_err(|err| format!("register: {err}"))?;
             }
             Sample::Throughput(per_second(sizes.registrations, start.elapsed()))
+        }
+        Figure::RegisterPreparation => {
+            let registrations: Vec<_> =
+                (0..sizes.registrations).map(|i| registration(&format!("prep-{round}-{i}"))).collect();
+            let mut times = Vec::with_capacity(registrations.len());
+            for registration in registrations {
+                let start = Instant::now();
+                match &fixture.preparation {
+                    Some(preparation) => drop(std::hint::black_box(preparation.prepare(registration, 0)?)),
+                    None => drop(std::hint::black_box(canonical_hash(&registration)?)),
+                }
+                times.push(start.elapsed());
+            }
+            Sample::Latencies(times)
         }
         Figure::AppendSequential | Figure::AppendSequentialHandoff => {
             // The forwarder is there only on the ceiling's forwarded side.
@@ -445,6 +476,15 @@ async fn run_figure(figure: Figure, sizes: Sizes) -> Result<Row> {
         Figure::AppendSequentialHandoff => {
             let ratio = row.ratio;
             row.with_ratio(ratio, "forwarded/baseline", "the ceiling of the row above")
+        }
+        Figure::RegisterPreparation => {
+            let ratio = row.ratio;
+            row.with_ratio(
+                ratio,
+                "preparation/floor",
+                "ratio = p50 of validation, hashing, schema checks and the record / p50 of the registration's \
+                 canonical JSON hashed once, target <= 2",
+            )
         }
         _ => row,
     })

@@ -4,6 +4,8 @@
 //! - `baseline`: a global-lock reference registry, the oracle and baseline.
 //! - `postgres` (with feature `postgres`): a fresh database per test on the
 //!   server `.ci/run` starts.
+//! - `preparation`: registration preparation alone, and its floor (for
+//!   the loadgen).
 //! - [`until`]: a bounded wait for state a registry reaches asynchronously.
 
 // Test support fails a test the way tests do: by panicking.
@@ -15,6 +17,8 @@ pub mod conformance;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+
+pub mod preparation;
 
 /// Waits until `condition` holds, checking every millisecond for at most
 /// 5 s of checks, and panics (failing the test) when it never does. For
