@@ -30,9 +30,10 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Most event types one process may declare (core types included).
     pub max_event_types: usize,
-    /// Largest registration: bytes of its JSON as stored, core event types
-    /// included. Checked while counting, before anything is copied,
-    /// hashed or compiled.
+    /// Largest registration: bytes of its canonical JSON as stored, core
+    /// event types included. Checked while that JSON is hashed, which
+    /// stops at the limit (an oversized registration costs at most the
+    /// limit's worth of work), before any schema is compiled.
     pub max_registration_bytes: usize,
     /// Most bytes the selector templates of one event may render, all of
     /// them together (await output, wake input and dedupe key), each
@@ -154,54 +155,11 @@ impl Limits {
         Ok(())
     }
 
-    /// Refuses a registration whose JSON exceeds `max_registration_bytes`.
-    /// Counts while serializing and stops at the limit: nothing is copied.
-    /// Serializing recurses, so `registration`'s depth must be bounded.
-    /// (Compact JSON is exactly as long as the canonical form: the same
-    /// escapes, only the key order differs.)
-    pub fn check_registration_bytes(
-        &self,
-        process_id: &str,
-        registration: &impl Serialize,
-    ) -> Result<(), RegistryError> {
-        let mut counter = ByteCounter { bytes: 0, limit: self.max_registration_bytes };
-        match serde_json::to_writer(&mut counter, registration) {
-            Ok(()) => Ok(()),
-            Err(_) if counter.bytes > counter.limit => {
-                Err(limit_exceeded(process_id, "registration bytes", self.max_registration_bytes))
-            }
-            Err(err) => Err(RegistryError::InvalidRegistration {
-                process_id: truncated(process_id),
-                reason: format!("registration is not representable as JSON: {err}"),
-            }),
-        }
-    }
-
     /// Refuses a payload whose canonical form exceeds `max_payload_bytes`.
     pub fn check_payload_bytes(&self, process_id: &str, bytes: usize) -> Result<(), RegistryError> {
         if bytes > self.max_payload_bytes {
             return Err(limit_exceeded(process_id, "payload bytes", self.max_payload_bytes));
         }
-        Ok(())
-    }
-}
-
-/// Counts the bytes written to it, and fails once they pass `limit`.
-struct ByteCounter {
-    bytes: usize,
-    limit: usize,
-}
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.bytes = self.bytes.saturating_add(buf.len());
-        if self.bytes > self.limit {
-            return Err(std::io::Error::other("over the byte limit"));
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -337,18 +295,6 @@ mod tests {
         ] {
             assert!(invalid.validate().is_err(), "{invalid:?}");
         }
-    }
-
-    #[test]
-    fn registration_bytes_are_counted_up_to_the_limit_without_a_copy() {
-        let limits = Limits { max_registration_bytes: 10, ..Limits::default() };
-        assert!(limits.check_registration_bytes("p", &json!("12345678")).is_ok(), "10 bytes with the quotes");
-        let err = limits.check_registration_bytes("p", &json!("123456789")).unwrap_err();
-        assert!(matches!(err, RegistryError::LimitExceeded { limit: 10, .. }), "{err}");
-        let value = json!({"b": [1, "x\n\u{1}"], "a": null});
-        let exact = Limits { max_registration_bytes: value.to_string().len(), ..Limits::default() };
-        assert!(exact.check_registration_bytes("p", &value).is_ok());
-        assert_eq!(value.to_string().len(), crate::rules::hashing::canonical_json(&value).len());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! the global-lock reference registry used as a test oracle and baseline.
 //!
 //! - [`hashing`]: canonical JSON and SHA-256 (registration, payload, wake ids).
+//! - [`canonical`]: canonical JSON written straight from `Serialize` (registrations).
 //! - [`limits`]: size and depth limits, checked before anything recursive runs.
 //! - [`schema`]: JSON Schema compilation and payload validation.
 //! - [`registration`]: preparing and validating a registration, and when two are the same.
@@ -16,6 +17,7 @@
 //! - [`scope`]: which session scopes are accepted, so scope ids never collide.
 
 pub mod append;
+pub mod canonical;
 pub mod hashing;
 pub mod lease;
 pub mod limits;

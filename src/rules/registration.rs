@@ -13,8 +13,9 @@ use serde_json::Value;
 use crate::error::RegistryError;
 use crate::events::{core_event_types, ProcessEventType, ProcessTerminalState, CORE_EVENT_TYPE_NAMES};
 use crate::model::{ProcessInput, ProcessRecord, ProcessRegistration, ProcessStatus};
-use crate::rules::hashing::sha256_hex_of_json_and_member;
-use crate::rules::limits::{dismantle, truncated, Limits};
+use crate::rules::canonical::CanonicalError;
+use crate::rules::hashing::sha256_hex_of_serialized;
+use crate::rules::limits::{dismantle, limit_exceeded, truncated, Limits};
 use crate::rules::schema::{CompiledSchemas, Declarations, SchemaSource};
 use crate::rules::scope::check_scope;
 
@@ -186,10 +187,16 @@ fn check_and_complete(
         }
     }
     // Depth is bounded from here on: serializing and hashing recurse safely.
-    limits.check_registration_bytes(&id, &*registration)?;
-    let as_json = serde_json::to_value(&*registration)
-        .map_err(|err| invalid(format!("registration is not representable as JSON: {err}")))?;
-    let (hash, declarations_hash) = sha256_hex_of_json_and_member(&as_json, "event_types");
+    // One pass writes the canonical JSON into both hashes and stops at the
+    // byte limit.
+    let limit = limits.max_registration_bytes;
+    let (hash, declarations_hash) =
+        sha256_hex_of_serialized(&*registration, "event_types", limit).map_err(|err| match err {
+            CanonicalError::TooLarge => limit_exceeded(&id, "registration bytes", limit),
+            CanonicalError::Unrepresentable(reason) => {
+                invalid(format!("registration is not representable as JSON: {reason}"))
+            }
+        })?;
     let declarations_hash = declarations_hash.unwrap_or_default();
     let declarations = schemas
         .declare(&registration.event_types, &declarations_hash)
@@ -374,6 +381,19 @@ mod tests {
         let prepared = prepare(registration("p").with_event_types(vec![custom.clone()])).unwrap();
         assert_eq!(prepared.registration.event_types[0], custom);
         assert_eq!(prepared.registration.event_types.len(), 6);
+    }
+
+    #[test]
+    fn the_byte_limit_is_the_canonical_length_of_the_prepared_registration() {
+        let prepared = prepare(registration("p")).unwrap().registration;
+        let len = serde_json::to_string(&prepared).unwrap().len();
+        let at = |max_registration_bytes| Limits { max_registration_bytes, ..Limits::default() };
+        assert!(prepare_registration(registration("p"), &at(len), &CompileEach).is_ok());
+        let refused = prepare_registration(registration("p"), &at(len - 1), &CompileEach).unwrap_err();
+        assert!(
+            matches!(&refused, RegistryError::LimitExceeded { what, limit, .. } if what == "registration bytes" && *limit == (len - 1) as u64),
+            "{refused}"
+        );
     }
 
     #[test]
