@@ -58,8 +58,8 @@ type Result<T = ()> = std::result::Result<T, CanonicalError>;
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
 /// Writes the canonical JSON of `value` into `out`, at most `limit` bytes.
-/// When `member` names a member of the top-level object, its value's text
-/// is also written into `member_out`.
+/// With `member` = `Some((name, sink))`, when `value` is an object with a
+/// member `name`, that member's value text also goes into `sink`.
 pub(super) fn write_canonical_of<T, S, M>(
     value: &T,
     limit: usize,
