@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
 
 use super::inspect::{ProcessSummary, StatusCounts, StoredGrant, StoredStatus};
 use crate::events::{ProcessEvent, ProcessEventSemantics, ProcessEventType};
@@ -43,13 +42,12 @@ pub(crate) fn stored_status_name(status: StoredStatus) -> &'static str {
 }
 
 /// The record as stored: JSON without its event types (they are in
-/// `declarations`).
+/// `declarations`). Written straight from the record with an empty list
+/// in their place, so the declarations, most of a record's size, are
+/// never serialized only to be dropped.
 pub(crate) fn record_json(record: &ProcessRecord) -> Result<String, String> {
-    let mut value = serde_json::to_value(record).map_err(|error| format!("record is not JSON: {error}"))?;
-    if let Some(object) = value.as_object_mut() {
-        object.insert("event_types".to_owned(), Value::Array(Vec::new()));
-    }
-    Ok(value.to_string())
+    let stored = ProcessRecord { event_types: Arc::default(), ..record.clone() };
+    serde_json::to_string(&stored).map_err(|error| format!("record is not JSON: {error}"))
 }
 
 /// A record read back, with its event types and its `updated_at_ms` column.
@@ -447,4 +445,35 @@ pub(crate) fn read_summaries(
         });
     }
     Ok(summaries)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::{ProcessExternalRef, ProcessInput, ProcessRegistration, SessionScope, WaitKind, WaitState};
+    use crate::rules::limits::Limits;
+    use crate::rules::registration::prepare_registration;
+    use crate::rules::schema::CompileEach;
+
+    #[test]
+    fn a_record_is_stored_without_its_event_types_and_reads_back_whole() {
+        let registration = ProcessRegistration::new("p", ProcessInput::external(json!({"a": [1, "x"]})))
+            .with_env_ref("env")
+            .with_wake_target(SessionScope::with_frame("s", "f"));
+        let prepared = prepare_registration(registration, &Limits::default(), &CompileEach).unwrap();
+        let mut record = prepared.new_record(7);
+        record.external_ref =
+            Some(ProcessExternalRef { backend: "queue".to_owned(), id: "id-1".to_owned(), metadata: Some(json!({})) });
+        let kind =
+            WaitKind::Signal { name: "go".to_owned(), event_type: "t".to_owned(), key: "k".to_owned(), ordinal: 2 };
+        record.wait = Some(WaitState { kind, since_ms: 8 });
+        record.updated_at_ms = 9;
+        let json = record_json(&record).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(stored["event_types"], json!([]), "the declarations live in their own table");
+        let read = record_from_row(&json, Arc::clone(&record.event_types), 9).unwrap();
+        assert_eq!(read, record);
+    }
 }
