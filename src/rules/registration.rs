@@ -396,6 +396,17 @@ mod tests {
         );
     }
 
+    /// Hashes are stored (SQLite, PostgreSQL) and compared with later
+    /// registrations of the same id, so they must not change between
+    /// versions: these are the values the `Value`-based hashing computed
+    /// before `rules::canonical` replaced it.
+    #[test]
+    fn hashes_are_those_stored_by_earlier_versions() {
+        let prepared = prepare(registration("p").with_env_ref("env")).unwrap();
+        assert_eq!(prepared.hash, "2b90c9eb8c43dd47de57735b60dd140ef2fd9b8ca082a8292a2a37b1717259fd");
+        assert_eq!(prepared.declarations_hash, "da308bb5d8deb79a2e3213fd293849d9c09c1024f106ba50b6131d505c63dd35");
+    }
+
     #[test]
     fn hash_changes_with_any_field() {
         let base = prepare(registration("p")).unwrap().hash;
