@@ -652,6 +652,15 @@ impl KeySerializer<'_> {
     }
 }
 
+/// `serialize_<int>` for each integer type: the number's text is the key.
+macro_rules! integer_keys {
+    ($($method:ident: $int:ty),*) => {
+        $(fn $method(self, value: $int) -> Result {
+            self.key(&value.to_string())
+        })*
+    };
+}
+
 impl ser::Serializer for KeySerializer<'_> {
     type Ok = ();
     type Error = CanonicalError;
@@ -667,45 +676,10 @@ impl ser::Serializer for KeySerializer<'_> {
         self.key(if value { "true" } else { "false" })
     }
 
-    fn serialize_i8(self, value: i8) -> Result {
-        self.key(&value.to_string())
-    }
-
-    fn serialize_i16(self, value: i16) -> Result {
-        self.key(&value.to_string())
-    }
-
-    fn serialize_i32(self, value: i32) -> Result {
-        self.key(&value.to_string())
-    }
-
-    fn serialize_i64(self, value: i64) -> Result {
-        self.key(&value.to_string())
-    }
-
-    fn serialize_i128(self, value: i128) -> Result {
-        self.key(&value.to_string())
-    }
-
-    fn serialize_u8(self, value: u8) -> Result {
-        self.key(&value.to_string())
-    }
-
-    fn serialize_u16(self, value: u16) -> Result {
-        self.key(&value.to_string())
-    }
-
-    fn serialize_u32(self, value: u32) -> Result {
-        self.key(&value.to_string())
-    }
-
-    fn serialize_u64(self, value: u64) -> Result {
-        self.key(&value.to_string())
-    }
-
-    fn serialize_u128(self, value: u128) -> Result {
-        self.key(&value.to_string())
-    }
+    integer_keys!(
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64, serialize_i128: i128,
+        serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64, serialize_u128: u128
+    );
 
     fn serialize_f32(self, _value: f32) -> Result {
         Self::refused()
