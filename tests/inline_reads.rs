@@ -1,6 +1,8 @@
 //! Reads of committed state on the memory store are answered in the
 //! caller's task: no message, no activation, and read-your-writes against
-//! the process actor that writes.
+//! the process actor that writes. On SQLite the same holds while a
+//! process's actor runs (the store keeps its committed state resident from
+//! activation to passivation); a passivated process keeps no log in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,8 +62,18 @@ async fn reads_of_a_passivated_process_answer_its_log_and_start_no_actor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readers_racing_an_appender_see_whole_prefixes_and_every_returned_append() {
-    const APPENDS: u64 = 2_000;
-    let registry = ActorProcessRegistry::start(RegistryConfig::default()).await.unwrap();
+    readers_racing_an_appender(ActorProcessRegistry::start(RegistryConfig::default()).await.unwrap(), 2_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_sqlite_readers_racing_an_appender_see_whole_prefixes_and_every_returned_append() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("registry.db");
+    // Every append waits for its fsync, so fewer of them.
+    readers_racing_an_appender(ActorProcessRegistry::open(path, RegistryConfig::default()).await.unwrap(), 300).await;
+}
+
+async fn readers_racing_an_appender(registry: ActorProcessRegistry, appends: u64) {
     registry.register_process(registration("p")).await.unwrap();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..4)
@@ -84,7 +96,7 @@ async fn readers_racing_an_appender_see_whole_prefixes_and_every_returned_append
             })
         })
         .collect();
-    for n in 1..=APPENDS {
+    for n in 1..=appends {
         let appended = registry.append_event("p", event("tick", n)).await.unwrap();
         assert_eq!(appended.event.sequence, n);
         // Read-your-writes: the append that returned is in every later read.
@@ -97,6 +109,37 @@ async fn readers_racing_an_appender_see_whole_prefixes_and_every_returned_append
         reads += reader.await.unwrap();
     }
     assert!(reads > 0, "the readers ran");
-    assert_eq!(registry.events_after("p", 0).await.unwrap().len() as u64, APPENDS);
+    assert_eq!(registry.events_after("p", 0).await.unwrap().len() as u64, appends);
+    registry.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_passivated_process_keeps_no_log_in_memory_and_its_next_read_loads_it() {
+    let directory = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = RegistryConfig::default().with_clock(clock.clone()).with_passivation(Some(Duration::from_secs(60)));
+    let registry = ActorProcessRegistry::open(directory.path().join("registry.db"), config).await.unwrap();
+    registry.register_process(registration("p")).await.unwrap();
+    for (n, event_type) in ["tick", "poke", "tick", "poke"].into_iter().enumerate() {
+        registry.append_event("p", event(event_type, n as u64)).await.unwrap();
+    }
+    registry.ack_wake("p", 2).await.unwrap();
+    let activations = registry.stats().activations;
+    let log = registry.events_after("p", 0).await.unwrap();
+    assert_eq!(log.len(), 4);
+    assert_eq!(registry.count_events_through("p", "poke", 4).await.unwrap(), 2);
+    assert_eq!(registry.stats().activations, activations, "reads of a running actor's process load nothing");
+
+    clock.advance(120_000);
+    registry.passivate_idle();
+    until(|| registry.stats().live_actors == 0).await;
+    // Nothing resident: the read goes to a new actor, loaded from the file.
+    assert_eq!(registry.events_after("p", 0).await.unwrap(), log);
+    assert_eq!(registry.stats().activations, activations + 1, "the read after passivation loaded the process");
+    let unacked: Vec<u64> = registry.wake_events_after("p", 0).await.unwrap().iter().map(|e| e.sequence).collect();
+    assert_eq!(unacked, [4], "the durable ack came back with the log");
+    registry.append_event("p", event("tick", 9)).await.unwrap();
+    assert_eq!(registry.recent_events("p", 1).await.unwrap()[0].sequence, 5, "and later appends are read");
+    assert_eq!(registry.count_events_through("p", "tick", 5).await.unwrap(), 3);
     registry.shutdown().await;
 }

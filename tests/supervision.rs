@@ -233,8 +233,9 @@ async fn a_quarantined_process_answers_reads_of_its_committed_state_and_refuses_
     quarantined_reads_and_refusals(quarantining_registry().await).await;
 }
 
-/// The same on SQLite, whose reads are answered by the process's actor: a
-/// quarantined process has none, so they come from its read-only view.
+/// The same on SQLite, which answers reads from what it keeps of running
+/// actors: a quarantined process has none (the quarantine releases it), so
+/// the first read comes from its read-only view, loaded from the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantined_process_on_sqlite_answers_reads_from_its_committed_view() {
     let directory = tempfile::tempdir().unwrap();

@@ -173,10 +173,23 @@ pub trait ProcessStore: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// The default is [`InlineRead::Unsupported`]: the registry asks the
     /// process's actor instead. Only stores in this crate can build a
-    /// [`CommittedView`]; [`MemoryStore`] answers every read this way.
+    /// [`CommittedView`]; [`MemoryStore`] answers every read this way, and
+    /// [`SqliteStore`] answers this way the reads of every process whose
+    /// actor runs (it keeps their committed state from activation to
+    /// passivation; see [`Self::release_process`]).
     fn read_inline(&self, process_id: &str, read: &mut dyn FnMut(CommittedView<'_>)) -> InlineRead {
         let _ = (process_id, read);
         InlineRead::Unsupported
+    }
+
+    /// The actor of `process_id` passivated with nothing in flight: a
+    /// store that kept a copy of its committed state since
+    /// [`Self::load_process`], to answer [`Self::read_inline`], may drop
+    /// it now (its reads go to a new actor, which loads it again). Called
+    /// before the process is routed passive, so no activation races it.
+    /// The default does nothing.
+    fn release_process(&self, process_id: &str) {
+        let _ = process_id;
     }
 
     /// The store's view for several registry nodes writing one database
@@ -203,7 +216,9 @@ pub enum InlineRead {
     Read,
     /// The store does not hold the process (the read did not run).
     NotHeld,
-    /// This store answers no read inline (the read did not run).
+    /// This store does not answer this read inline (the read did not
+    /// run): it keeps no committed state in memory, or not this process's
+    /// now.
     Unsupported,
 }
 

@@ -149,6 +149,9 @@ impl Actor for ProcessActor {
         match message {
             ProcessMsg::Passivate { idle_ms } => {
                 if actor.try_passivate(shared, idle_ms) {
+                    // Nothing is in flight and the slot still names this
+                    // actor, so no activation can race the store's release.
+                    shared.store.release_process(&actor.process_id);
                     // Route callers to a fresh activation at once rather than
                     // let them find closed permits until the supervisor hears
                     // of the stop; the committed state is all in the store.

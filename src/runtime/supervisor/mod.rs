@@ -239,6 +239,9 @@ impl RegistrySupervisor {
     /// quarantined (in `pre_start`) instead of passive.
     fn quarantine(&self, process_id: &str, reason: &dyn std::fmt::Display) {
         tracing::error!(process_id = %process_id, %reason, "process actor keeps failing; quarantined");
+        // What the store kept for the dead actor's reads goes: the
+        // quarantine's own view answers them from here on.
+        self.shared.store.release_process(process_id);
         self.shared.routes.set_slot(process_id, Slot::Quarantined(Arc::default()));
         self.shared.counters.quarantine(process_id);
     }
@@ -253,6 +256,8 @@ impl RegistrySupervisor {
             None => Err(RegistryError::unknown(process_id)),
             Some(Slot::Quarantined(_)) => {
                 state.failures.forget(process_id);
+                // A copy the quarantine's reads left in the store goes with it.
+                self.shared.store.release_process(process_id);
                 self.shared.routes.set_slot(process_id, Slot::Passive);
                 self.shared.counters.release(process_id);
                 tracing::info!(process_id = %process_id, "quarantine released");

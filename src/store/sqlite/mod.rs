@@ -24,6 +24,16 @@
 //!   blocking pool so no worker blocks on the disk; it first waits for the
 //!   writer to flush what was submitted before, so it never reads behind a
 //!   commit that was answered.
+//! - The **resident map** holds the committed state of every process whose
+//!   actor runs: `load_process` puts it there, the writer moves it by each
+//!   commit once that commit is durable and before its submitter hears of
+//!   it, and the actor's passivation drops it
+//!   ([`ProcessStore::release_process`]). Reads of an active process
+//!   (`events_after`, `recent_events`, `count_events_through`,
+//!   `wake_events_after`) are answered from it in the caller's thread, as
+//!   on the memory store: no disk, no message. A process's log is in
+//!   memory only while its actor runs, so memory at rest does not grow
+//!   with history.
 //! - A **lock file** beside the database (`PATH-lock`) is held exclusively
 //!   while the store is open, so a second registry on the same file gets
 //!   [`RegistryError::StoreLocked`] instead of forking the fencing tokens.
@@ -48,11 +58,15 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use dashmap::DashMap;
 use rusqlite::{Connection, OpenFlags};
 
 use self::schema::Found;
 use self::writer::Job;
-use super::{Commit, CommitCallback, CommitResult, ProcessStore, Recovered, StoredProcess};
+use super::{
+    Commit, CommitCallback, CommitResult, CommittedView, IndexedProcess, InlineRead, ProcessChange, ProcessStore,
+    Recovered, StoredProcess,
+};
 use crate::error::RegistryError;
 use crate::events::ProcessEventType;
 use crate::model::DurabilityTier;
@@ -182,6 +196,9 @@ struct Shared {
     poisoned: AtomicBool,
     /// Transactions committed (for figures: commits per fsync).
     batches: AtomicU64,
+    /// The committed state of every process whose actor runs (boxed, as
+    /// in the memory store, so spare buckets stay small).
+    resident: DashMap<Box<str>, Box<IndexedProcess>>,
 }
 
 impl Shared {
@@ -196,6 +213,16 @@ impl Shared {
 
     fn refused(&self) -> RegistryError {
         self.storage("the store refuses writes after a failed commit; reopen it".to_owned())
+    }
+
+    /// Moves the resident copy of `process_id`, if there is one, by a
+    /// commit that is durable. Called by the writer before it answers.
+    fn keep_resident(&self, process_id: &str, changes: &[ProcessChange]) {
+        if let Some(mut held) = self.resident.get_mut(process_id) {
+            for change in changes {
+                held.apply(change);
+            }
+        }
     }
 }
 
@@ -277,6 +304,7 @@ impl SqliteStore {
             max_batch,
             poisoned: AtomicBool::new(false),
             batches: AtomicU64::new(0),
+            resident: DashMap::new(),
         });
         let (jobs, queue) = mpsc::channel();
         let writer = {
@@ -387,14 +415,43 @@ impl ProcessStore for SqliteStore {
         .await
     }
 
+    /// Reads the process's row and log, and keeps a copy of them resident
+    /// for inline reads until [`Self::release_process`]. Nothing of the
+    /// process can be in flight meanwhile (its actor is being started),
+    /// and the flush before the read makes the copy hold every answered
+    /// commit.
     async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {
         self.flush().await;
         let process_id = process_id.to_owned();
+        let shared = Arc::clone(&self.shared);
         self.read(
-            move |reader| rows::read_process(&reader.connection, &process_id, &mut reader.declarations),
+            move |reader| {
+                let stored = rows::read_process(&reader.connection, &process_id, &mut reader.declarations)?;
+                if let Some(stored) = &stored {
+                    let held = Box::new(IndexedProcess::new(stored.clone()));
+                    shared.resident.insert(process_id.into_boxed_str(), held);
+                }
+                Ok(stored)
+            },
             Shared::storage,
         )
         .await
+    }
+
+    /// Holds the resident map's shard lock for `process_id` while `read`
+    /// runs: the writer's update of a process in that shard waits so long.
+    fn read_inline(&self, process_id: &str, read: &mut dyn FnMut(CommittedView<'_>)) -> InlineRead {
+        match self.shared.resident.get(process_id) {
+            Some(held) => {
+                read(held.committed());
+                InlineRead::Read
+            }
+            None => InlineRead::Unsupported,
+        }
+    }
+
+    fn release_process(&self, process_id: &str) {
+        self.shared.resident.remove(process_id);
     }
 
     fn submit(&self, commit: Commit, later: CommitCallback) -> Option<CommitResult> {
@@ -417,6 +474,9 @@ impl ProcessStore for SqliteStore {
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+        // Reads after shutdown get `Stopped` from the actor path, as
+        // before the store kept anything resident.
+        self.shared.resident.clear();
         // Dropping the file releases the lock.
         self.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
         result

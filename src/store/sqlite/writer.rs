@@ -110,7 +110,11 @@ fn write_batch(
     match outcome {
         Ok(results) => {
             shared.batches.fetch_add(1, Ordering::Relaxed);
-            for ((_, callback), result) in commits.into_iter().zip(results) {
+            for ((commit, callback), result) in commits.into_iter().zip(results) {
+                if let (Ok(_), Commit::Process { process_id, changes, .. }) = (&result, &commit) {
+                    // Before the answer: a read that starts after it sees it.
+                    shared.keep_resident(process_id, changes);
+                }
                 callback(result);
             }
         }
