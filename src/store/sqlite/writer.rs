@@ -1,21 +1,37 @@
 //! The writer thread: group commit.
 //!
-//! One thread owns the write connection. It blocks for the first job, takes
-//! every job queued behind it (up to the batch bound), writes them all in
-//! one `BEGIN IMMEDIATE ... COMMIT` (should a constraint refuse a job, the
-//! batch is written again with a savepoint per job, so that job fails
-//! alone), and answers every job of the
-//! batch after the commit returned, which under `synchronous = FULL` is
-//! after the WAL's fsync. So N callers in flight share one fsync.
+//! One thread owns the write connection. It blocks for the first job and
+//! opens a `BEGIN IMMEDIATE` transaction, writes each commit into it as it
+//! arrives, and commits them all with one `COMMIT`; every job of the batch
+//! is answered after the `COMMIT` returned, which under
+//! `synchronous = FULL` is after the WAL's fsync. So N callers in flight
+//! share one fsync. Should a constraint refuse a job (a bug elsewhere,
+//! never expected), the batch is written again with a savepoint per job,
+//! so that job fails alone.
+//!
+//! **How long a batch stays open.** Callers that waited through a commit
+//! are already queued when it ends; the callers it answered come back a
+//! moment later, each with its next call. If the writer committed only
+//! what was queued, those two groups would take turns, each getting one
+//! commit in two. So the batch after a commit waits for as many commits as
+//! were queued plus as many as it answered (at most [`CommitMode`]'s
+//! bound), or until a linger of a quarter of the last `COMMIT`'s duration
+//! (at most [`MAX_LINGER`]) has passed, whichever comes first. It writes
+//! what arrives meanwhile, so the wait overlaps the statements' CPU. A
+//! lone sequential caller never waits: one was answered, one comes back.
+//! With fsync in the tens of microseconds the linger is as short.
 //!
 //! A failed `COMMIT` (or a failed fsync inside it) leaves the outcome on
 //! disk unknown: the whole batch is answered with `Storage`, the store is
 //! poisoned, and every later commit is refused until the file is reopened.
 //! It is never retried as if nothing happened.
+//!
+//! [`CommitMode`]: super::CommitMode
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -24,6 +40,9 @@ use super::{Shared, StoreFaultsHandle};
 use crate::error::RegistryError;
 use crate::model::ProcessRecord;
 use crate::store::{Commit, CommitCallback, CommitResult, Committed, GrantChange, ProcessChange};
+
+/// The longest a batch waits for the callers the last one answered.
+pub(crate) const MAX_LINGER: Duration = Duration::from_millis(2);
 
 /// Work for the writer.
 pub(crate) enum Job {
@@ -41,143 +60,281 @@ enum Failure {
     Batch(RegistryError),
 }
 
+/// The write connection and what the writer keeps between batches.
+struct Writer {
+    connection: Connection,
+    shared: Arc<Shared>,
+    faults: StoreFaultsHandle,
+    declarations: DeclarationIds,
+    /// How long the last `COMMIT` took (its fsync, mostly).
+    last_commit: Duration,
+}
+
+/// Where the open batch's transaction is.
+enum Transaction {
+    /// Not begun: no commit yet.
+    Idle,
+    /// Begun, every commit so far written.
+    Writing,
+    /// A commit was refused by a constraint: the batch is written again,
+    /// one savepoint per job, when it ends.
+    Refused,
+    /// The store was poisoned before the batch: every commit is refused.
+    Poisoned,
+    /// The transaction failed (I/O): the batch fails with this.
+    Failed(RegistryError),
+}
+
+/// The jobs of one batch, and its transaction.
+struct Batch {
+    commits: Vec<(Commit, CommitCallback)>,
+    /// Answers of the commits written so far (while `Writing`).
+    results: Vec<CommitResult>,
+    flushes: Vec<tokio::sync::oneshot::Sender<()>>,
+    close: Option<tokio::sync::oneshot::Sender<Result<(), RegistryError>>>,
+    transaction: Transaction,
+}
+
 /// Runs the writer until `Close` or until every sender is gone.
-pub(crate) fn run(mut connection: Connection, jobs: Receiver<Job>, shared: Arc<Shared>, faults: StoreFaultsHandle) {
-    let mut declarations = DeclarationIds::default();
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < shared.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+pub(crate) fn run(connection: Connection, jobs: Receiver<Job>, shared: Arc<Shared>, faults: StoreFaultsHandle) {
+    let max_batch = shared.max_batch;
+    let mut writer =
+        Writer { connection, shared, faults, declarations: DeclarationIds::default(), last_commit: Duration::ZERO };
+    // Jobs queued while the last batch committed, and how many it answered.
+    let mut waiting: Vec<Job> = Vec::new();
+    let mut answered = 0;
+    loop {
+        if waiting.is_empty() {
+            match jobs.recv() {
+                Ok(job) => waiting.push(job),
+                Err(_) => return,
+            }
+        }
+        let queued = waiting.iter().filter(|job| matches!(job, Job::Commit(..))).count();
+        let expected = queued.saturating_add(answered).min(max_batch);
+        let mut batch = Batch::new();
+        for job in waiting.drain(..) {
+            writer.take(&mut batch, job);
+        }
+        let deadline = Instant::now() + writer.linger();
+        while batch.close.is_none() && batch.commits.len() < max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = if batch.commits.len() >= expected || left.is_zero() {
+                jobs.try_recv().map_err(|error| matches!(error, TryRecvError::Disconnected))
+            } else {
+                jobs.recv_timeout(left).map_err(|error| matches!(error, RecvTimeoutError::Disconnected))
+            };
+            match next {
+                Ok(job) => writer.take(&mut batch, job),
                 Err(_) => break,
             }
         }
-        let mut commits = Vec::with_capacity(batch.len());
-        let mut flushes = Vec::new();
-        let mut close = None;
-        for job in batch {
-            match job {
-                Job::Commit(commit, callback) => commits.push((commit, callback)),
-                Job::Flush(done) => flushes.push(done),
-                Job::Close(done) => close = Some(done),
+        let outcome = writer.finish(&mut batch);
+        // Callers who waited through this commit open the next batch.
+        while batch.close.is_none() && waiting.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => waiting.push(job),
+                Err(_) => break,
             }
         }
-        if !commits.is_empty() {
-            write_batch(&mut connection, &shared, &faults, &mut declarations, commits);
-        }
-        for done in flushes {
-            let _ = done.send(());
-        }
-        if let Some(done) = close {
-            let result = connection
+        answered = batch.commits.len();
+        if let Some(done) = writer.answer(batch, outcome) {
+            // Nothing may be written after the checkpoint: whatever was
+            // queued behind `Close` is refused, never dropped unanswered.
+            for job in waiting.drain(..).chain(jobs.try_iter()) {
+                writer.refuse_closed(job);
+            }
+            let result = writer
+                .connection
                 .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-                .map_err(|error| shared.storage(format!("checkpoint on close failed: {error}")));
-            let closed = connection.close().map_err(|(_, error)| shared.storage(format!("close failed: {error}")));
+                .map_err(|error| writer.shared.storage(format!("checkpoint on close failed: {error}")));
+            let closed =
+                writer.connection.close().map_err(|(_, error)| writer.shared.storage(format!("close failed: {error}")));
             let _ = done.send(result.and(closed));
             return;
         }
     }
 }
 
-/// Writes `commits` in one transaction and answers each.
-fn write_batch(
-    connection: &mut Connection,
-    shared: &Shared,
-    faults: &StoreFaultsHandle,
-    declarations: &mut DeclarationIds,
-    commits: Vec<(Commit, CommitCallback)>,
-) {
-    if shared.poisoned.load(Ordering::Acquire) {
-        for (_, callback) in commits {
-            callback(Err(shared.refused()));
+impl Batch {
+    fn new() -> Self {
+        Self {
+            commits: Vec::new(),
+            results: Vec::new(),
+            flushes: Vec::new(),
+            close: None,
+            transaction: Transaction::Idle,
         }
-        return;
     }
-    // Fast path: the whole batch in one transaction. A job refused by a
-    // constraint (a bug elsewhere, never expected) rolls the attempt back,
-    // and the batch is written again with one savepoint per job, so only
-    // that job fails.
-    let outcome = match write_transaction(connection, shared, faults, declarations, &commits, false) {
-        Err(Failure::Job(_)) => {
-            declarations.forget();
-            write_transaction(connection, shared, faults, declarations, &commits, true)
-        }
-        other => other,
-    };
-    let outcome = outcome.map_err(|failure| match failure {
-        Failure::Job(error) | Failure::Batch(error) => error,
-    });
-    match outcome {
-        Ok(results) => {
-            shared.batches.fetch_add(1, Ordering::Relaxed);
-            for ((commit, callback), result) in commits.into_iter().zip(results) {
-                if let (Ok(_), Commit::Process { process_id, changes, .. }) = (&result, &commit) {
-                    // Before the answer: a read that starts after it sees it.
-                    shared.keep_resident(process_id, changes);
+}
+
+impl Writer {
+    /// How long the next batch may wait for callers to come back.
+    fn linger(&self) -> Duration {
+        (self.last_commit / 4).min(MAX_LINGER)
+    }
+
+    /// Adds `job` to `batch`, writing a commit into its transaction at once.
+    fn take(&mut self, batch: &mut Batch, job: Job) {
+        let (commit, callback) = match job {
+            Job::Commit(commit, callback) => (commit, callback),
+            Job::Flush(done) => return batch.flushes.push(done),
+            Job::Close(done) => {
+                batch.close = Some(done);
+                return;
+            }
+        };
+        if matches!(batch.transaction, Transaction::Idle) {
+            batch.transaction = if self.shared.poisoned.load(Ordering::Acquire) {
+                Transaction::Poisoned
+            } else {
+                match self.connection.execute_batch("BEGIN IMMEDIATE") {
+                    Ok(()) => Transaction::Writing,
+                    Err(error) => Transaction::Failed(self.shared.storage(error.to_string())),
                 }
-                callback(result);
+            };
+        }
+        if matches!(batch.transaction, Transaction::Writing) {
+            match write_commit(&self.connection, &self.shared, &mut self.declarations, &commit) {
+                Ok(committed) => batch.results.push(Ok(committed)),
+                Err(Failure::Job(_)) => batch.transaction = Transaction::Refused,
+                Err(Failure::Batch(error)) => {
+                    let _ = self.connection.execute_batch("ROLLBACK");
+                    batch.transaction = Transaction::Failed(error);
+                }
             }
         }
-        Err(error) => {
-            shared.poisoned.store(true, Ordering::Release);
-            declarations.forget();
-            tracing::error!(%error, "a group commit failed; the store refuses writes until it is reopened");
-            for (_, callback) in commits {
-                callback(Err(error.clone()));
+        batch.commits.push((commit, callback));
+    }
+
+    /// Ends the batch's transaction: the answer of each of its commits, or
+    /// the error that fails them all.
+    fn finish(&mut self, batch: &mut Batch) -> Result<Vec<CommitResult>, RegistryError> {
+        match std::mem::replace(&mut batch.transaction, Transaction::Idle) {
+            Transaction::Idle => Ok(Vec::new()),
+            Transaction::Poisoned => Err(self.shared.refused()),
+            Transaction::Failed(error) => Err(error),
+            Transaction::Writing => {
+                self.commit().map_err(failure_error)?;
+                Ok(std::mem::take(&mut batch.results))
+            }
+            Transaction::Refused => {
+                let _ = self.connection.execute_batch("ROLLBACK");
+                self.declarations.forget();
+                self.write_each_alone(&batch.commits).map_err(failure_error)
+            }
+        }
+    }
+
+    /// `COMMIT`, timed, with the injected faults around it.
+    fn commit(&mut self) -> Result<(), Failure> {
+        if self.faults.take_commit_failure() {
+            let _ = self.connection.execute_batch("ROLLBACK");
+            return Err(Failure::Batch(self.shared.storage("injected commit failure".to_owned())));
+        }
+        let started = Instant::now();
+        if let Err(error) = self.connection.execute_batch("COMMIT") {
+            let _ = self.connection.execute_batch("ROLLBACK");
+            return Err(Failure::Batch(self.shared.storage(error.to_string())));
+        }
+        self.last_commit = started.elapsed();
+        if self.faults.take_sync_failure() {
+            // The commit reached SQLite, but its fsync "failed": what the disk
+            // holds is unknown, exactly as after a real EIO.
+            return Err(Failure::Batch(self.shared.storage("injected fsync failure".to_owned())));
+        }
+        Ok(())
+    }
+
+    /// The retry path: `commits` in one transaction, each in its own
+    /// savepoint, so a job a constraint refuses fails alone.
+    fn write_each_alone(&mut self, commits: &[(Commit, CommitCallback)]) -> Result<Vec<CommitResult>, Failure> {
+        let io = |shared: &Shared, error: rusqlite::Error| Failure::Batch(shared.storage(error.to_string()));
+        self.connection.execute_batch("BEGIN IMMEDIATE").map_err(|error| io(&self.shared, error))?;
+        let mut results = Vec::with_capacity(commits.len());
+        for (commit, _) in commits {
+            let written = self.connection.execute_batch("SAVEPOINT job").map_err(|error| io(&self.shared, error));
+            let written = written.and_then(|()| {
+                match write_commit(&self.connection, &self.shared, &mut self.declarations, commit) {
+                    Ok(committed) => {
+                        self.connection.execute_batch("RELEASE job").map_err(|error| io(&self.shared, error))?;
+                        Ok(Ok(committed))
+                    }
+                    Err(Failure::Job(error)) => {
+                        self.connection
+                            .execute_batch("ROLLBACK TO job; RELEASE job")
+                            .map_err(|error| io(&self.shared, error))?;
+                        Ok(Err(error))
+                    }
+                    Err(failure) => Err(failure),
+                }
+            });
+            match written {
+                Ok(result) => results.push(result),
+                Err(failure) => {
+                    let _ = self.connection.execute_batch("ROLLBACK");
+                    return Err(failure);
+                }
+            }
+        }
+        self.commit()?;
+        Ok(results)
+    }
+
+    /// Answers every job of `batch`; hands back the `Close` to carry out.
+    fn answer(
+        &mut self,
+        batch: Batch,
+        outcome: Result<Vec<CommitResult>, RegistryError>,
+    ) -> Option<tokio::sync::oneshot::Sender<Result<(), RegistryError>>> {
+        let shared = &self.shared;
+        match outcome {
+            Ok(results) => {
+                if !batch.commits.is_empty() {
+                    shared.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                for ((commit, callback), result) in batch.commits.into_iter().zip(results) {
+                    if let (Ok(_), Commit::Process { process_id, changes, .. }) = (&result, &commit) {
+                        // Before the answer: a read that starts after it sees it.
+                        shared.keep_resident(process_id, changes);
+                    }
+                    callback(result);
+                }
+            }
+            Err(error) => {
+                if !shared.poisoned.swap(true, Ordering::AcqRel) {
+                    tracing::error!(%error, "a group commit failed; the store refuses writes until it is reopened");
+                }
+                self.declarations.forget();
+                for (_, callback) in batch.commits {
+                    callback(Err(error.clone()));
+                }
+            }
+        }
+        for done in batch.flushes {
+            let _ = done.send(());
+        }
+        batch.close
+    }
+
+    /// A job that came after `Close`.
+    fn refuse_closed(&self, job: Job) {
+        match job {
+            Job::Commit(_, callback) => callback(Err(self.shared.storage("the store is closed".to_owned()))),
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
+            Job::Close(done) => {
+                let _ = done.send(Ok(()));
             }
         }
     }
 }
 
-/// One transaction over `commits`. With `savepoints`, each job runs in its
-/// own savepoint and a refused job fails alone; without, the first refused
-/// job aborts the attempt with [`Failure::Job`].
-fn write_transaction(
-    connection: &mut Connection,
-    shared: &Shared,
-    faults: &StoreFaultsHandle,
-    declarations: &mut DeclarationIds,
-    commits: &[(Commit, CommitCallback)],
-    savepoints: bool,
-) -> Result<Vec<CommitResult>, Failure> {
-    let io = |error: rusqlite::Error| Failure::Batch(shared.storage(error.to_string()));
-    connection.execute_batch("BEGIN IMMEDIATE").map_err(io)?;
-    let mut results = Vec::with_capacity(commits.len());
-    for (commit, _) in commits {
-        if savepoints {
-            connection.execute_batch("SAVEPOINT job").map_err(io)?;
-        }
-        match write_commit(connection, shared, declarations, commit) {
-            Ok(committed) => {
-                if savepoints {
-                    connection.execute_batch("RELEASE job").map_err(io)?;
-                }
-                results.push(Ok(committed));
-            }
-            Err(Failure::Job(error)) if savepoints => {
-                connection.execute_batch("ROLLBACK TO job; RELEASE job").map_err(io)?;
-                results.push(Err(error));
-            }
-            Err(failure) => {
-                let _ = connection.execute_batch("ROLLBACK");
-                return Err(failure);
-            }
-        }
+fn failure_error(failure: Failure) -> RegistryError {
+    match failure {
+        Failure::Job(error) | Failure::Batch(error) => error,
     }
-    if faults.take_commit_failure() {
-        let _ = connection.execute_batch("ROLLBACK");
-        return Err(Failure::Batch(shared.storage("injected commit failure".to_owned())));
-    }
-    if let Err(error) = connection.execute_batch("COMMIT") {
-        let _ = connection.execute_batch("ROLLBACK");
-        return Err(io(error));
-    }
-    if faults.take_sync_failure() {
-        // The commit reached SQLite, but its fsync "failed": what the disk
-        // holds is unknown, exactly as after a real EIO.
-        return Err(Failure::Batch(shared.storage("injected fsync failure".to_owned())));
-    }
-    Ok(results)
 }
 
 /// Classifies a statement error: constraint violations fail their job only.
