@@ -30,7 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use process_registry::{
-    ActorProcessRegistry, CommitMode, ProcessListFilter, ProcessRegistry, RegistryConfig, SqliteOptions, SyncMode,
+    ActorProcessRegistry, CommitMode, ProcessListFilter, ProcessRegistry, RegistryConfig, SqliteOptions, SqliteStore,
+    SyncMode,
 };
 use serde::{Deserialize, Serialize};
 
@@ -196,18 +197,21 @@ pub(crate) async fn open(path: &Path, sync: SyncMode, commit: CommitMode) -> Res
 }
 
 /// `appenders` tasks, each appending `per_task` events to its own process
-/// (`one_process`: all to one); appends/s.
+/// (`one_process`: all to one); appends/s, and how far `transactions` moved
+/// while they appended (the registrations before are not counted).
 pub(crate) async fn append_rate(
     registry: &Arc<dyn ProcessRegistry>,
     prefix: &str,
     appenders: u64,
     per_task: u64,
     one_process: bool,
-) -> Result<f64> {
+    transactions: impl Fn() -> u64,
+) -> Result<(f64, u64)> {
     let ids: Vec<String> = (0..if one_process { 1 } else { appenders }).map(|i| format!("{prefix}-{i}")).collect();
     for id in &ids {
         register(registry, id).await?;
     }
+    let before = transactions();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for task in 0..appenders {
@@ -223,26 +227,33 @@ pub(crate) async fn append_rate(
     for task in tasks {
         task.await.map_err(|err| format!("an appender failed: {err}"))??;
     }
-    Ok(per_second(appenders * per_task, started.elapsed()))
+    Ok((per_second(appenders * per_task, started.elapsed()), transactions().saturating_sub(before)))
 }
 
-/// Medians over rounds of [`append_rate`] on a fresh file per round.
+/// Medians over rounds of [`append_rate`] on a fresh file per round, and
+/// of the appends each transaction (so each fsync) carried.
 async fn rounds_of(
     directory: &Path,
     name: &str,
     sizes: &Durable,
     (sync, commit): (SyncMode, CommitMode),
     (appenders, per_task, one_process): (u64, u64, bool),
-) -> Result<f64> {
+) -> Result<(f64, f64)> {
     let mut rates = Vec::new();
+    let mut per_transaction = Vec::new();
     for round in 0..sizes.rounds {
         let path = directory.join(format!("{name}-{round}.db"));
-        let registry = open(&path, sync, commit).await?;
+        let options = SqliteOptions::default().with_sync(sync).with_commit(commit);
+        let store = Arc::new(SqliteStore::open(&path, options)?);
+        let registry =
+            ActorProcessRegistry::start(RegistryConfig::default().with_store(Arc::clone(&store) as _)).await?;
         let shared: Arc<dyn ProcessRegistry> = Arc::new(registry.clone());
-        rates.push(append_rate(&shared, name, appenders, per_task, one_process).await?);
+        let rate = append_rate(&shared, name, appenders, per_task, one_process, || store.transactions()).await?;
+        rates.push(rate.0);
+        per_transaction.push((appenders * per_task) as f64 / rate.1.max(1) as f64);
         registry.shutdown().await;
     }
-    Ok(median(rates))
+    Ok((median(rates), median(per_transaction)))
 }
 
 /// Times `samples` calls of `read`, p50 in microseconds.
@@ -458,10 +469,12 @@ pub fn run_durable(sizes: &Durable) -> Result<Vec<DurableRow>> {
         let sequential = rounds_of(dir, "s1", sizes, full, (1, sizes.sequential_appends, false)).await?;
         Ok::<_, crate::BoxError>((grouped, per_call, one_process, sequential))
     })?;
+    let ((grouped, grouped_each), (per_call, _)) = (grouped, per_call);
+    let ((one_process, one_process_each), (sequential, sequential_each)) = (one_process, sequential);
     let limit = |callers: f64| (callers * per_fsync, format!("{callers} / fsync ({fsync_ms:.2} ms)"));
     rows.push(row(
         "sqlite_append_64_processes",
-        "append, 64 processes x 1 sequential appender (durable)",
+        &format!("append, 64 processes x 1 sequential appender (durable; {grouped_each:.1} appends per fsync)"),
         (grouped, "appends/s"),
         limit(64.0),
         ">= 0.8",
@@ -477,7 +490,7 @@ pub fn run_durable(sizes: &Durable) -> Result<Vec<DurableRow>> {
     ));
     rows.push(row(
         "sqlite_append_1_process_64_callers",
-        "append, 1 process x 64 concurrent appenders (durable)",
+        &format!("append, 1 process x 64 concurrent appenders (durable; {one_process_each:.1} appends per fsync)"),
         (one_process, "appends/s"),
         limit(64.0),
         ">= 0.5",
@@ -485,7 +498,7 @@ pub fn run_durable(sizes: &Durable) -> Result<Vec<DurableRow>> {
     ));
     rows.push(row(
         "sqlite_append_sequential",
-        "append, 1 sequential appender (durable)",
+        &format!("append, 1 sequential appender (durable; {sequential_each:.2} appends per fsync)"),
         (sequential, "appends/s"),
         limit(1.0),
         ">= 0.8",
@@ -584,7 +597,7 @@ pub fn run_durable(sizes: &Durable) -> Result<Vec<DurableRow>> {
             (64, sizes.appends_per_appender / 4 + 1, false),
         )
         .await?;
-        Ok::<_, crate::BoxError>((relaxed, per_call))
+        Ok::<_, crate::BoxError>((relaxed.0, per_call.0))
     })?;
     rows.push(row(
         "sqlite_relaxed_vs_per_call",

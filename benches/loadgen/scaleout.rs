@@ -101,9 +101,9 @@ async fn nodes_rate(server: &str, count: usize, per_task: u64) -> Result<f64> {
     let mut runs = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
         let shared: Arc<dyn ProcessRegistry> = Arc::new(node.clone());
-        runs.push(tokio::spawn(
-            async move { append_rate(&shared, &format!("node{index}"), 64, per_task, false).await },
-        ));
+        runs.push(tokio::spawn(async move {
+            append_rate(&shared, &format!("node{index}"), 64, per_task, false, || 0).await
+        }));
     }
     for run in runs {
         run.await.map_err(|error| format!("a node's appenders failed: {error}"))?.map_err(|error| error.to_string())?;
