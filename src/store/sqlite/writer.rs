@@ -29,7 +29,7 @@
 //! [`CommitMode`]: super::CommitMode
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,14 +119,15 @@ pub(crate) fn run(connection: Connection, jobs: Receiver<Job>, shared: Arc<Share
         let deadline = Instant::now() + writer.linger();
         while batch.close.is_none() && batch.commits.len() < max_batch {
             let left = deadline.saturating_duration_since(Instant::now());
+            // Empty, timed out or disconnected: the batch is complete.
             let next = if batch.commits.len() >= expected || left.is_zero() {
-                jobs.try_recv().map_err(|error| matches!(error, TryRecvError::Disconnected))
+                jobs.try_recv().ok()
             } else {
-                jobs.recv_timeout(left).map_err(|error| matches!(error, RecvTimeoutError::Disconnected))
+                jobs.recv_timeout(left).ok()
             };
             match next {
-                Ok(job) => writer.take(&mut batch, job),
-                Err(_) => break,
+                Some(job) => writer.take(&mut batch, job),
+                None => break,
             }
         }
         let outcome = writer.finish(&mut batch);
