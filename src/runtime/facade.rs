@@ -448,13 +448,7 @@ impl ProcessRegistry for ActorProcessRegistry {
                     .map(|record| ProcessRecord::clone(record))
                     .collect());
             }
-            Ok(self
-                .shared()
-                .routes
-                .listed(filter.status, |record| filter.matches(record))
-                .iter()
-                .map(|record| ProcessRecord::clone(record))
-                .collect())
+            Ok(self.shared().routes.listed(filter.status, |record| filter.matches(record)))
         })
         .await
     }
@@ -481,10 +475,9 @@ impl ProcessRegistry for ActorProcessRegistry {
                     .map(|record| ProcessRecord::clone(record))
                     .collect());
             }
-            let worklist = shared.routes.listed(ProcessStatusFilter::Running, |record| {
+            Ok(shared.routes.listed(ProcessStatusFilter::Running, |record| {
                 !record.is_terminal() && !quarantined.contains(record.id.as_str())
-            });
-            Ok(worklist.iter().map(|record| ProcessRecord::clone(record)).collect())
+            }))
         })
         .await
     }

@@ -19,7 +19,7 @@ use super::process::messages::ProcessMsg;
 use super::status_index::StatusIndex;
 use crate::error::RegistryError;
 use crate::events::ProcessTerminalState;
-use crate::model::{ProcessRecord, ProcessStatusFilter};
+use crate::model::{ProcessInput, ProcessRecord, ProcessStatusFilter};
 use crate::store::{IndexedProcess, ProcessStore};
 
 /// The record a process actor publishes: written only by that actor, before
@@ -238,27 +238,74 @@ impl Routes {
         }
     }
 
-    /// The records of the processes the index holds under `status`, by id
-    /// ascending, that pass `keep`. `keep` judges the record as read, so it
-    /// must check the status itself (a process may have moved on since the
-    /// index was copied).
+    /// Copies of the records of the processes the index holds under
+    /// `status`, by id ascending, that pass `keep`. `keep` judges the record
+    /// as read, so it must check the status itself (a process may have moved
+    /// on since the index was copied).
     ///
     /// Costs O(processes in `status`), without a routing-table lookup; no
-    /// lock is held while `keep` runs or after a record is read, and the
-    /// caller clones the records with none held.
+    /// lock is held while `keep` runs or while a record is copied. The copies
+    /// are made [`READ_AHEAD`] records at a time, each batch read ahead
+    /// first ([`read_ahead`]).
     pub(crate) fn listed(
         &self,
         status: ProcessStatusFilter,
         mut keep: impl FnMut(&ProcessRecord) -> bool,
-    ) -> Vec<Arc<ProcessRecord>> {
+    ) -> Vec<ProcessRecord> {
         let snapshots = self.statuses.snapshots(status);
-        let mut records = Vec::with_capacity(snapshots.len());
-        for snapshot in &snapshots {
-            let record = snapshot.load();
-            if keep(&record) {
-                records.push(record);
+        let mut copies = Vec::with_capacity(snapshots.len());
+        let mut batch = Vec::with_capacity(READ_AHEAD);
+        for snapshots in snapshots.chunks(READ_AHEAD) {
+            batch.extend(snapshots.iter().map(|snapshot| snapshot.load()).filter(|record| keep(record)));
+            read_ahead(&batch);
+            copies.extend(batch.drain(..).map(|record| ProcessRecord::clone(&record)));
+        }
+        copies
+    }
+}
+
+/// How many records a listing reads ahead before it copies them: enough
+/// to keep the CPU's outstanding misses busy (16 left half the gain on the
+/// table at a million processes, 64 gained nothing over 32).
+const READ_AHEAD: usize = 32;
+
+/// Reads the first byte of each separately allocated string of `records`
+/// (and of the first key of a definition's arguments), and discards it.
+///
+/// A listing's records are scattered over the heap, each string in its own
+/// allocation: at a million processes nearly every one is a cache (and
+/// often a TLB) miss. A copy meets them one after another, each behind the
+/// allocations of the last; these reads are independent of one another, so
+/// the CPU has the misses of a whole batch in flight at once, and the
+/// copies that follow find most of their sources in cache. It changes
+/// nothing and costs a few loads per record. (JSON values nested deeper
+/// are left to the copy.)
+fn read_ahead(records: &[Arc<ProcessRecord>]) {
+    fn first(text: &str) -> usize {
+        text.as_bytes().first().map_or(0, |&byte| usize::from(byte))
+    }
+    let mut sum = 0usize;
+    let mut read = |text: &str| sum = sum.wrapping_add(first(text));
+    for record in records {
+        read(&record.id);
+        read(&record.registration_hash);
+        read(&record.provenance.host_profile_id);
+        if let ProcessInput::Definition { name, args } = &record.input {
+            read(name);
+            if let Some(key) = args.keys().next() {
+                read(key);
             }
         }
-        records
+        if let Some(env_ref) = &record.env_ref {
+            read(env_ref);
+        }
+        if let Some(scope) = &record.wake_target {
+            read(&scope.session_id);
+        }
+        if let Some(external) = &record.external_ref {
+            read(&external.backend);
+            read(&external.id);
+        }
     }
+    std::hint::black_box(sum);
 }
