@@ -234,9 +234,10 @@ impl RegistrySupervisor {
     /// intensity allows. This and [`Self::release_quarantine`] are the only
     /// places a quarantine starts or ends.
     ///
-    /// A durable store records the quarantine here, before the slot
-    /// changes, so that a reopened registry routes the process as
-    /// quarantined (in `pre_start`) instead of passive.
+    /// The quarantine lives in memory only, on every store: a reopened
+    /// registry routes the process as passive, with a fresh failure
+    /// history. Recording it in a durable store would go here, before the
+    /// slot changes (and its end in [`Self::release_quarantine`]).
     fn quarantine(&self, process_id: &str, reason: &dyn std::fmt::Display) {
         tracing::error!(process_id = %process_id, %reason, "process actor keeps failing; quarantined");
         // What the store kept for the dead actor's reads goes: the
@@ -249,8 +250,6 @@ impl RegistrySupervisor {
     /// Lifts the quarantine of `process_id`: the process goes back to
     /// passive (its next call starts an actor from the committed state)
     /// with no failure remembered, so the restart intensity counts afresh.
-    ///
-    /// A durable store records the release here, before the slot changes.
     fn release_quarantine(&self, state: &mut SupervisorState, process_id: &str) -> Result<(), RegistryError> {
         match self.shared.routes.slot(process_id) {
             None => Err(RegistryError::unknown(process_id)),
