@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use process_registry::store::sqlite::{SqliteInspector, SQLITE_SCHEMA_VERSION};
 use process_registry::{
     ActorProcessRegistry, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType, ProcessInput,
-    ProcessRegistration, ProcessRegistry, RegistryConfig, RegistryError, SqliteOptions, SqliteStore,
+    ProcessListFilter, ProcessRegistration, ProcessRegistry, ProcessStatusFilter, RegistryConfig, RegistryError,
+    SqliteOptions, SqliteStore,
 };
 use serde_json::json;
 
@@ -144,6 +145,38 @@ async fn another_schema_version_is_store_version_and_the_file_is_untouched() {
     assert_eq!(store_open_error(&path), expected);
     assert_eq!(inspector_open_error(&path), expected);
     assert_eq!(std::fs::read(&path).expect("read back"), before, "the file was written to");
+}
+
+/// A file of the version before this one (no `quarantined` table yet):
+/// the inspector reads it as it is, and a registry upgrades it in place,
+/// keeping everything it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_the_previous_version_is_read_as_it_is_and_upgraded_by_a_registry() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("previous.db");
+    write_store(&path, 3).await;
+    {
+        let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
+        connection.execute_batch("DROP TABLE quarantined; PRAGMA user_version = 1;").expect("make it version 1");
+    }
+    let before = std::fs::read(&path).expect("read");
+    let inspector = SqliteInspector::open_read_only(&path).expect("an inspector reads a version 1 file");
+    assert_eq!(inspector.schema_version(), 1);
+    assert_eq!(inspector.list(ProcessStatusFilter::Any, None).expect("list").len(), 3);
+    drop(inspector);
+    assert_eq!(std::fs::read(&path).expect("read back"), before, "the inspector wrote to the file");
+
+    let registry = ActorProcessRegistry::open(&path, RegistryConfig::default()).await.expect("a registry opens it");
+    let every = ProcessListFilter { status: ProcessStatusFilter::Any, ..ProcessListFilter::default() };
+    assert_eq!(registry.list_processes(&every).await.expect("list").len(), 3, "every process is kept");
+    assert_eq!(registry.events_after("p-001", 0).await.expect("its log").len(), 3, "and every event");
+    registry.shutdown().await;
+    assert_eq!(SqliteInspector::open_read_only(&path).expect("inspect").schema_version(), SQLITE_SCHEMA_VERSION);
+    let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
+    let tables: i64 = connection
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'quarantined'", [], |row| row.get(0))
+        .expect("look for the table");
+    assert_eq!(tables, 1, "the upgrade added the quarantine table");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

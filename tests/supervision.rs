@@ -244,6 +244,56 @@ async fn a_quarantined_process_on_sqlite_answers_reads_from_its_committed_view()
     quarantined_reads_and_refusals(registry).await;
 }
 
+/// A quarantine is recorded by a durable store: a registry reopened on the
+/// file keeps the process quarantined (reads answer, mutations are
+/// refused, the worklist leaves it out) until an operator releases it, and
+/// a release is recorded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_on_sqlite_survives_reopen_until_it_is_released() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("registry.db");
+    let open = || ActorProcessRegistry::open(&path, quarantining_config());
+    quarantine_survives_reopen(open).await;
+}
+
+/// The same on PostgreSQL: a node connecting later finds the quarantine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_on_postgres_survives_reconnect_until_it_is_released() {
+    let Some(server) = process_registry::testing::postgres::server() else {
+        return;
+    };
+    let url = process_registry::testing::postgres::fresh_database(&server).await;
+    let open = || ActorProcessRegistry::connect(&url, quarantining_config());
+    quarantine_survives_reopen(open).await;
+}
+
+async fn quarantine_survives_reopen<F, O>(open: O)
+where
+    O: Fn() -> F,
+    F: std::future::Future<Output = Result<ActorProcessRegistry, RegistryError>>,
+{
+    let registry = open().await.unwrap();
+    registry.register_process(registration("crashy")).await.unwrap();
+    registry.register_process(registration("calm")).await.unwrap();
+    registry.append_event("crashy", tick()).await.unwrap();
+    crash_until_quarantined(&registry, "crashy").await;
+    registry.shutdown().await;
+
+    let reopened = open().await.unwrap();
+    assert_eq!(reopened.stats().quarantined, vec!["crashy".to_owned()], "the quarantine was recorded");
+    assert!(is_quarantined(&reopened.append_event("crashy", tick()).await));
+    assert_eq!(reopened.events_after("crashy", 0).await.unwrap().len(), 1, "its log still answers");
+    let worklist: Vec<String> = reopened.list_non_terminal().await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(worklist, vec!["calm".to_owned()]);
+    reopened.release_quarantine("crashy").await.unwrap();
+    reopened.shutdown().await;
+
+    let released = open().await.unwrap();
+    assert!(released.stats().quarantined.is_empty(), "the release was recorded");
+    assert_eq!(released.append_event("crashy", tick()).await.unwrap().event.sequence, 2);
+    released.shutdown().await;
+}
+
 async fn quarantined_reads_and_refusals(registry: ActorProcessRegistry) {
     registry.register_process(wake_registration("crashy")).await.unwrap();
     registry.register_process(wake_registration("calm")).await.unwrap();

@@ -68,8 +68,11 @@ impl MemoryStore {
                 }
             },
             Commit::Process { process_id, changes, .. } => self.apply_process(&process_id, &changes),
-            // Grants live in the supervisor, which outlives every actor.
-            Commit::Grants { .. } => Ok(Committed::Done),
+            // Grants live in the supervisor, which outlives every actor;
+            // so do quarantines. Both end with the OS process.
+            Commit::Grants { .. } | Commit::Quarantined { .. } | Commit::QuarantineReleased { .. } => {
+                Ok(Committed::Done)
+            }
         }
     }
 }
@@ -101,6 +104,7 @@ impl ProcessStore for MemoryStore {
         Ok(Recovered {
             records: self.processes.iter().map(|entry| Arc::clone(&entry.value().stored.record)).collect(),
             grants: Vec::new(),
+            quarantined: Vec::new(),
         })
     }
 

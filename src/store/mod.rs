@@ -97,6 +97,22 @@ pub enum Commit {
         /// The changes.
         changes: Vec<GrantChange>,
     },
+    /// A process was quarantined, so that a reopened registry routes it as
+    /// quarantined too. A store that ends with its OS process may answer
+    /// `Done` and keep nothing.
+    Quarantined {
+        /// The process.
+        process_id: String,
+        /// Why (the last failure of its actor).
+        reason: String,
+        /// When, by the registry's clock.
+        since_ms: u64,
+    },
+    /// A process's quarantine was lifted (nothing to do if it had none).
+    QuarantineReleased {
+        /// The process.
+        process_id: String,
+    },
 }
 
 /// What a successful commit did.
@@ -124,6 +140,8 @@ pub struct Recovered {
     pub records: Vec<Arc<ProcessRecord>>,
     /// Every grant, in commit order.
     pub grants: Vec<GrantChange>,
+    /// The ids of the quarantined processes ([`Commit::Quarantine`]).
+    pub quarantined: Vec<String>,
 }
 
 /// Where committed state is kept.

@@ -88,6 +88,13 @@ impl Actor for RegistrySupervisor {
         for record in recovered.records {
             self.route_new(record);
         }
+        // A quarantine recorded before the reopen stands.
+        for process_id in &recovered.quarantined {
+            if self.shared.routes.slot(process_id).is_some() {
+                self.shared.routes.set_slot(process_id, Slot::Quarantined(Arc::default()));
+                self.shared.counters.quarantine(process_id);
+            }
+        }
         let mut grants = self.shared.grants.write();
         for change in &recovered.grants {
             grants.apply(change);
@@ -164,7 +171,7 @@ impl Actor for RegistrySupervisor {
                 let _ = reply.send(self.delete_session(state, session_id).await);
             }
             SupervisorMsg::ReleaseQuarantine { process_id, reply } => {
-                let _ = reply.send(self.release_quarantine(state, &process_id));
+                let _ = reply.send(self.release_quarantine(state, &process_id).await);
             }
         }
         Ok(())
@@ -193,7 +200,7 @@ impl Actor for RegistrySupervisor {
                     self.shared.now_ms(),
                     self.shared.restart_intensity,
                 ) {
-                    self.quarantine(&process_id, &reason);
+                    self.quarantine(&process_id, reason.to_string()).await;
                     Err(RegistryError::Quarantined { process_id: process_id.clone() })
                 } else {
                     tracing::warn!(process_id = %process_id, %reason, "process actor failed; restarting from committed state");
@@ -234,12 +241,17 @@ impl RegistrySupervisor {
     /// intensity allows. This and [`Self::release_quarantine`] are the only
     /// places a quarantine starts or ends.
     ///
-    /// The quarantine lives in memory only, on every store: a reopened
-    /// registry routes the process as passive, with a fresh failure
-    /// history. Recording it in a durable store would go here, before the
-    /// slot changes (and its end in [`Self::release_quarantine`]).
-    fn quarantine(&self, process_id: &str, reason: &dyn std::fmt::Display) {
+    /// The store records the quarantine first (a durable one keeps it, so a
+    /// reopened registry routes the process as quarantined), then the slot
+    /// changes. Parks the supervisor for that one commit. A store that
+    /// refuses the write leaves the process quarantined all the same, until
+    /// this registry stops: an actor that keeps failing must not run again.
+    async fn quarantine(&self, process_id: &str, reason: String) {
         tracing::error!(process_id = %process_id, %reason, "process actor keeps failing; quarantined");
+        let commit = Commit::Quarantined { process_id: process_id.to_owned(), reason, since_ms: self.shared.now_ms() };
+        if let Err(error) = store::commit(&*self.shared.store, commit).await {
+            tracing::error!(process_id = %process_id, %error, "the store did not record the quarantine");
+        }
         // What the store kept for the dead actor's reads goes: the
         // quarantine's own view answers them from here on.
         self.shared.store.release_process(process_id);
@@ -250,10 +262,16 @@ impl RegistrySupervisor {
     /// Lifts the quarantine of `process_id`: the process goes back to
     /// passive (its next call starts an actor from the committed state)
     /// with no failure remembered, so the restart intensity counts afresh.
-    fn release_quarantine(&self, state: &mut SupervisorState, process_id: &str) -> Result<(), RegistryError> {
+    ///
+    /// The store records the release first; when it refuses, the process
+    /// stays quarantined and the caller gets its error. Parks the
+    /// supervisor for that one commit.
+    async fn release_quarantine(&self, state: &mut SupervisorState, process_id: &str) -> Result<(), RegistryError> {
         match self.shared.routes.slot(process_id) {
             None => Err(RegistryError::unknown(process_id)),
             Some(Slot::Quarantined(_)) => {
+                store::commit(&*self.shared.store, Commit::QuarantineReleased { process_id: process_id.to_owned() })
+                    .await?;
                 state.failures.forget(process_id);
                 // A copy the quarantine's reads left in the store goes with it.
                 self.shared.store.release_process(process_id);

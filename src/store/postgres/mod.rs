@@ -246,7 +246,8 @@ impl ProcessStore for PostgresStore {
     async fn recover(&self) -> Result<Recovered, RegistryError> {
         let records = reads::list_records(&self.inner, false).await?;
         let (_, grants) = reads::load_grants(&self.inner).await?;
-        Ok(Recovered { records, grants })
+        let quarantined = reads::quarantined(&self.inner).await?;
+        Ok(Recovered { records, grants, quarantined })
     }
 
     async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {

@@ -154,6 +154,16 @@ async fn snapshot(client: &mut Object) -> Result<deadpool_postgres::Transaction<
 }
 
 /// The grants' version and every grant, read in one snapshot.
+/// The ids of the quarantined processes, ascending.
+pub(super) async fn quarantined(inner: &Inner) -> Result<Vec<String>, RegistryError> {
+    let client = connection(inner, "").await?;
+    let rows = client
+        .query("SELECT process_id FROM process_registry.quarantined ORDER BY process_id", &[])
+        .await
+        .map_err(sql_error(inner, ""))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 pub(super) async fn load_grants(inner: &Inner) -> Result<(u64, Vec<GrantChange>), RegistryError> {
     let mut client = connection(inner, "").await?;
     let transaction = snapshot(&mut client).await.map_err(sql_error(inner, ""))?;

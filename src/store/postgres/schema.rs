@@ -10,11 +10,13 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::error::RegistryError;
 
 /// Every migration, in order: (version, name, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
+    (2, "quarantined", include_str!("../../../migrations/postgres/0002_quarantined.sql")),
+];
 
 /// The schema version this build reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key migrations take (an arbitrary constant: "preg").
 const MIGRATION_LOCK: i64 = 0x7072_6567;

@@ -285,6 +285,30 @@ async fn write_commits(
         }
     }
 
+    // Quarantines, in submit order.
+    for (index, commit) in commits.iter().enumerate() {
+        match commit {
+            Commit::Quarantined { process_id, reason, since_ms } => {
+                let statement = statements
+                    .get(
+                        client,
+                        "INSERT INTO process_registry.quarantined (process_id, reason, since_ms) VALUES ($1, $2, $3)
+                         ON CONFLICT (process_id) DO UPDATE SET reason = excluded.reason, since_ms = excluded.since_ms",
+                    )
+                    .await?;
+                client.execute(&statement, &[process_id, reason, &to_int(*since_ms)]).await?;
+                answer(&mut results, index, Ok(Committed::Done));
+            }
+            Commit::QuarantineReleased { process_id } => {
+                let statement =
+                    statements.get(client, "DELETE FROM process_registry.quarantined WHERE process_id = $1").await?;
+                client.execute(&statement, &[process_id]).await?;
+                answer(&mut results, index, Ok(Committed::Done));
+            }
+            Commit::Register { .. } | Commit::Process { .. } | Commit::Grants { .. } => {}
+        }
+    }
+
     // Processes, and the notices of the whole batch: one statement.
     write_process_commits(client, statements, commits, &mut results, notify).await?;
     Ok(finished(results))

@@ -172,6 +172,7 @@ pub struct ProcessDetail {
 pub struct SqliteInspector {
     path: String,
     connection: Connection,
+    version: i64,
 }
 
 impl SqliteInspector {
@@ -201,14 +202,17 @@ impl SqliteInspector {
             .and_then(|()| connection.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map(drop))
             .and_then(|()| connection.pragma_update(None, "query_only", true));
         configured.map_err(|error| open_error(error.to_string()))?;
-        match schema::found_version(&connection).map_err(|error| open_error(first_read_failure(&error)))? {
-            Found::Current => {}
-            Found::Empty => return Err(open_error("an empty database, not a process-registry store".to_owned())),
-            Found::Other(found) => {
-                return Err(RegistryError::StoreVersion { path: shown, found, supported: schema::SCHEMA_VERSION })
-            }
-        }
-        Ok(Self { path: shown, connection })
+        let version =
+            match schema::found_version(&connection).map_err(|error| open_error(first_read_failure(&error)))? {
+                Found::Current => schema::SCHEMA_VERSION,
+                // Read as it is: nothing a version 1 file holds changed meaning.
+                Found::Previous => schema::PREVIOUS_VERSION,
+                Found::Empty => return Err(open_error("an empty database, not a process-registry store".to_owned())),
+                Found::Other(found) => {
+                    return Err(RegistryError::StoreVersion { path: shown, found, supported: schema::SCHEMA_VERSION })
+                }
+            };
+        Ok(Self { path: shown, connection, version })
     }
 
     /// The file's path, as given.
@@ -216,10 +220,12 @@ impl SqliteInspector {
         &self.path
     }
 
-    /// The file's schema version (always
-    /// [`SQLITE_SCHEMA_VERSION`](super::SQLITE_SCHEMA_VERSION) once open).
+    /// The file's schema version:
+    /// [`SQLITE_SCHEMA_VERSION`](super::SQLITE_SCHEMA_VERSION), or the one
+    /// before it for a file no registry has opened since it was upgraded
+    /// (an inspector reads it as it is and never upgrades it).
     pub fn schema_version(&self) -> i64 {
-        schema::SCHEMA_VERSION
+        self.version
     }
 
     /// How many processes the file holds in each status. Cost: one pass

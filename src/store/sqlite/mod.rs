@@ -291,6 +291,11 @@ impl SqliteStore {
                 writable()?;
                 schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
             }
+            Found::Previous => {
+                writable()?;
+                schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
+                schema::upgrade(&connection).map_err(|error| open_error(error.to_string()))?;
+            }
         }
         let reader =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
@@ -408,7 +413,8 @@ impl ProcessStore for SqliteStore {
         self.read(
             |reader| {
                 let (records, grants) = rows::read_all(&reader.connection, &mut reader.declarations)?;
-                Ok(Recovered { records, grants })
+                let quarantined = rows::read_quarantined(&reader.connection)?;
+                Ok(Recovered { records, grants, quarantined })
             },
             Shared::unreadable,
         )

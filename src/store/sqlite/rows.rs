@@ -169,6 +169,14 @@ pub(crate) fn read_all(
     Ok((records, grants))
 }
 
+/// The ids of the quarantined processes, ascending.
+pub(crate) fn read_quarantined(connection: &Connection) -> Result<Vec<String>, String> {
+    let sql = |error: rusqlite::Error| error.to_string();
+    let mut statement = connection.prepare("SELECT process_id FROM quarantined ORDER BY process_id").map_err(sql)?;
+    let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}
+
 /// Parses the records read at open: the JSON is most of the cost of
 /// opening a big file, so it is split over the machine's cores (at most
 /// four threads), in order.

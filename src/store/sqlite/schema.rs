@@ -1,6 +1,6 @@
 //! The file: its tables, its version, and how a connection to it is set up.
 //!
-//! Version 1 of the schema:
+//! Version 2 of the schema:
 //!
 //! - `declarations`: each distinct list of event types once, by the SHA-256
 //!   of its canonical JSON; records point at it, so a million processes
@@ -19,8 +19,13 @@
 //!   the WAL (files made before this index was dropped keep it; both read
 //!   alike).
 //! - `replay_keys`, `wake_acks`, `grants`: keyed as their names say.
+//! - `quarantined`: the processes the registry quarantined, with why and
+//!   since when, so a reopened registry keeps them quarantined. New in
+//!   version 2: a version 1 file gets the table (and nothing else changes)
+//!   when a registry opens it for writing; read-only inspectors read a
+//!   version 1 file as it is, with nothing quarantined.
 //!
-//! The version is SQLite's `user_version`. A file with another version is
+//! The version is SQLite's `user_version`. A file with any other version is
 //! refused before anything writes to it.
 
 use std::time::Duration;
@@ -30,7 +35,19 @@ use rusqlite::Connection;
 use super::{SqliteOptions, SyncMode};
 
 /// The schema version this build reads and writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+
+/// The version before [`SCHEMA_VERSION`], which [`upgrade`] brings to it.
+pub(crate) const PREVIOUS_VERSION: i64 = 1;
+
+/// What version 2 added.
+const QUARANTINED: &str = "
+CREATE TABLE quarantined (
+    process_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    since_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
 
 const TABLES: &str = "
 CREATE TABLE declarations (
@@ -85,6 +102,8 @@ pub(crate) enum Found {
     Empty,
     /// A file of this version.
     Current,
+    /// A file of [`PREVIOUS_VERSION`], which [`upgrade`] brings to this one.
+    Previous,
     /// Another version (or a foreign database).
     Other(i64),
 }
@@ -96,6 +115,7 @@ pub(crate) fn found_version(connection: &Connection) -> rusqlite::Result<Found> 
     Ok(match (version, tables) {
         (0, 0) => Found::Empty,
         (SCHEMA_VERSION, _) => Found::Current,
+        (PREVIOUS_VERSION, _) => Found::Previous,
         (other, _) => Found::Other(other),
     })
 }
@@ -132,5 +152,13 @@ pub(crate) fn configure_writer(connection: &Connection, options: &SqliteOptions)
 
 /// Creates the tables of a new file, in one transaction.
 pub(crate) fn create(connection: &Connection) -> rusqlite::Result<()> {
-    connection.execute_batch(&format!("BEGIN IMMEDIATE; {TABLES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+    connection.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {TABLES} {QUARANTINED} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+}
+
+/// Brings a file of [`PREVIOUS_VERSION`] to [`SCHEMA_VERSION`], in one
+/// transaction: all of it or nothing.
+pub(crate) fn upgrade(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch(&format!("BEGIN IMMEDIATE; {QUARANTINED} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
 }

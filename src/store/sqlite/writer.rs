@@ -377,6 +377,23 @@ fn write_commit(
             }
             Ok(Committed::Done)
         }
+        Commit::Quarantined { process_id, reason, since_ms } => {
+            connection
+                .prepare_cached(
+                    "INSERT INTO quarantined (process_id, reason, since_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (process_id) DO UPDATE SET reason = excluded.reason, since_ms = excluded.since_ms",
+                )
+                .and_then(|mut statement| statement.execute(params![process_id, reason, to_sql_int(*since_ms)]))
+                .map_err(|error| classify(shared, process_id, error))?;
+            Ok(Committed::Done)
+        }
+        Commit::QuarantineReleased { process_id } => {
+            connection
+                .prepare_cached("DELETE FROM quarantined WHERE process_id = ?1")
+                .and_then(|mut statement| statement.execute(params![process_id]))
+                .map_err(|error| classify(shared, process_id, error))?;
+            Ok(Committed::Done)
+        }
     }
 }
 
