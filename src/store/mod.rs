@@ -140,7 +140,7 @@ pub struct Recovered {
     pub records: Vec<Arc<ProcessRecord>>,
     /// Every grant, in commit order.
     pub grants: Vec<GrantChange>,
-    /// The ids of the quarantined processes ([`Commit::Quarantine`]).
+    /// The ids of the quarantined processes ([`Commit::Quarantined`]).
     pub quarantined: Vec<String>,
 }
 

@@ -153,7 +153,6 @@ async fn snapshot(client: &mut Object) -> Result<deadpool_postgres::Transaction<
     client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await
 }
 
-/// The grants' version and every grant, read in one snapshot.
 /// The ids of the quarantined processes, ascending.
 pub(super) async fn quarantined(inner: &Inner) -> Result<Vec<String>, RegistryError> {
     let client = connection(inner, "").await?;
@@ -164,6 +163,7 @@ pub(super) async fn quarantined(inner: &Inner) -> Result<Vec<String>, RegistryEr
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// The grants' version and every grant, read in one snapshot.
 pub(super) async fn load_grants(inner: &Inner) -> Result<(u64, Vec<GrantChange>), RegistryError> {
     let mut client = connection(inner, "").await?;
     let transaction = snapshot(&mut client).await.map_err(sql_error(inner, ""))?;
