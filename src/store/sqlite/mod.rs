@@ -278,25 +278,19 @@ impl SqliteStore {
             Ok(true) => Err(open_error("the file is not writable".to_owned())),
             Err(error) => Err(open_error(error.to_string())),
         };
-        match schema::found_version(&connection).map_err(|error| open_error(error.to_string()))? {
-            Found::Other(found) => {
-                return Err(RegistryError::StoreVersion { path: shown, found, supported: schema::SCHEMA_VERSION })
-            }
-            Found::Empty => {
-                writable()?;
-                schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
-                schema::create(&connection).map_err(|error| open_error(error.to_string()))?;
-            }
-            Found::Current => {
-                writable()?;
-                schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
-            }
-            Found::Previous => {
-                writable()?;
-                schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
-                schema::upgrade(&connection).map_err(|error| open_error(error.to_string()))?;
-            }
+        let found = schema::found_version(&connection).map_err(|error| open_error(error.to_string()))?;
+        if let Found::Other(found) = found {
+            return Err(RegistryError::StoreVersion { path: shown, found, supported: schema::SCHEMA_VERSION });
         }
+        writable()?;
+        schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
+        match found {
+            Found::Empty => schema::create(&connection),
+            Found::Previous => schema::upgrade(&connection),
+            // `Other` was refused above.
+            Found::Current | Found::Other(_) => Ok(()),
+        }
+        .map_err(|error| open_error(error.to_string()))?;
         let reader =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(|error| open_error(error.to_string()))?;
