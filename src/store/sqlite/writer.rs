@@ -104,13 +104,15 @@ pub(crate) fn run(connection: Connection, jobs: Receiver<Job>, shared: Arc<Share
     let mut waiting: Vec<Job> = Vec::new();
     let mut answered = 0;
     loop {
+        // Counted before blocking: a job that arrives after the batch ended
+        // is one of the callers it answered coming back, not one more.
+        let queued = waiting.iter().filter(|job| matches!(job, Job::Commit(..))).count();
         if waiting.is_empty() {
             match jobs.recv() {
                 Ok(job) => waiting.push(job),
                 Err(_) => return,
             }
         }
-        let queued = waiting.iter().filter(|job| matches!(job, Job::Commit(..))).count();
         let expected = queued.saturating_add(answered).min(max_batch);
         let mut batch = Batch::new();
         for job in waiting.drain(..) {
