@@ -113,6 +113,7 @@ async fn parked_waiters_keep_their_actor_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_racing_passivation_are_never_lost() {
+    const ROUNDS_AT_MOST: u64 = 20_000;
     let clock = Arc::new(ManualClock::new(1_000));
     let config = RegistryConfig::default().with_clock(clock.clone()).with_passivation(Some(Duration::from_millis(1)));
     let registry = ActorProcessRegistry::start(config).await.unwrap();
@@ -135,11 +136,16 @@ async fn calls_racing_passivation_are_never_lost() {
             let registry = registry.clone();
             tokio::spawn(async move {
                 let process = format!("p{id}");
-                for n in 1..=200u64 {
+                // At least 200 rounds, and on until the sweeper has passivated
+                // actors under them: a fast run must not finish before the race.
+                for n in 1..=ROUNDS_AT_MOST {
                     let appended = registry.append_event(&process, tick()).await.unwrap();
                     assert_eq!(appended.event.sequence, n);
                     let seen = registry.wait_event_after(&process, "tick", n - 1).await.unwrap();
                     assert_eq!(seen.sequence, n);
+                    if n >= 200 && registry.stats().passivations >= 8 {
+                        break;
+                    }
                 }
             })
         })
@@ -149,7 +155,7 @@ async fn calls_racing_passivation_are_never_lost() {
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     sweeper.await.unwrap();
-    assert!(registry.stats().passivations > 0, "the race was exercised");
+    assert!(registry.stats().passivations >= 8, "the race was exercised");
     registry.shutdown().await;
 }
 
