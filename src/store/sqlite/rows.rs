@@ -294,13 +294,16 @@ pub(crate) fn semantics_column(event: &ProcessEvent) -> Result<Option<String>, S
 
 /// The events of `process_id` with a sequence above `after`, ascending;
 /// an error if they do not follow `after` without a gap.
+/// `expected` is how many there should be (a capacity hint, never trusted).
 pub(crate) fn read_events_after(
     connection: &Connection,
     process_id: &str,
     after: u64,
+    expected: u64,
 ) -> Result<Vec<Arc<ProcessEvent>>, String> {
     let sql = |error: rusqlite::Error| error.to_string();
-    let mut events = Vec::new();
+    // Capped: a corrupt count must not reserve gigabytes.
+    let mut events = Vec::with_capacity(usize::try_from(expected.min(1 << 20)).unwrap_or(0));
     let mut statement = connection
         .prepare_cached(
             "SELECT sequence, event_type, replay_key, occurred_at_ms, payload, semantics FROM events
@@ -339,10 +342,11 @@ pub(crate) fn read_process(
     declarations: &mut HashMap<String, Arc<Vec<ProcessEventType>>>,
 ) -> Result<Option<StoredProcess>, String> {
     let sql = |error: rusqlite::Error| error.to_string();
-    let Some(ProcessRow { record, lease, .. }) = read_process_row(connection, process_id, declarations)? else {
+    let Some(ProcessRow { record, lease, last_sequence }) = read_process_row(connection, process_id, declarations)?
+    else {
         return Ok(None);
     };
-    let events = read_events_after(connection, process_id, 0)?;
+    let events = read_events_after(connection, process_id, 0, last_sequence)?;
     let mut replay = BTreeMap::new();
     {
         let mut statement = connection
