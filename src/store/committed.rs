@@ -129,6 +129,27 @@ impl EventIndex {
         }
     }
 
+    /// Indexes a whole log: one map lookup per run of events of one type
+    /// (a log is mostly such runs), not one per event.
+    fn of(events: &[Arc<ProcessEvent>]) -> Self {
+        let mut index = Self::default();
+        let mut rest = events;
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take_while(|event| event.event_type == first.event_type).count();
+            let (same, later) = rest.split_at(run);
+            let sequences = same.iter().map(|event| event.sequence);
+            match index.by_type.get_mut(&first.event_type) {
+                Some(known) => known.extend(sequences),
+                None => {
+                    index.by_type.insert(first.event_type.clone(), sequences.collect());
+                }
+            }
+            index.wakes.extend(same.iter().filter(|event| event.is_wake()).map(|event| event.sequence));
+            rest = later;
+        }
+        index
+    }
+
     /// Forgets every sequence above `last`.
     fn truncate(&mut self, last: u64) {
         for sequences in self.by_type.values_mut() {
@@ -150,10 +171,7 @@ pub(crate) struct IndexedProcess {
 impl IndexedProcess {
     /// Builds the indexes over a stored process. O(events).
     pub(crate) fn new(stored: StoredProcess) -> Self {
-        let mut index = EventIndex::default();
-        for event in &stored.events {
-            index.add(event);
-        }
+        let index = EventIndex::of(&stored.events);
         Self { stored, index }
     }
 
@@ -256,5 +274,41 @@ impl<'a> CommittedView<'a> {
             .filter(|&sequence| !self.acked.contains(sequence) || self.pending_acks.contains(sequence))
             .filter_map(|&sequence| self.event(sequence).cloned())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ProcessEventSemantics, ProcessWakeSemantics};
+
+    fn event(sequence: u64, event_type: &str, wake: bool) -> Arc<ProcessEvent> {
+        let wake = wake.then(|| ProcessWakeSemantics { input: "in".to_owned(), dedupe_key: format!("d{sequence}") });
+        Arc::new(ProcessEvent {
+            process_id: "p".to_owned(),
+            sequence,
+            event_type: event_type.to_owned(),
+            payload: serde_json::json!({}),
+            invocation: crate::rules::append::invocation("p", sequence, event_type, None),
+            semantics: ProcessEventSemantics { terminal: None, wake },
+            occurred_at_ms: 0,
+        })
+    }
+
+    #[test]
+    fn indexing_a_whole_log_by_runs_matches_indexing_it_event_by_event() {
+        let types = ["a", "a", "b", "a", "c", "c", "c", "b", "a", "a"];
+        let log: Vec<_> =
+            types.iter().enumerate().map(|(i, ty)| event(i as u64 + 1, ty, i % 3 == 0 || *ty == "c")).collect();
+        let mut one_by_one = EventIndex::default();
+        for event in &log {
+            one_by_one.add(event);
+        }
+        let by_runs = EventIndex::of(&log);
+        assert_eq!(by_runs.by_type, one_by_one.by_type);
+        assert_eq!(by_runs.by_type["a"], vec![1, 2, 4, 9, 10]);
+        assert_eq!(by_runs.wakes, one_by_one.wakes);
+        assert_eq!(by_runs.wakes, vec![1, 4, 5, 6, 7, 10]);
+        assert!(EventIndex::of(&[]).by_type.is_empty());
     }
 }
