@@ -556,7 +556,7 @@ pub fn run_durable(sizes: &Durable) -> Result<Vec<DurableRow>> {
     rows.push(row(
         "sqlite_append_sequential_wal_reused",
         &format!(
-            "  same, after {} appends, so the WAL is reused from its start (durable; {:.2} appends per fsync)",
+            "  same, after {} untimed appends, which wrap the WAL at --quick and full sizes (durable; {:.2} appends per fsync)",
             sizes.wal_warm_up, reused.1
         ),
         (reused.0, "appends/s"),
