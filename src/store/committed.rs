@@ -118,14 +118,20 @@ pub(crate) struct EventIndex {
 
 impl EventIndex {
     fn add(&mut self, event: &ProcessEvent) {
-        match self.by_type.get_mut(&event.event_type) {
-            Some(sequences) => sequences.push(event.sequence),
-            None => {
-                self.by_type.insert(event.event_type.clone(), vec![event.sequence]);
-            }
-        }
+        self.add_sequences(&event.event_type, [event.sequence]);
         if event.is_wake() {
             self.wakes.push(event.sequence);
+        }
+    }
+
+    /// Appends `sequences` to those of `event_type` (the type's name is
+    /// copied only the first time it is seen).
+    fn add_sequences(&mut self, event_type: &str, sequences: impl IntoIterator<Item = u64>) {
+        match self.by_type.get_mut(event_type) {
+            Some(known) => known.extend(sequences),
+            None => {
+                self.by_type.insert(event_type.to_owned(), sequences.into_iter().collect());
+            }
         }
     }
 
@@ -137,13 +143,7 @@ impl EventIndex {
         while let Some(first) = rest.first() {
             let run = rest.iter().take_while(|event| event.event_type == first.event_type).count();
             let (same, later) = rest.split_at(run);
-            let sequences = same.iter().map(|event| event.sequence);
-            match index.by_type.get_mut(&first.event_type) {
-                Some(known) => known.extend(sequences),
-                None => {
-                    index.by_type.insert(first.event_type.clone(), sequences.collect());
-                }
-            }
+            index.add_sequences(&first.event_type, same.iter().map(|event| event.sequence));
             index.wakes.extend(same.iter().filter(|event| event.is_wake()).map(|event| event.sequence));
             rest = later;
         }

@@ -269,8 +269,7 @@ impl SqliteInspector {
             Some(last) => row.last_sequence.saturating_sub(last),
             None => 0,
         };
-        let expected = row.last_sequence.saturating_sub(after);
-        let events = rows::read_events_after(&snapshot, process_id, after, expected).map_err(fail)?;
+        let events = rows::read_events_after(&snapshot, process_id, after, row.last_sequence).map_err(fail)?;
         let grants = rows::read_grants_of(&snapshot, process_id).map_err(fail)?;
         // Dropping the transaction ends it (a rollback: it wrote nothing).
         drop(snapshot);

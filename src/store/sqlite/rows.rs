@@ -294,16 +294,18 @@ pub(crate) fn semantics_column(event: &ProcessEvent) -> Result<Option<String>, S
 
 /// The events of `process_id` with a sequence above `after`, ascending;
 /// an error if they do not follow `after` without a gap.
-/// `expected` is how many there should be (a capacity hint, never trusted).
+/// `last_sequence` is the process row's, which sizes the answer (a
+/// capacity hint, never trusted).
 pub(crate) fn read_events_after(
     connection: &Connection,
     process_id: &str,
     after: u64,
-    expected: u64,
+    last_sequence: u64,
 ) -> Result<Vec<Arc<ProcessEvent>>, String> {
     let sql = |error: rusqlite::Error| error.to_string();
-    // Capped: a corrupt count must not reserve gigabytes.
-    let mut events = Vec::with_capacity(usize::try_from(expected.min(1 << 20)).unwrap_or(0));
+    // Capped: a corrupt row must not reserve gigabytes.
+    let expected = last_sequence.saturating_sub(after).min(1 << 20);
+    let mut events = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
     let mut statement = connection
         .prepare_cached(
             "SELECT sequence, event_type, replay_key, occurred_at_ms, payload, semantics FROM events
