@@ -18,7 +18,9 @@ use super::supervisor::grants::owned_grants;
 use super::supervisor::messages::SupervisorMsg;
 use crate::batch::BatchProcessRegistry;
 use crate::error::{PluginError, RegistryError};
-use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
+use crate::events::{
+    ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult, ProcessWakeDelivery,
+};
 use crate::fenced::FencedProcessRegistry;
 use crate::model::{
     DurabilityTier, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessHandleGrantEntry,
@@ -36,31 +38,43 @@ fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
 }
 
 impl ActorProcessRegistry {
-    /// Appends `request`, fenced by `fence` when there is one.
+    /// Appends `request`, fenced by `fence` when there is one, and answers
+    /// with an owned copy of the event.
     async fn append(
         &self,
         process_id: &str,
         request: ProcessEventAppendRequest,
         fence: Option<&ProcessLease>,
     ) -> Result<ProcessEventAppendResult, PluginError> {
+        let (event, wake_delivery) = self.append_shared(process_id, request, fence).await?;
+        Ok(ProcessEventAppendResult { event: ProcessEvent::clone(&event), wake_delivery })
+    }
+
+    /// [`Self::append`], answering with the committed event as the log
+    /// shares it: callers that only need the commit (completion answers
+    /// with the record) skip the deep copy of its payload.
+    async fn append_shared(
+        &self,
+        process_id: &str,
+        request: ProcessEventAppendRequest,
+        fence: Option<&ProcessLease>,
+    ) -> Result<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>), PluginError> {
         let checked = input::checked_append(&self.shared().limits, process_id, request)?;
         // A replay key makes a second send answer with the first's event.
         let retry = if checked.0.replay_key().is_some() { Retry::Idempotent } else { Retry::Never };
         let resent = self.resends(retry);
         let mut unsent = Some(checked);
-        let (event, wake_delivery) = self
-            .ask(process_id, retry, |reply| {
-                let (request, payload_hash) = if resent {
-                    // Kept for a retry: each send gets a copy.
-                    unsent.clone()?
-                } else {
-                    // Sent once: moved, never copied.
-                    unsent.take()?
-                };
-                Some(ProcessMsg::Append { request, payload_hash, fence: fence.cloned().map(Box::new), reply })
-            })
-            .await?;
-        Ok(ProcessEventAppendResult { event: ProcessEvent::clone(&event), wake_delivery })
+        self.ask(process_id, retry, |reply| {
+            let (request, payload_hash) = if resent {
+                // Kept for a retry: each send gets a copy.
+                unsent.clone()?
+            } else {
+                // Sent once: moved, never copied.
+                unsent.take()?
+            };
+            Some(ProcessMsg::Append { request, payload_hash, fence: fence.cloned().map(Box::new), reply })
+        })
+        .await
     }
 
     /// Whether a call with `retry` may be sent more than once, so its
@@ -403,7 +417,7 @@ impl ProcessRegistry for ActorProcessRegistry {
     ) -> Result<ProcessRecord, PluginError> {
         traced("complete_process", process_id, async {
             let request = input::terminal_request(&self.shared().limits, process_id, await_output)?;
-            self.append(process_id, request, None).await?;
+            self.append_shared(process_id, request, None).await?;
             self.committed_record(process_id)
         })
         .await
@@ -577,7 +591,7 @@ impl FencedProcessRegistry for ActorProcessRegistry {
         let process_id = &lease.process_id;
         traced("complete_process_fenced", process_id, async {
             let request = input::terminal_request(&self.shared().limits, process_id, await_output)?;
-            self.append(process_id, request, Some(lease)).await?;
+            self.append_shared(process_id, request, Some(lease)).await?;
             self.committed_record(process_id)
         })
         .await
