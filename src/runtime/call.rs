@@ -67,6 +67,9 @@ use crate::store::{CommittedView, InlineRead};
 /// A reply port carrying a result.
 pub(crate) type Reply<T> = RpcReplyPort<Result<T, RegistryError>>;
 
+/// Where the answer sent to a [`Reply`] arrives.
+type Answer<T> = ractor::concurrency::OneshotReceiver<Result<T, RegistryError>>;
+
 /// Whether a call whose answer was lost with its actor is sent again to
 /// the replacement (the table in the module docs says which call has which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,16 +175,31 @@ impl ActorProcessRegistry {
         let mut plans = 0;
         loop {
             plans += 1;
-            let (tx, rx) = ractor::concurrency::oneshot();
-            let Some(mut message) = build(RpcReplyPort::from(tx)) else {
-                return Err(self.lost(process_id));
-            };
-            let answered = loop {
+            // A message a stopping actor refused, with its answer's
+            // receiver, for the replacement. Boxed, and the message is built
+            // only once a permit is held: a call waiting for a permit (a
+            // flood of them, on a full mailbox) carries neither.
+            let mut refused: Option<Box<(ProcessMsg, Answer<T>)>> = None;
+            // The delivery loop is the match's scrutinee, so its answer (as
+            // big as a whole record for some calls) is gone before the
+            // replacement below is awaited: a `let` binding would keep it in
+            // this future, which every pending call carries.
+            let answer_lost = match loop {
                 let Some(permit) = self.permit(process_id, &active).await? else {
                     // Passivating: the actor marks its slot passive next.
                     tokio::task::yield_now().await;
                     active = self.active(process_id).await?;
                     continue;
+                };
+                let (message, rx) = match refused.take() {
+                    Some(unsent) => *unsent,
+                    None => {
+                        let (tx, rx) = ractor::concurrency::oneshot();
+                        let Some(message) = build(RpcReplyPort::from(tx)) else {
+                            return Err(self.lost(process_id));
+                        };
+                        (message, rx)
+                    }
                 };
                 match active.actor.send_message(message) {
                     Ok(()) => {
@@ -190,22 +208,24 @@ impl ActorProcessRegistry {
                         drop(permit);
                         break answered;
                     }
-                    Err(MessagingErr::SendErr(refused)) => message = refused,
+                    Err(MessagingErr::SendErr(message)) => refused = Some(Box::new((message, rx))),
                     Err(_) => return Err(self.lost(process_id)),
                 }
                 drop(permit);
                 active = Box::pin(self.replacement(process_id, &active)).await?;
-            };
-            match answered {
+            } {
                 // Another node committed to the process first: nothing was
                 // committed, and the actor has reloaded; plan again.
-                Ok(Err(RegistryError::Contended { .. })) if plans < MAX_PLANS => {}
+                Ok(Err(RegistryError::Contended { .. })) if plans < MAX_PLANS => false,
                 Ok(Err(RegistryError::Contended { process_id, .. })) => {
                     return Err(RegistryError::Contended { process_id, attempts: plans });
                 }
                 Ok(answer) => return answer,
                 Err(_) if retry == Retry::Never => return Err(self.lost(process_id)),
-                Err(_) => active = Box::pin(self.replacement(process_id, &active)).await?,
+                Err(_) => true,
+            };
+            if answer_lost {
+                active = Box::pin(self.replacement(process_id, &active)).await?;
             }
         }
     }
