@@ -8,6 +8,8 @@
 //! from the snapshots actors publish. Every method runs in a tracing span
 //! named after it when a subscriber listens.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use super::call::{traced, Retry};
@@ -33,6 +35,13 @@ use crate::rules::registration::{dismantle_registration, prepare_registration, s
 use crate::rules::scope::{check_scope, check_session_id};
 use async_trait::async_trait;
 
+/// An append checked in the caller's task and not sent yet (`None` once
+/// it was moved into its message), or why it was refused.
+type UnsentAppend = Result<Option<(ProcessEventAppendRequest, String)>, RegistryError>;
+
+/// A committed event as the log shares it, and its wake delivery.
+type SharedAppend = (Arc<ProcessEvent>, Option<ProcessWakeDelivery>);
+
 fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
     events.iter().map(|event| ProcessEvent::clone(event)).collect()
 }
@@ -40,30 +49,56 @@ fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
 impl ActorProcessRegistry {
     /// Appends `request`, fenced by `fence` when there is one, and answers
     /// with an owned copy of the event.
-    async fn append(
-        &self,
-        process_id: &str,
+    ///
+    /// Not an `async fn`, nor is [`Self::append_shared`]: one keeps each
+    /// argument for its whole life, so every pending append would carry
+    /// the request once per layer. The request is checked before the
+    /// future is built, and the future holds it once, in the slot the
+    /// message is built from.
+    fn append<'a>(
+        &'a self,
+        process_id: &'a str,
         request: ProcessEventAppendRequest,
-        fence: Option<&ProcessLease>,
-    ) -> Result<ProcessEventAppendResult, PluginError> {
-        let (event, wake_delivery) = self.append_shared(process_id, request, fence).await?;
-        Ok(ProcessEventAppendResult { event: ProcessEvent::clone(&event), wake_delivery })
+        fence: Option<&'a ProcessLease>,
+    ) -> impl Future<Output = Result<ProcessEventAppendResult, PluginError>> + Send + 'a {
+        let mut unsent = self.checked_append(process_id, request);
+        async move {
+            let (event, wake_delivery) = self.send_append(process_id, &mut unsent, fence).await?;
+            Ok(ProcessEventAppendResult { event: ProcessEvent::clone(&event), wake_delivery })
+        }
     }
 
     /// [`Self::append`], answering with the committed event as the log
     /// shares it: callers that only need the commit (completion answers
     /// with the record) skip the deep copy of its payload.
-    async fn append_shared(
+    fn append_shared<'a>(
+        &'a self,
+        process_id: &'a str,
+        request: ProcessEventAppendRequest,
+        fence: Option<&'a ProcessLease>,
+    ) -> impl Future<Output = Result<SharedAppend, PluginError>> + Send + 'a {
+        let mut unsent = self.checked_append(process_id, request);
+        async move { self.send_append(process_id, &mut unsent, fence).await }
+    }
+
+    /// `request` checked against the limits, with its payload hash, ready
+    /// to be sent (`Some`), or why it is refused.
+    fn checked_append(&self, process_id: &str, request: ProcessEventAppendRequest) -> UnsentAppend {
+        input::checked_append(&self.shared().limits, process_id, request).map(Some)
+    }
+
+    /// Sends the checked append in `unsent` to the process's actor.
+    async fn send_append(
         &self,
         process_id: &str,
-        request: ProcessEventAppendRequest,
+        unsent: &mut UnsentAppend,
         fence: Option<&ProcessLease>,
-    ) -> Result<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>), PluginError> {
-        let checked = input::checked_append(&self.shared().limits, process_id, request)?;
+    ) -> Result<SharedAppend, PluginError> {
+        let unsent = unsent.as_mut().map_err(|error| error.clone())?;
         // A replay key makes a second send answer with the first's event.
-        let retry = if checked.0.replay_key().is_some() { Retry::Idempotent } else { Retry::Never };
+        let keyed = unsent.as_ref().is_some_and(|(request, _)| request.replay_key().is_some());
+        let retry = if keyed { Retry::Idempotent } else { Retry::Never };
         let resent = self.resends(retry);
-        let mut unsent = Some(checked);
         self.ask(process_id, retry, |reply| {
             let (request, payload_hash) = if resent {
                 // Kept for a retry: each send gets a copy.
@@ -312,12 +347,22 @@ impl ProcessRegistry for ActorProcessRegistry {
         .await
     }
 
-    async fn append_event(
-        &self,
-        process_id: &str,
+    // Written out as `async_trait` would write it, without its `async`
+    // block: that block would keep the request beside the future that
+    // holds it already, in every pending append (a flood of callers on a
+    // full mailbox pays it per caller). `append` checks the request before
+    // it builds its future.
+    fn append_event<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        process_id: &'life1 str,
         request: ProcessEventAppendRequest,
-    ) -> Result<ProcessEventAppendResult, PluginError> {
-        traced("append_event", process_id, self.append(process_id, request, None)).await
+    ) -> Pin<Box<dyn Future<Output = Result<ProcessEventAppendResult, PluginError>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(traced("append_event", process_id, self.append(process_id, request, None)))
     }
 
     async fn events_after(&self, process_id: &str, after_sequence: u64) -> Result<Vec<ProcessEvent>, PluginError> {
