@@ -46,6 +46,14 @@ pub fn expect_len(what: &str, got: usize, expected: u64) -> Result<()> {
     }
 }
 
+/// One lease cycle on `process_id`: claim, renew, complete.
+async fn lease_cycle(registry: &Arc<dyn ProcessRegistry>, process_id: &str) -> Result<()> {
+    let lease = registry.claim_process_lease(process_id, "loadgen-worker", LEASE_TTL_MS).await?;
+    let lease = registry.renew_process_lease(&lease, LEASE_TTL_MS).await?;
+    registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&lease)).await?;
+    Ok(())
+}
+
 /// Events per batch in the batch-append figure.
 const BATCH: u64 = 100;
 /// How long the runtime idles before the append of `wake_latency_idle`.
@@ -68,12 +76,13 @@ enum Figure {
     WakeLatencyIdle,
     AwaitLatency,
     LeaseCycle,
+    LeaseCycleFresh,
     ListProcesses,
     ListHandleGrants,
 }
 
 impl Figure {
-    const ALL: [Figure; 17] = [
+    const ALL: [Figure; 18] = [
         Figure::Register,
         Figure::RegisterPreparation,
         Figure::AppendSequential,
@@ -89,6 +98,7 @@ impl Figure {
         Figure::WakeLatencyIdle,
         Figure::AwaitLatency,
         Figure::LeaseCycle,
+        Figure::LeaseCycleFresh,
         Figure::ListProcesses,
         Figure::ListHandleGrants,
     ];
@@ -111,6 +121,7 @@ impl Figure {
             Figure::WakeLatencyIdle => "wake_latency_idle",
             Figure::AwaitLatency => "await_latency",
             Figure::LeaseCycle => "lease_cycle",
+            Figure::LeaseCycleFresh => "lease_cycle_fresh",
             Figure::ListProcesses => "list_processes",
             Figure::ListHandleGrants => "list_handle_grants",
         }
@@ -142,6 +153,7 @@ impl Figure {
             }
             Figure::AwaitLatency => "await latency (await_process <- complete)".to_owned(),
             Figure::LeaseCycle => "lease claim+renew+complete".to_owned(),
+            Figure::LeaseCycleFresh => "  same, each on a process registered just before".to_owned(),
             Figure::ListProcesses => format!("list_processes, {} processes", count(sizes.listed_processes)),
             Figure::ListHandleGrants => format!("list_handle_grants, {} grants", count(sizes.grants)),
         }
@@ -241,7 +253,8 @@ async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
         | Figure::AppendBatch
         | Figure::WakeLatency
         | Figure::WakeLatencyIdle
-        | Figure::AwaitLatency => String::new(),
+        | Figure::AwaitLatency
+        | Figure::LeaseCycleFresh => String::new(),
     };
     Ok(Fixture { process_id, ..fixture })
 }
@@ -411,15 +424,23 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
             }
             Sample::Latencies(times)
         }
-        Figure::LeaseCycle => Sample::Latencies(
-            time_each(sizes.lease_samples, |_| async move {
-                let lease = registry.claim_process_lease(process_id, "loadgen-worker", LEASE_TTL_MS).await?;
-                let lease = registry.renew_process_lease(&lease, LEASE_TTL_MS).await?;
-                registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&lease)).await?;
-                Ok(())
-            })
-            .await?,
-        ),
+        Figure::LeaseCycle => {
+            Sample::Latencies(time_each(sizes.lease_samples, |_| lease_cycle(registry, process_id)).await?)
+        }
+        Figure::LeaseCycleFresh => {
+            // The registration is not timed: the row times the first calls
+            // a process gets, as a job runner makes them right after
+            // registering it.
+            let mut times = Vec::with_capacity(usize::try_from(sizes.lease_samples).unwrap_or(0));
+            for i in 0..sizes.lease_samples {
+                let process_id = format!("fresh-{round}-{i}");
+                register(registry, &process_id).await?;
+                let start = Instant::now();
+                lease_cycle(registry, &process_id).await?;
+                times.push(start.elapsed());
+            }
+            Sample::Latencies(times)
+        }
         Figure::ListProcesses => {
             let filter = &ProcessListFilter::any();
             Sample::Latencies(
