@@ -120,6 +120,7 @@ pub use registry::ProcessRegistry;
 pub use rules::limits::Limits;
 pub use runtime::{
     ActorProcessRegistry, MailboxConfig, OverloadPolicy, RegistryConfig, RegistryStats, RestartIntensity,
+    DEFAULT_READY_ON_REGISTER,
 };
 pub use store::{CommitMode, MemoryStore, ProcessStore, SqliteOptions, SqliteStore, SyncMode};
 #[cfg(feature = "postgres")]

@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use process_registry::store::InlineRead;
 use process_registry::testing::until;
 use process_registry::{
     ActorProcessRegistry, ManualClock, ProcessEventAppendRequest, ProcessEventType, ProcessInput, ProcessRegistration,
-    ProcessRegistry, ProcessValueSelector, ProcessWakeSpec, RegistryConfig, RegistryError,
+    ProcessRegistry, ProcessStore, ProcessValueSelector, ProcessWakeSpec, RegistryConfig, RegistryError, SqliteOptions,
+    SqliteStore,
 };
 use serde_json::json;
 
@@ -142,4 +144,30 @@ async fn on_sqlite_a_passivated_process_keeps_no_log_in_memory_and_its_next_read
     assert_eq!(registry.recent_events("p", 1).await.unwrap()[0].sequence, 5, "and later appends are read");
     assert_eq!(registry.count_events_through("p", "tick", 5).await.unwrap(), 3);
     registry.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_process_started_by_its_registration_is_read_in_memory_and_kept_on_disk() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("registry.db");
+    let store = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
+    let registry = ActorProcessRegistry::start(RegistryConfig::default().with_store(store.clone())).await.unwrap();
+    registry.register_process(registration("p")).await.unwrap();
+    assert_eq!((registry.stats().live_actors, registry.stats().activations), (1, 1), "started by its registration");
+    let mut inline_len = None;
+    let read = store.read_inline("p", &mut |view| inline_len = Some(view.events_after(0).len()));
+    assert_eq!((read, inline_len), (InlineRead::Read, Some(0)), "resident from the start, with nothing read back");
+
+    registry.append_event("p", event("tick", 1)).await.unwrap();
+    registry.append_event("p", event("poke", 2)).await.unwrap();
+    assert_eq!(registry.events_after("p", 0).await.unwrap().len(), 2);
+    assert_eq!(registry.stats().activations, 1, "its calls found it running");
+    registry.shutdown().await;
+    drop(registry);
+    drop(store);
+
+    let reopened = ActorProcessRegistry::open(&path, RegistryConfig::default()).await.unwrap();
+    let sequences: Vec<u64> = reopened.events_after("p", 0).await.unwrap().iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, [1, 2], "what it committed is on disk");
+    reopened.shutdown().await;
 }

@@ -108,7 +108,9 @@ async fn crashed_behind_a_stuck_supervisor() -> (
     let config = RegistryConfig::default()
         .with_store(store.clone())
         .with_passivation(None)
-        .with_restart_intensity(never_quarantine());
+        .with_restart_intensity(never_quarantine())
+        // `slow` must start passive, so that its first call loads it.
+        .with_ready_on_register(0);
     let registry = ActorProcessRegistry::start(config).await.unwrap();
     registry.register_process(registration("p")).await.unwrap();
     registry.register_process(registration("slow")).await.unwrap();

@@ -71,7 +71,7 @@ async fn idle_actors_passivate_and_reactivate_with_their_state() {
     let config = RegistryConfig::default().with_clock(clock.clone()).with_passivation(Some(Duration::from_secs(60)));
     let registry = ActorProcessRegistry::start(config).await.unwrap();
     registry.register_process(registration("p")).await.unwrap();
-    assert_eq!(registry.stats().live_actors, 0, "registration starts no actor");
+    assert_eq!(registry.stats().live_actors, 1, "registration started the actor");
     registry.append_event("p", tick()).await.unwrap();
     let lease = registry.claim_process_lease("p", "worker", 3_600_000).await.unwrap();
     assert_eq!(registry.stats().live_actors, 1);
@@ -87,6 +87,80 @@ async fn idle_actors_passivate_and_reactivate_with_their_state() {
     assert_eq!(registry.renew_process_lease(&lease, 1_000).await.unwrap().fencing_token, lease.fencing_token);
     assert_eq!(registry.append_event("p", tick()).await.unwrap().event.sequence, 2);
     assert_eq!(registry.stats().activations, 2);
+    registry.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_starts_actors_only_while_the_ready_bound_has_a_place() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = RegistryConfig::default()
+        .with_clock(clock.clone())
+        .with_passivation(Some(Duration::from_secs(60)))
+        .with_ready_on_register(2);
+    let registry = ActorProcessRegistry::start(config).await.unwrap();
+    for id in ["a", "b", "c"] {
+        registry.register_process(registration(id)).await.unwrap();
+    }
+    let stats = registry.stats();
+    assert_eq!((stats.live_actors, stats.activations), (2, 2), "c found both places held: {stats:?}");
+
+    registry.append_event("a", tick()).await.unwrap();
+    assert_eq!(registry.stats().activations, 2, "a's first call found its actor running");
+    registry.register_process(registration("d")).await.unwrap();
+    assert_eq!(registry.stats().activations, 3, "a's first call gave its place back, so d started");
+    registry.register_process(registration("e")).await.unwrap();
+    assert_eq!(registry.stats().activations, 3, "b and d hold both places");
+    registry.register_process(registration("b")).await.unwrap();
+    assert_eq!(registry.stats().activations, 3, "registering b again starts nothing");
+
+    // Passivation gives an uncalled actor's place back too.
+    clock.advance(60_000);
+    registry.passivate_idle();
+    until(|| registry.stats().live_actors == 0).await;
+    registry.register_process(registration("f")).await.unwrap();
+    let stats = registry.stats();
+    assert_eq!((stats.live_actors, stats.activations), (1, 4), "{stats:?}");
+
+    // A process that started passive activates on its first call, as before.
+    assert_eq!(registry.append_event("c", tick()).await.unwrap().event.sequence, 1);
+    assert_eq!(registry.stats().activations, 5);
+    registry.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registrations_and_first_calls_give_every_ready_place_back() {
+    let config = RegistryConfig::default().with_passivation(None).with_ready_on_register(4);
+    let registry = ActorProcessRegistry::start(config).await.unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let id = format!("racer-{i}");
+                registry.register_process(registration(&id)).await.unwrap();
+                registry.append_event(&id, tick()).await.unwrap().event.sequence
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 1);
+    }
+    let activations = registry.stats().activations;
+    assert_eq!(activations, 64, "each process started once, at registration or at its first call");
+    for i in 0..5 {
+        registry.register_process(registration(&format!("later-{i}"))).await.unwrap();
+    }
+    assert_eq!(registry.stats().activations, activations + 4, "all four places were free again, and only four");
+    registry.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_bound_of_zero_starts_no_actor_at_registration() {
+    let config = RegistryConfig::default().with_passivation(None).with_ready_on_register(0);
+    let registry = ActorProcessRegistry::start(config).await.unwrap();
+    registry.register_process(registration("p")).await.unwrap();
+    assert_eq!(registry.stats().live_actors, 0, "registration starts no actor");
+    registry.append_event("p", tick()).await.unwrap();
+    assert_eq!((registry.stats().live_actors, registry.stats().activations), (1, 1), "the first call did");
     registry.shutdown().await;
 }
 
@@ -316,7 +390,7 @@ async fn quarantined_reads_and_refusals(registry: ActorProcessRegistry) {
 
     crash_until_quarantined(&registry, "crashy").await;
     assert!(is_quarantined(&parked.await.unwrap()), "a parked waiter learns of the quarantine");
-    let activations = registry.stats().activations;
+    let (activations, live_actors) = (registry.stats().activations, registry.stats().live_actors);
 
     let events = registry.events_after("crashy", 0).await.unwrap();
     assert_eq!(events.iter().map(|event| event.sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
@@ -332,7 +406,7 @@ async fn quarantined_reads_and_refusals(registry: ActorProcessRegistry) {
     );
     let stats = registry.stats();
     assert_eq!(stats.activations, activations, "reads of a quarantined process start no actor");
-    assert_eq!(stats.live_actors, 0);
+    assert_eq!(stats.live_actors, live_actors);
 
     assert!(is_quarantined(&registry.append_event("crashy", tick()).await));
     assert!(is_quarantined(&registry.complete_process("crashy", ProcessAwaitOutput::success(json!(1))).await));

@@ -73,6 +73,12 @@ impl Default for RestartIntensity {
 }
 
 /// The longest idle time passivation accepts; `None` never passivates.
+/// The default of [`RegistryConfig::ready_on_register`]: a few hundred
+/// actors (a few KiB each) is nothing next to the processes a runtime that
+/// registers in bursts holds, and enough for every registration a runtime
+/// calls at once.
+pub const DEFAULT_READY_ON_REGISTER: usize = 256;
+
 const MAX_PASSIVATE_AFTER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// How to start an [`ActorProcessRegistry`](crate::ActorProcessRegistry).
@@ -110,6 +116,21 @@ pub struct RegistryConfig {
     /// its state stays in the store and the next call re-activates it.
     /// `None` keeps actors until shutdown.
     pub passivate_after: Option<Duration>,
+    /// How many freshly registered processes may have an actor started by
+    /// their registration that no call has reached yet.
+    ///
+    /// While fewer than this many wait for their first call, a
+    /// registration starts its process's actor before it answers, so the
+    /// calls a runtime makes right after registering a process (claim its
+    /// lease, append its first event) find it running and pay no
+    /// activation. Beyond the bound (a burst of registrations nobody calls
+    /// yet) a process starts passive and its first call activates it, so a
+    /// million registrations in a burst keep at most this many actors
+    /// alive. An actor leaves the count at its first call or when it
+    /// stops. `0` starts no actor at registration. Only stores one registry
+    /// writes alone start actors at registration: with a shared store
+    /// another node may take the process first.
+    pub ready_on_register: usize,
 }
 
 impl Default for RegistryConfig {
@@ -121,6 +142,7 @@ impl Default for RegistryConfig {
             mailbox: MailboxConfig::default(),
             restart_intensity: RestartIntensity::default(),
             passivate_after: Some(Duration::from_secs(30)),
+            ready_on_register: DEFAULT_READY_ON_REGISTER,
         }
     }
 }
@@ -188,6 +210,15 @@ impl RegistryConfig {
     #[must_use]
     pub fn with_passivation(mut self, idle: Option<Duration>) -> Self {
         self.passivate_after = idle;
+        self
+    }
+
+    /// Starts the actor of a fresh registration while fewer than `ready`
+    /// such actors wait for their first call (see
+    /// [`Self::ready_on_register`]; `0`: never).
+    #[must_use]
+    pub fn with_ready_on_register(mut self, ready: usize) -> Self {
+        self.ready_on_register = ready;
         self
     }
 }

@@ -44,7 +44,7 @@ mod stats;
 mod status_index;
 mod supervisor;
 
-pub use config::{MailboxConfig, OverloadPolicy, RegistryConfig, RestartIntensity};
+pub use config::{MailboxConfig, OverloadPolicy, RegistryConfig, RestartIntensity, DEFAULT_READY_ON_REGISTER};
 pub use lifecycle::ActorProcessRegistry;
 pub use stats::RegistryStats;
 

@@ -3,7 +3,7 @@
 //! counters. Created once by `start`; read by everyone, written only
 //! through the routing table's and counters' own rules.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     /// Counts committed registrations, for
     /// [`FencedProcessRegistry::registration_notices`](crate::FencedProcessRegistry::registration_notices).
     pub(crate) registrations: tokio::sync::watch::Sender<u64>,
+    /// Actors started by their registration that no call reached yet.
+    pub(crate) ready: ReadyBudget,
     next_waiter: AtomicU64,
 }
 
@@ -52,6 +54,7 @@ impl Shared {
             counters: Counters::default(),
             stopping: AtomicBool::new(false),
             registrations: tokio::sync::watch::Sender::new(0),
+            ready: ReadyBudget::new(config.ready_on_register),
             next_waiter: AtomicU64::new(1),
         }
     }
@@ -66,5 +69,69 @@ impl Shared {
 
     pub(crate) fn next_waiter_id(&self) -> u64 {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The bound on actors started by their registration that no call has
+/// reached yet ([`RegistryConfig::ready_on_register`]).
+#[derive(Debug)]
+pub(crate) struct ReadyBudget {
+    limit: usize,
+    held: Arc<AtomicUsize>,
+}
+
+impl ReadyBudget {
+    fn new(limit: usize) -> Self {
+        Self { limit, held: Arc::default() }
+    }
+
+    /// A place under the bound, or `None` when every place is held.
+    pub(crate) fn take(&self) -> Option<ReadyToken> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| (held < self.limit).then_some(held + 1))
+            .ok()
+            .map(|_| ReadyToken { held: Arc::clone(&self.held) })
+    }
+
+    /// How many places are held.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// One place under the [`ReadyBudget`], held by an actor started at
+/// registration until its first call; dropping it (with the actor's
+/// state, however the actor ends) gives the place back.
+#[derive(Debug)]
+pub(crate) struct ReadyToken {
+    held: Arc<AtomicUsize>,
+}
+
+impl Drop for ReadyToken {
+    fn drop(&mut self) {
+        self.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_budget_gives_out_at_most_its_limit_and_takes_places_back_on_drop() {
+        let budget = ReadyBudget::new(2);
+        let first = budget.take();
+        let second = budget.take();
+        assert!(first.is_some() && second.is_some());
+        assert!(budget.take().is_none(), "both places are held");
+        assert_eq!(budget.held(), 2);
+        drop(first);
+        assert_eq!(budget.held(), 1);
+        let third = budget.take();
+        assert!(third.is_some(), "the dropped place is given out again");
+        drop((second, third));
+        assert_eq!(budget.held(), 0);
+        assert!(ReadyBudget::new(0).take().is_none(), "a limit of 0 gives out nothing");
     }
 }

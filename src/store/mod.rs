@@ -166,6 +166,18 @@ pub trait ProcessStore: Send + Sync + std::fmt::Debug + 'static {
     /// this returns, so it should cost O(the process's state).
     async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError>;
 
+    /// The committed state of a process whose registration this store has
+    /// just answered with [`Committed::Done`], for starting its actor at
+    /// once ([`RegistryConfig::ready_on_register`](crate::RegistryConfig::ready_on_register)):
+    /// what [`Self::load_process`] would return, built from `record`
+    /// without reading anything. Called by the supervisor, never for a
+    /// store several registries share. A store that keeps the state of
+    /// running processes for [`Self::read_inline`] starts keeping it here.
+    /// The default is a fresh [`StoredProcess`] of `record`.
+    fn load_registered(&self, record: Arc<ProcessRecord>) -> StoredProcess {
+        StoredProcess::new(record)
+    }
+
     /// Hands `commit` to the store. A store that commits inline returns
     /// `Some(answer)` and drops `later` uncalled; otherwise it returns
     /// `None` and calls `later` exactly once, when the commit is durable or

@@ -49,7 +49,7 @@ use self::pipeline::{Answer, Pipeline};
 use self::state::ProcessState;
 use self::waiters::Waiters;
 use super::routes::{Mailbox, RecordSnapshot};
-use super::shared::Shared;
+use super::shared::{ReadyToken, Shared};
 use crate::error::RegistryError;
 use crate::events::{ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
 use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
@@ -75,6 +75,8 @@ pub(crate) struct ProcessActorArgs {
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) schemas: CompiledSchemas,
     pub(crate) snapshot: Arc<RecordSnapshot>,
+    /// Started by its registration: the place it holds until its first call.
+    pub(crate) ready: Option<ReadyToken>,
 }
 
 /// A process actor's state.
@@ -99,6 +101,10 @@ pub(crate) struct ProcessActorState {
     /// state may be behind; the next call checks the version first, even
     /// one that could be planned optimistically.
     stale: bool,
+    /// Started by its registration and not called yet: the place it holds
+    /// under [`RegistryConfig::ready_on_register`](crate::RegistryConfig::ready_on_register),
+    /// given back at the first call or with the state.
+    ready: Option<ReadyToken>,
 }
 
 impl Actor for ProcessActor {
@@ -127,6 +133,7 @@ impl Actor for ProcessActor {
             version,
             awaiting: None,
             stale: false,
+            ready: args.ready,
         })
     }
 
@@ -168,25 +175,30 @@ impl Actor for ProcessActor {
             // rather than worked through, so shutdown does not wait for a
             // full mailbox to drain.
             message if shared.is_stopping() => message.refuse(&RegistryError::stopped(&actor.process_id)),
-            message => match shared.store.shared() {
-                None => actor.handle_call(shared, &myself, message, shared.now_ms()),
-                Some(store) if message.reads_state() => {
-                    let now_ms = if message.plans_optimistically() && !actor.stale {
-                        shared.now_ms()
-                    } else {
-                        match actor.sync(shared, store).await {
-                            Ok(now_ms) => now_ms,
-                            Err(error) => {
-                                message.refuse(&error);
-                                return Ok(());
+            message => {
+                // The first call gives back the place an actor started by
+                // its registration held.
+                actor.ready = None;
+                match shared.store.shared() {
+                    None => actor.handle_call(shared, &myself, message, shared.now_ms()),
+                    Some(store) if message.reads_state() => {
+                        let now_ms = if message.plans_optimistically() && !actor.stale {
+                            shared.now_ms()
+                        } else {
+                            match actor.sync(shared, store).await {
+                                Ok(now_ms) => now_ms,
+                                Err(error) => {
+                                    message.refuse(&error);
+                                    return Ok(());
+                                }
                             }
-                        }
-                    };
-                    actor.handle_call(shared, &myself, message, now_ms);
-                    actor.await_commit(shared).await;
+                        };
+                        actor.handle_call(shared, &myself, message, now_ms);
+                        actor.await_commit(shared).await;
+                    }
+                    Some(_) => actor.handle_call(shared, &myself, message, shared.now_ms()),
                 }
-                Some(_) => actor.handle_call(shared, &myself, message, shared.now_ms()),
-            },
+            }
         }
         Ok(())
     }

@@ -3,8 +3,12 @@
 //! Supervision here is ownership of each process actor's lifecycle: the
 //! supervisor alone starts, restarts, passivates and quarantines them.
 //!
-//! - **Activation.** A registered process has no actor until a call needs
-//!   one; the supervisor then starts it from the store ([`SupervisorMsg::Activate`]).
+//! - **Activation.** A registration starts its process's actor before it
+//!   answers, while fewer than `ready_on_register` such actors wait for
+//!   their first call ([`ReadyBudget`](super::shared::ReadyBudget)), so
+//!   the calls that follow a registration find it running. Any other
+//!   process has no actor until a call needs one; the supervisor then
+//!   starts it from the store ([`SupervisorMsg::Activate`]).
 //! - **Passivation.** An actor idle for the configured time with nothing
 //!   parked drains its mailbox and stops ([`SupervisorMsg::Sweep`]); its
 //!   state stays in the store, so memory per idle process is its record.
@@ -42,11 +46,11 @@ use super::call::Reply;
 use super::process::messages::ProcessMsg;
 use super::process::{ProcessActor, ProcessActorArgs};
 use super::routes::{ActiveProcess, Mailbox, ProcessEntry, RecordSnapshot, Slot};
-use super::shared::Shared;
+use super::shared::{ReadyToken, Shared};
 use crate::error::RegistryError;
 use crate::model::{ProcessRecord, ProcessSessionDeleteReport, SessionScope};
 use crate::rules::registration::{same_registration, PreparedRegistration};
-use crate::store::{self, Commit, CommitCallback, CommitResult, Committed, GrantChange};
+use crate::store::{self, Commit, CommitCallback, CommitResult, Committed, GrantChange, StoredProcess};
 
 /// The supervisor actor.
 #[derive(Debug)]
@@ -110,8 +114,8 @@ impl Actor for RegistrySupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Register { prepared, reply } => self.register(&myself, state, *prepared, reply),
-            SupervisorMsg::Registered { record, result } => self.registered(state, record, result),
+            SupervisorMsg::Register { prepared, reply } => self.register(&myself, state, *prepared, reply).await,
+            SupervisorMsg::Registered { record, result } => self.registered(&myself, state, record, result).await,
             SupervisorMsg::Activate { process_id, reply } => {
                 let _ = reply.send(self.activate(&myself, state, &process_id).await);
             }
@@ -315,6 +319,22 @@ impl RegistrySupervisor {
         if adopting {
             self.route_new(Arc::clone(&stored.record));
         }
+        self.start(myself, state, stored, None).await
+    }
+
+    /// Starts the actor of a routed process from `stored`, its committed
+    /// state, and routes it active. `ready` is the place an actor started
+    /// by its registration holds until its first call.
+    async fn start(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        stored: StoredProcess,
+        ready: Option<ReadyToken>,
+    ) -> Result<Arc<ActiveProcess>, RegistryError> {
+        let record = Arc::clone(&stored.record);
+        let process_id = record.id.as_str();
+        let storage = |message: String| RegistryError::Storage { process_id: process_id.to_owned(), message };
         let snapshot =
             self.shared.routes.snapshot_handle(process_id).ok_or_else(|| RegistryError::unknown(process_id))?;
         let schemas = self
@@ -323,7 +343,7 @@ impl RegistrySupervisor {
             .schemas_for(&stored.record.event_types)
             .map_err(|(name, reason)| storage(format!("stored schema of `{name}` does not compile: {reason}")))?;
         let mailbox = Arc::new(Mailbox::new(self.shared.mailbox.capacity));
-        let args = ProcessActorArgs { stored, mailbox: Arc::clone(&mailbox), schemas, snapshot };
+        let args = ProcessActorArgs { stored, mailbox: Arc::clone(&mailbox), schemas, snapshot, ready };
         let actor = ProcessActor { shared: Arc::clone(&self.shared) };
         let (actor, _join) = Actor::spawn_linked(None, actor, args, myself.get_cell())
             .await
@@ -349,7 +369,7 @@ impl RegistrySupervisor {
     /// pipelined: the supervisor goes on with other calls while the store
     /// writes, and the process becomes visible (routed) only once durable.
     /// A registration of an id already being written waits for that write.
-    fn register(
+    async fn register(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
@@ -368,20 +388,31 @@ impl RegistrySupervisor {
         let hash = prepared.hash.clone();
         // Accepted: only now are its declarations interned.
         let record = Arc::new(prepared.accepted(&self.shared.schemas).new_record(self.shared.now_ms()));
-        let myself = myself.clone();
+        let supervisor = myself.clone();
         let written = Arc::clone(&record);
         let later: CommitCallback = Box::new(move |result| {
-            let _ = myself.send_message(SupervisorMsg::Registered { record: written, result });
+            let _ = supervisor.send_message(SupervisorMsg::Registered { record: written, result });
         });
         state.registering.insert(process_id, vec![(hash, reply)]);
         if let Some(result) = self.shared.store.submit(Commit::Register { record: Arc::clone(&record) }, later) {
-            self.registered(state, record, result);
+            self.registered(myself, state, record, result).await;
         }
     }
 
-    /// The store's answer to a registration: route it and answer everyone
-    /// who registered that id meanwhile.
-    fn registered(&self, state: &mut SupervisorState, record: Arc<ProcessRecord>, result: CommitResult) {
+    /// The store's answer to a registration: route it, start its actor
+    /// when it is fresh and the [`ReadyBudget`](super::shared::ReadyBudget)
+    /// has a place, and answer everyone who registered that id meanwhile.
+    ///
+    /// The actor starts before the answers go out, so a caller's next call
+    /// finds it running. A failed start only logs: the process stays
+    /// passive, and its first call activates it as usual.
+    async fn registered(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        record: Arc<ProcessRecord>,
+        result: CommitResult,
+    ) {
         let waiting = state.registering.remove(&record.id).unwrap_or_default();
         let fresh = matches!(result, Ok(Committed::Done));
         let stored = match result {
@@ -395,6 +426,14 @@ impl RegistrySupervisor {
         if fresh {
             // Routed first, so a worker woken by the notice lists it.
             self.shared.registrations.send_modify(|count| *count = count.wrapping_add(1));
+        }
+        if let (true, Ok(stored), None) = (fresh, &stored, self.shared.store.shared()) {
+            if let Some(ready) = self.shared.ready.take() {
+                let fresh_state = self.shared.store.load_registered(Arc::clone(stored));
+                if let Err(error) = self.start(myself, state, fresh_state, Some(ready)).await {
+                    tracing::warn!(process_id = %stored.id, %error, "could not start a registered process's actor; it stays passive");
+                }
+            }
         }
         for (hash, reply) in waiting {
             let answer = match &stored {

@@ -25,7 +25,8 @@
 //!   writer to flush what was submitted before, so it never reads behind a
 //!   commit that was answered.
 //! - The **resident map** holds the committed state of every process whose
-//!   actor runs: `load_process` puts it there, the writer moves it by each
+//!   actor runs: `load_process` puts it there (and `load_registered`, for
+//!   an actor started by its registration), the writer moves it by each
 //!   commit once that commit is durable and before its submitter hears of
 //!   it, and the actor's passivation drops it
 //!   ([`ProcessStore::release_process`]). Reads of an active process
@@ -69,7 +70,7 @@ use super::{
 };
 use crate::error::RegistryError;
 use crate::events::ProcessEventType;
-use crate::model::DurabilityTier;
+use crate::model::{DurabilityTier, ProcessRecord};
 
 pub use self::inspect::{ProcessDetail, ProcessSummary, SqliteInspector, StatusCounts, StoredGrant, StoredStatus};
 
@@ -436,6 +437,16 @@ impl ProcessStore for SqliteStore {
             Shared::storage,
         )
         .await
+    }
+
+    /// Keeps the fresh process resident, as [`Self::load_process`] would
+    /// after reading it back: its registration is durable and nothing
+    /// else of it can be in flight (its actor is being started).
+    fn load_registered(&self, record: Arc<ProcessRecord>) -> StoredProcess {
+        let stored = StoredProcess::new(record);
+        let held = Box::new(IndexedProcess::new(stored.clone()));
+        self.shared.resident.insert(stored.record.id.as_str().into(), held);
+        stored
     }
 
     /// Holds the resident map's shard lock for `process_id` while `read`
