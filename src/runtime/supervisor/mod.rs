@@ -427,10 +427,14 @@ impl RegistrySupervisor {
             // Routed first, so a worker woken by the notice lists it.
             self.shared.registrations.send_modify(|count| *count = count.wrapping_add(1));
         }
-        if let (true, Ok(stored), None) = (fresh, &stored, self.shared.store.shared()) {
+        // Not at shutdown: the supervisor is stopping its children.
+        if let (true, Ok(stored), None, false) = (fresh, &stored, self.shared.store.shared(), self.shared.is_stopping())
+        {
             if let Some(ready) = self.shared.ready.take() {
                 let fresh_state = self.shared.store.load_registered(Arc::clone(stored));
                 if let Err(error) = self.start(myself, state, fresh_state, Some(ready)).await {
+                    // Passive: nothing of it stays resident.
+                    self.shared.store.release_process(&stored.id);
                     tracing::warn!(process_id = %stored.id, %error, "could not start a registered process's actor; it stays passive");
                 }
             }
