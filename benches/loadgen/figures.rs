@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use process_registry::testing::preparation::{canonical_hash, Preparation};
 use process_registry::{
-    Limits, ProcessHandleDescriptor, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistry, SessionScope,
+    Limits, ProcessExternalRef, ProcessHandleDescriptor, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistry,
+    SessionScope, WaitKind, WaitState,
 };
 
 use crate::args::{Args, Sizes, FIGURE_PHASE_FLAG};
@@ -54,6 +55,22 @@ async fn lease_cycle(registry: &Arc<dyn ProcessRegistry>, process_id: &str) -> R
     Ok(())
 }
 
+/// The record's single-call mutations on `process_id`: a wait set, the
+/// wait cleared, an external ref set.
+async fn record_mutations(registry: &Arc<dyn ProcessRegistry>, process_id: &str, n: u64) -> Result<()> {
+    let kind = WaitKind::Signal {
+        name: "go".to_owned(),
+        event_type: SIGNAL.to_owned(),
+        key: format!("go-{n}"),
+        ordinal: n + 1,
+    };
+    registry.set_process_wait(process_id, WaitState { kind, since_ms: n }).await?;
+    registry.clear_process_wait(process_id).await?;
+    let external_ref = ProcessExternalRef { backend: "queue".to_owned(), id: format!("job-{n}"), metadata: None };
+    registry.set_external_ref(process_id, external_ref).await?;
+    Ok(())
+}
+
 /// Events per batch in the batch-append figure.
 const BATCH: u64 = 100;
 /// How long the runtime idles before the append of `wake_latency_idle`.
@@ -77,12 +94,13 @@ enum Figure {
     AwaitLatency,
     LeaseCycle,
     LeaseCycleFresh,
+    RecordMutations,
     ListProcesses,
     ListHandleGrants,
 }
 
 impl Figure {
-    const ALL: [Figure; 18] = [
+    const ALL: [Figure; 19] = [
         Figure::Register,
         Figure::RegisterPreparation,
         Figure::AppendSequential,
@@ -99,6 +117,7 @@ impl Figure {
         Figure::AwaitLatency,
         Figure::LeaseCycle,
         Figure::LeaseCycleFresh,
+        Figure::RecordMutations,
         Figure::ListProcesses,
         Figure::ListHandleGrants,
     ];
@@ -122,6 +141,7 @@ impl Figure {
             Figure::AwaitLatency => "await_latency",
             Figure::LeaseCycle => "lease_cycle",
             Figure::LeaseCycleFresh => "lease_cycle_fresh",
+            Figure::RecordMutations => "wait_set_clear_external_ref",
             Figure::ListProcesses => "list_processes",
             Figure::ListHandleGrants => "list_handle_grants",
         }
@@ -154,6 +174,7 @@ impl Figure {
             Figure::AwaitLatency => "await latency (await_process <- complete)".to_owned(),
             Figure::LeaseCycle => "lease claim+renew+complete".to_owned(),
             Figure::LeaseCycleFresh => "  same, each on a process registered just before".to_owned(),
+            Figure::RecordMutations => "set_process_wait+clear_process_wait+set_external_ref".to_owned(),
             Figure::ListProcesses => format!("list_processes, {} processes", count(sizes.listed_processes)),
             Figure::ListHandleGrants => format!("list_handle_grants, {} grants", count(sizes.grants)),
         }
@@ -227,6 +248,10 @@ async fn setup(figure: Figure, kind: Kind, sizes: &Sizes) -> Result<Fixture> {
         Figure::LeaseCycle => {
             register(registry, "leased").await?;
             "leased".to_owned()
+        }
+        Figure::RecordMutations => {
+            register(registry, "waiting").await?;
+            "waiting".to_owned()
         }
         Figure::ListProcesses => {
             for i in 0..sizes.listed_processes {
@@ -426,6 +451,9 @@ async fn run_round(figure: Figure, fixture: &Fixture, sizes: &Sizes, round: usiz
         }
         Figure::LeaseCycle => {
             Sample::Latencies(time_each(sizes.lease_samples, |_| lease_cycle(registry, process_id)).await?)
+        }
+        Figure::RecordMutations => {
+            Sample::Latencies(time_each(sizes.lease_samples, |n| record_mutations(registry, process_id, n)).await?)
         }
         Figure::LeaseCycleFresh => {
             // The registration is not timed: the row times the first calls
