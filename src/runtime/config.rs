@@ -72,13 +72,13 @@ impl Default for RestartIntensity {
     }
 }
 
-/// The longest idle time passivation accepts; `None` never passivates.
 /// The default of [`RegistryConfig::ready_on_register`]: a few hundred
 /// actors (a few KiB each) is nothing next to the processes a runtime that
 /// registers in bursts holds, and enough for every registration a runtime
 /// calls at once.
 pub const DEFAULT_READY_ON_REGISTER: usize = 256;
 
+/// The longest idle time passivation accepts; `None` never passivates.
 const MAX_PASSIVATE_AFTER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// How to start an [`ActorProcessRegistry`](crate::ActorProcessRegistry).

@@ -3,9 +3,11 @@
 //! counters. Created once by `start`; read by everyone, written only
 //! through the routing table's and counters' own rules.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::{MailboxConfig, RegistryConfig, RestartIntensity};
 use super::routes::Routes;
@@ -73,44 +75,41 @@ impl Shared {
 }
 
 /// The bound on actors started by their registration that no call has
-/// reached yet ([`RegistryConfig::ready_on_register`]).
+/// reached yet ([`RegistryConfig::ready_on_register`]): a semaphore with a
+/// permit per place.
 #[derive(Debug)]
 pub(crate) struct ReadyBudget {
-    limit: usize,
-    held: Arc<AtomicUsize>,
-}
-
-impl ReadyBudget {
-    fn new(limit: usize) -> Self {
-        Self { limit, held: Arc::default() }
-    }
-
-    /// A place under the bound, or `None` when every place is held.
-    pub(crate) fn take(&self) -> Option<ReadyToken> {
-        self.held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| (held < self.limit).then_some(held + 1))
-            .ok()
-            .map(|_| ReadyToken { held: Arc::clone(&self.held) })
-    }
-
-    /// How many places are held.
+    places: Arc<Semaphore>,
+    /// The bound, for the tests' count of places held.
     #[cfg(test)]
-    pub(crate) fn held(&self) -> usize {
-        self.held.load(Ordering::Acquire)
-    }
+    limit: usize,
 }
 
 /// One place under the [`ReadyBudget`], held by an actor started at
 /// registration until its first call; dropping it (with the actor's
 /// state, however the actor ends) gives the place back.
-#[derive(Debug)]
-pub(crate) struct ReadyToken {
-    held: Arc<AtomicUsize>,
-}
+pub(crate) type ReadyToken = OwnedSemaphorePermit;
 
-impl Drop for ReadyToken {
-    fn drop(&mut self) {
-        self.held.fetch_sub(1, Ordering::AcqRel);
+impl ReadyBudget {
+    fn new(limit: usize) -> Self {
+        // More places than a semaphore holds could never be taken anyway.
+        let limit = limit.min(Semaphore::MAX_PERMITS);
+        Self {
+            places: Arc::new(Semaphore::new(limit)),
+            #[cfg(test)]
+            limit,
+        }
+    }
+
+    /// A place under the bound, or `None` when every place is held.
+    pub(crate) fn take(&self) -> Option<ReadyToken> {
+        Arc::clone(&self.places).try_acquire_owned().ok()
+    }
+
+    /// How many places are held.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.limit - self.places.available_permits()
     }
 }
 

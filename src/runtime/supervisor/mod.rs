@@ -427,17 +427,8 @@ impl RegistrySupervisor {
             // Routed first, so a worker woken by the notice lists it.
             self.shared.registrations.send_modify(|count| *count = count.wrapping_add(1));
         }
-        // Not at shutdown: the supervisor is stopping its children.
-        if let (true, Ok(stored), None, false) = (fresh, &stored, self.shared.store.shared(), self.shared.is_stopping())
-        {
-            if let Some(ready) = self.shared.ready.take() {
-                let fresh_state = self.shared.store.load_registered(Arc::clone(stored));
-                if let Err(error) = self.start(myself, state, fresh_state, Some(ready)).await {
-                    // Passive: nothing of it stays resident.
-                    self.shared.store.release_process(&stored.id);
-                    tracing::warn!(process_id = %stored.id, %error, "could not start a registered process's actor; it stays passive");
-                }
-            }
+        if let (true, Ok(stored)) = (fresh, &stored) {
+            self.start_registered(myself, state, stored).await;
         }
         for (hash, reply) in waiting {
             let answer = match &stored {
@@ -445,6 +436,30 @@ impl RegistrySupervisor {
                 Err(error) => Err(error.clone()),
             };
             let _ = reply.send(answer);
+        }
+    }
+
+    /// Starts the actor of a process this registry has just registered,
+    /// when the [`ReadyBudget`](super::shared::ReadyBudget) has a place: never
+    /// with a shared store (another node may take the process first) nor
+    /// at shutdown (the supervisor is stopping its children). A failed
+    /// start leaves the process passive, with nothing of it resident.
+    async fn start_registered(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        record: &Arc<ProcessRecord>,
+    ) {
+        if self.shared.store.shared().is_some() || self.shared.is_stopping() {
+            return;
+        }
+        let Some(ready) = self.shared.ready.take() else {
+            return;
+        };
+        let stored = self.shared.store.load_registered(Arc::clone(record));
+        if let Err(error) = self.start(myself, state, stored, Some(ready)).await {
+            self.shared.store.release_process(&record.id);
+            tracing::warn!(process_id = %record.id, %error, "could not start a registered process's actor; it stays passive");
         }
     }
 

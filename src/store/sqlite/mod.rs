@@ -216,6 +216,12 @@ impl Shared {
         self.storage("the store refuses writes after a failed commit; reopen it".to_owned())
     }
 
+    /// Keeps a copy of `stored` resident, for inline reads.
+    fn hold_resident(&self, stored: &StoredProcess) {
+        let held = Box::new(IndexedProcess::new(stored.clone()));
+        self.resident.insert(stored.record.id.as_str().into(), held);
+    }
+
     /// Moves the resident copy of `process_id`, if there is one, by a
     /// commit that is durable. Called by the writer before it answers.
     fn keep_resident(&self, process_id: &str, changes: &[ProcessChange]) {
@@ -429,8 +435,7 @@ impl ProcessStore for SqliteStore {
             move |reader| {
                 let stored = rows::read_process(&reader.connection, &process_id, &mut reader.declarations)?;
                 if let Some(stored) = &stored {
-                    let held = Box::new(IndexedProcess::new(stored.clone()));
-                    shared.resident.insert(process_id.into_boxed_str(), held);
+                    shared.hold_resident(stored);
                 }
                 Ok(stored)
             },
@@ -444,8 +449,7 @@ impl ProcessStore for SqliteStore {
     /// else of it can be in flight (its actor is being started).
     fn load_registered(&self, record: Arc<ProcessRecord>) -> StoredProcess {
         let stored = StoredProcess::new(record);
-        let held = Box::new(IndexedProcess::new(stored.clone()));
-        self.shared.resident.insert(stored.record.id.as_str().into(), held);
+        self.shared.hold_resident(&stored);
         stored
     }
 
