@@ -121,6 +121,28 @@ fn tail(text: &str) -> &str {
     &text[start..]
 }
 
+/// [`isolated`], with every call of the case made from outside the
+/// runtime's tasks: the case is the `block_on` body itself. There a single
+/// append leaves its payload hash, and the byte bound hashing measures, to
+/// the process actor, which runs on a 2 MiB worker.
+fn isolated_outside_tasks<F, Fut>(name: &str, config: fn() -> RegistryConfig, case: F)
+where
+    F: FnOnce(ActorProcessRegistry) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    in_child_process(name, move || {
+        let runtime = small_stack_runtime();
+        runtime.block_on(async move {
+            let registry = ActorProcessRegistry::start(config()).await.expect("registry starts");
+            assert!(tokio::task::try_id().is_none(), "the case runs outside the runtime's tasks");
+            if tokio::time::timeout(CASE_TIMEOUT, case(registry.clone())).await.is_err() {
+                panic!("the case did not finish within {CASE_TIMEOUT:?}: a hang");
+            }
+            registry.shutdown().await;
+        });
+    });
+}
+
 fn run_in_child<F, Fut>(config: fn() -> RegistryConfig, case: F)
 where
     F: FnOnce(ActorProcessRegistry) -> Fut + Send + 'static,
@@ -135,13 +157,7 @@ where
 
 /// Runs `body` as a task on a multi-thread runtime with 2 MiB worker stacks.
 fn on_small_stacks(body: impl Future<Output = ()> + Send + 'static) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(WORKER_STACK)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
+    small_stack_runtime().block_on(async move {
         // Everything, the registry included, runs on the 2 MiB workers.
         let task = tokio::spawn(body);
         match tokio::time::timeout(CASE_TIMEOUT, task).await {
@@ -150,6 +166,16 @@ fn on_small_stacks(body: impl Future<Output = ()> + Send + 'static) {
             Err(_) => panic!("the case did not finish within {CASE_TIMEOUT:?}: a hang"),
         }
     });
+}
+
+/// A multi-thread runtime whose 2 workers have 2 MiB stacks.
+fn small_stack_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(WORKER_STACK)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn default_config() -> RegistryConfig {
@@ -267,33 +293,43 @@ fn huge_string() -> String {
 
 #[test]
 fn deep_payloads_are_refused_with_limit_exceeded() {
-    isolated("deep_payloads_are_refused_with_limit_exceeded", default_config, |registry| async move {
-        register(&registry, "p").await;
-        for (shape, deep) in [("array", deep_array(DEPTH)), ("object", deep_object(DEPTH))] {
-            let request = ProcessEventAppendRequest::new("note", deep);
-            let result = registry.append_event("p", request).await;
-            assert_variant(&format!("append of a {DEPTH}-level {shape}"), &result, &limit_exceeded());
-            still_usable(&registry, "p").await;
-        }
-        // A deep payload with a replay key, and on a terminal type.
-        let keyed = ProcessEventAppendRequest::new("note", deep_array(DEPTH)).with_replay_key("k");
-        assert_variant("keyed deep append", &registry.append_event("p", keyed).await, &limit_exceeded());
-        let terminal =
-            ProcessEventAppendRequest::new("process.completed", object_with("await_output", deep_array(DEPTH)))
-                .with_replay_key("done");
-        assert_variant("deep terminal append", &registry.append_event("p", terminal).await, &limit_exceeded());
-        // The refused key was not consumed.
-        let keyed = ProcessEventAppendRequest::new("note", json!({"text": "k"})).with_replay_key("k");
-        registry.append_event("p", keyed).await.expect("the refused replay key is still free");
+    isolated("deep_payloads_are_refused_with_limit_exceeded", default_config, deep_payloads_case);
+}
+
+#[test]
+fn deep_payloads_from_outside_the_runtime_tasks_are_refused_with_limit_exceeded() {
+    isolated_outside_tasks(
+        "deep_payloads_from_outside_the_runtime_tasks_are_refused_with_limit_exceeded",
+        default_config,
+        deep_payloads_case,
+    );
+}
+
+async fn deep_payloads_case(registry: ActorProcessRegistry) {
+    register(&registry, "p").await;
+    for (shape, deep) in [("array", deep_array(DEPTH)), ("object", deep_object(DEPTH))] {
+        let request = ProcessEventAppendRequest::new("note", deep);
+        let result = registry.append_event("p", request).await;
+        assert_variant(&format!("append of a {DEPTH}-level {shape}"), &result, &limit_exceeded());
         still_usable(&registry, "p").await;
-        // On an unknown process the depth check or the lookup may answer first.
-        let result = registry.append_event("nobody", ProcessEventAppendRequest::new("note", deep_array(DEPTH))).await;
-        assert!(
-            matches!(result, Err(RegistryError::LimitExceeded { .. } | RegistryError::UnknownProcess { .. })),
-            "{}",
-            short(&result)
-        );
-    });
+    }
+    // A deep payload with a replay key, and on a terminal type.
+    let keyed = ProcessEventAppendRequest::new("note", deep_array(DEPTH)).with_replay_key("k");
+    assert_variant("keyed deep append", &registry.append_event("p", keyed).await, &limit_exceeded());
+    let terminal = ProcessEventAppendRequest::new("process.completed", object_with("await_output", deep_array(DEPTH)))
+        .with_replay_key("done");
+    assert_variant("deep terminal append", &registry.append_event("p", terminal).await, &limit_exceeded());
+    // The refused key was not consumed.
+    let keyed = ProcessEventAppendRequest::new("note", json!({"text": "k"})).with_replay_key("k");
+    registry.append_event("p", keyed).await.expect("the refused replay key is still free");
+    still_usable(&registry, "p").await;
+    // On an unknown process the depth check or the lookup may answer first.
+    let result = registry.append_event("nobody", ProcessEventAppendRequest::new("note", deep_array(DEPTH))).await;
+    assert!(
+        matches!(result, Err(RegistryError::LimitExceeded { .. } | RegistryError::UnknownProcess { .. })),
+        "{}",
+        short(&result)
+    );
 }
 
 #[test]
@@ -717,20 +753,32 @@ fn the_baseline_drops_deep_json_of_refused_registrations_safely() {
 
 #[test]
 fn huge_strings_in_payloads_exceed_the_payload_limit() {
-    isolated("huge_strings_in_payloads_exceed_the_payload_limit", default_config, |registry| async move {
-        register(&registry, "p").await;
-        let request = ProcessEventAppendRequest::new("note", json!({"text": huge_string()}));
-        assert_variant("64 MiB payload string", &registry.append_event("p", request).await, &limit_exceeded());
-        still_usable(&registry, "p").await;
-        let mut key = Map::new();
-        key.insert(huge_string(), json!(1));
-        let request = ProcessEventAppendRequest::new("note", Value::Object(key));
-        assert_variant("64 MiB object key", &registry.append_event("p", request).await, &limit_exceeded());
-        let output = ProcessAwaitOutput::failure("code", huge_string());
-        assert_variant("64 MiB failure message", &registry.complete_process("p", output).await, &limit_exceeded());
-        assert!(!registry.get_process("p").await.unwrap().is_terminal());
-        still_usable(&registry, "p").await;
-    });
+    isolated("huge_strings_in_payloads_exceed_the_payload_limit", default_config, huge_strings_case);
+}
+
+/// From outside the runtime's tasks the actor measures the payload's bytes.
+#[test]
+fn huge_strings_in_payloads_from_outside_the_runtime_tasks_exceed_the_payload_limit() {
+    isolated_outside_tasks(
+        "huge_strings_in_payloads_from_outside_the_runtime_tasks_exceed_the_payload_limit",
+        default_config,
+        huge_strings_case,
+    );
+}
+
+async fn huge_strings_case(registry: ActorProcessRegistry) {
+    register(&registry, "p").await;
+    let request = ProcessEventAppendRequest::new("note", json!({"text": huge_string()}));
+    assert_variant("64 MiB payload string", &registry.append_event("p", request).await, &limit_exceeded());
+    still_usable(&registry, "p").await;
+    let mut key = Map::new();
+    key.insert(huge_string(), json!(1));
+    let request = ProcessEventAppendRequest::new("note", Value::Object(key));
+    assert_variant("64 MiB object key", &registry.append_event("p", request).await, &limit_exceeded());
+    let output = ProcessAwaitOutput::failure("code", huge_string());
+    assert_variant("64 MiB failure message", &registry.complete_process("p", output).await, &limit_exceeded());
+    assert!(!registry.get_process("p").await.unwrap().is_terminal());
+    still_usable(&registry, "p").await;
 }
 
 #[test]
@@ -1160,56 +1208,63 @@ fn tight_config() -> RegistryConfig {
 
 #[test]
 fn configured_limits_produce_limit_exceeded() {
-    isolated("configured_limits_produce_limit_exceeded", tight_config, |registry| async move {
-        let limits = tight_limits();
-        let expect_limit = |what: &str, result: Result<(), RegistryError>, limit: usize| match result {
-            Err(RegistryError::LimitExceeded { limit: reported, .. }) => {
-                assert_eq!(reported, limit as u64, "{what}: the error names the configured limit")
-            }
-            other => panic!("{what}: expected LimitExceeded, got {other:?}"),
-        };
-        // Ids.
-        let long_id = "x".repeat(limits.max_id_bytes + 1);
-        let exact_id = "y".repeat(limits.max_id_bytes);
-        expect_limit(
-            "process id",
-            registry.register_process(registration(&long_id)).await.map(drop),
-            limits.max_id_bytes,
-        );
-        register(&registry, &exact_id).await;
-        register(&registry, "p").await;
-        expect_limit("owner id", registry.claim_process_lease("p", &long_id, 10).await.map(drop), limits.max_id_bytes);
-        registry.claim_process_lease("p", &exact_id, 10).await.expect("an owner id at the limit");
-        // Replay keys get room beyond the id limit for the keys the registry derives from
-        // an id; a key far past that is refused, naming a limit of at least the id limit.
-        let keyed = ProcessEventAppendRequest::new("note", json!({})).with_replay_key("k".repeat(64 * 1024));
-        match registry.append_event("p", keyed).await {
-            Err(RegistryError::LimitExceeded { limit, .. }) => assert!(limit >= limits.max_id_bytes as u64),
-            other => panic!("a 64 KiB replay key: expected LimitExceeded, got {other:?}"),
+    isolated("configured_limits_produce_limit_exceeded", tight_config, configured_limits_case);
+}
+
+#[test]
+fn configured_limits_produce_limit_exceeded_from_outside_the_runtime_tasks() {
+    isolated_outside_tasks(
+        "configured_limits_produce_limit_exceeded_from_outside_the_runtime_tasks",
+        tight_config,
+        configured_limits_case,
+    );
+}
+
+async fn configured_limits_case(registry: ActorProcessRegistry) {
+    let limits = tight_limits();
+    let expect_limit = |what: &str, result: Result<(), RegistryError>, limit: usize| match result {
+        Err(RegistryError::LimitExceeded { limit: reported, .. }) => {
+            assert_eq!(reported, limit as u64, "{what}: the error names the configured limit")
         }
-        // Event types per process: 6 core types + 1 note = 7 fits; 3 more do not.
-        let many = (0..3).map(|index| ProcessEventType::new(format!("e{index}"), json!({})));
-        let crowded = registration("crowded").with_extra_event_types(many);
-        expect_limit("event types", registry.register_process(crowded).await.map(drop), limits.max_event_types);
-        // Payload bytes and depth.
-        let big = ProcessEventAppendRequest::new("note", json!({"text": "z".repeat(limits.max_payload_bytes)}));
-        expect_limit("payload bytes", registry.append_event("p", big).await.map(drop), limits.max_payload_bytes);
-        let deep = ProcessEventAppendRequest::new("note", json!({"a": {"b": {"c": {"d": 1}}}}));
-        expect_limit("payload depth", registry.append_event("p", deep).await.map(drop), limits.max_json_depth);
-        let shallow = ProcessEventAppendRequest::new("note", json!({"a": {"b": [1]}}));
-        registry.append_event("p", shallow).await.expect("a payload at the depth limit");
-        let output = ProcessAwaitOutput::success(json!("w".repeat(limits.max_payload_bytes)));
-        expect_limit(
-            "await output bytes",
-            registry.complete_process("p", output).await.map(drop),
-            limits.max_payload_bytes,
-        );
-        let deep_args = Map::from_iter([("a".to_owned(), json!({"b": {"c": {"d": {"e": 1}}}}))]);
-        let registration = ProcessRegistration::new("deep-args", ProcessInput::definition("job", deep_args));
-        expect_limit("input depth", registry.register_process(registration).await.map(drop), limits.max_json_depth);
-        still_usable(&registry, "p").await;
-        still_usable(&registry, &exact_id).await;
-    });
+        other => panic!("{what}: expected LimitExceeded, got {other:?}"),
+    };
+    // Ids.
+    let long_id = "x".repeat(limits.max_id_bytes + 1);
+    let exact_id = "y".repeat(limits.max_id_bytes);
+    expect_limit("process id", registry.register_process(registration(&long_id)).await.map(drop), limits.max_id_bytes);
+    register(&registry, &exact_id).await;
+    register(&registry, "p").await;
+    expect_limit("owner id", registry.claim_process_lease("p", &long_id, 10).await.map(drop), limits.max_id_bytes);
+    registry.claim_process_lease("p", &exact_id, 10).await.expect("an owner id at the limit");
+    // Replay keys get room beyond the id limit for the keys the registry derives from
+    // an id; a key far past that is refused, naming a limit of at least the id limit.
+    let keyed = ProcessEventAppendRequest::new("note", json!({})).with_replay_key("k".repeat(64 * 1024));
+    match registry.append_event("p", keyed).await {
+        Err(RegistryError::LimitExceeded { limit, .. }) => assert!(limit >= limits.max_id_bytes as u64),
+        other => panic!("a 64 KiB replay key: expected LimitExceeded, got {other:?}"),
+    }
+    // Event types per process: 6 core types + 1 note = 7 fits; 3 more do not.
+    let many = (0..3).map(|index| ProcessEventType::new(format!("e{index}"), json!({})));
+    let crowded = registration("crowded").with_extra_event_types(many);
+    expect_limit("event types", registry.register_process(crowded).await.map(drop), limits.max_event_types);
+    // Payload bytes and depth.
+    let big = ProcessEventAppendRequest::new("note", json!({"text": "z".repeat(limits.max_payload_bytes)}));
+    expect_limit("payload bytes", registry.append_event("p", big).await.map(drop), limits.max_payload_bytes);
+    let deep = ProcessEventAppendRequest::new("note", json!({"a": {"b": {"c": {"d": 1}}}}));
+    expect_limit("payload depth", registry.append_event("p", deep).await.map(drop), limits.max_json_depth);
+    let shallow = ProcessEventAppendRequest::new("note", json!({"a": {"b": [1]}}));
+    registry.append_event("p", shallow).await.expect("a payload at the depth limit");
+    let output = ProcessAwaitOutput::success(json!("w".repeat(limits.max_payload_bytes)));
+    expect_limit(
+        "await output bytes",
+        registry.complete_process("p", output).await.map(drop),
+        limits.max_payload_bytes,
+    );
+    let deep_args = Map::from_iter([("a".to_owned(), json!({"b": {"c": {"d": {"e": 1}}}}))]);
+    let registration = ProcessRegistration::new("deep-args", ProcessInput::definition("job", deep_args));
+    expect_limit("input depth", registry.register_process(registration).await.map(drop), limits.max_json_depth);
+    still_usable(&registry, "p").await;
+    still_usable(&registry, &exact_id).await;
 }
 
 #[test]

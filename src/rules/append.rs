@@ -5,8 +5,8 @@
 //! change to commit. It cannot change anything itself, so an error at any
 //! step leaves the process as it was; the process actor commits a plan with
 //! infallible pushes and inserts only. Step 1 (limits and the payload hash)
-//! runs in the caller's task, before the request reaches the actor:
-//! [`check_and_hash_payload`].
+//! runs before planning: [`check_and_hash_payload`], in two halves that
+//! may run on different threads ([`check_request`], [`hash_checked`]).
 
 use std::collections::HashMap;
 
@@ -34,13 +34,27 @@ pub struct ReplayEntry {
 }
 
 /// Step 1: bounds the request and returns its payload hash (SHA-256 of the
-/// canonical JSON of `[event_type, payload]`). A wake target scope whose id
-/// could be another scope's is refused ([`crate::rules::scope`]).
+/// canonical JSON of `[event_type, payload]`): [`check_request`], then
+/// [`hash_checked`].
 pub fn check_and_hash_payload(
     limits: &Limits,
     process_id: &str,
     request: &ProcessEventAppendRequest,
 ) -> Result<String, RegistryError> {
+    check_request(limits, process_id, request)?;
+    hash_checked(limits, process_id, request)
+}
+
+/// Step 1's bounds that need no serialization: the ids, the replay key,
+/// the wake target scope (one whose id could be another scope's is refused,
+/// [`crate::rules::scope`]) and the payload's depth. O(payload), no
+/// allocation. Once they pass, the request can be dropped and hashed
+/// without deep recursion.
+pub fn check_request(
+    limits: &Limits,
+    process_id: &str,
+    request: &ProcessEventAppendRequest,
+) -> Result<(), RegistryError> {
     limits.check_id(process_id, "process id bytes", process_id)?;
     limits.check_id(process_id, "event type bytes", &request.event_type)?;
     if let Some(key) = request.replay_key() {
@@ -49,7 +63,17 @@ pub fn check_and_hash_payload(
     if let Some(scope) = &request.wake_target_scope {
         check_scope(limits, process_id, scope)?;
     }
-    limits.check_depth(process_id, "payload depth", &request.payload)?;
+    limits.check_depth(process_id, "payload depth", &request.payload)
+}
+
+/// The rest of step 1, on a request [`check_request`] passed: the payload
+/// hash, and the bound on the payload's canonical bytes that hashing
+/// measures. O(payload).
+pub fn hash_checked(
+    limits: &Limits,
+    process_id: &str,
+    request: &ProcessEventAppendRequest,
+) -> Result<String, RegistryError> {
     let (hash, payload_bytes) = payload_hash(&request.event_type, &request.payload);
     limits.check_payload_bytes(process_id, payload_bytes)?;
     Ok(hash)

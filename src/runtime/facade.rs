@@ -37,10 +37,19 @@ use async_trait::async_trait;
 
 /// An append checked in the caller's task and not sent yet (`None` once
 /// it was moved into its message), or why it was refused.
-type UnsentAppend = Result<Option<(ProcessEventAppendRequest, String)>, RegistryError>;
+type UnsentAppend = Result<Option<(ProcessEventAppendRequest, Option<String>)>, RegistryError>;
 
 /// A committed event as the log shares it, and its wake delivery.
 type SharedAppend = (Arc<ProcessEvent>, Option<ProcessWakeDelivery>);
+
+/// Whether the caller is not a task on the runtime (it is the body of a
+/// `block_on`, `#[tokio::main]` or `#[tokio::test]`, or a thread of its
+/// own): then every message to an actor and every answer crosses threads,
+/// and the work between two calls is better done by the actor (see the
+/// `input` module). One thread-local read.
+fn outside_tasks() -> bool {
+    tokio::task::try_id().is_none()
+}
 
 fn owned_events(events: Vec<Arc<ProcessEvent>>) -> Vec<ProcessEvent> {
     events.iter().map(|event| ProcessEvent::clone(event)).collect()
@@ -61,10 +70,15 @@ impl ActorProcessRegistry {
         request: ProcessEventAppendRequest,
         fence: Option<&'a ProcessLease>,
     ) -> impl Future<Output = Result<ProcessEventAppendResult, PluginError>> + Send + 'a {
-        let mut unsent = self.checked_append(process_id, request);
+        // Outside the runtime's tasks the hash and the copy are the
+        // actor's (see `input`): the copy arrives as an `Arc` nobody
+        // else holds, unwrapped here for free.
+        let outside = outside_tasks();
+        let mut unsent = self.checked_append(process_id, request, outside);
         async move {
-            let (event, wake_delivery) = self.send_append(process_id, &mut unsent, fence).await?;
-            Ok(ProcessEventAppendResult { event: ProcessEvent::clone(&event), wake_delivery })
+            let (event, wake_delivery) = self.send_append(process_id, &mut unsent, fence, outside).await?;
+            let event = Arc::try_unwrap(event).unwrap_or_else(|shared| ProcessEvent::clone(&shared));
+            Ok(ProcessEventAppendResult { event, wake_delivery })
         }
     }
 
@@ -77,22 +91,30 @@ impl ActorProcessRegistry {
         request: ProcessEventAppendRequest,
         fence: Option<&'a ProcessLease>,
     ) -> impl Future<Output = Result<SharedAppend, PluginError>> + Send + 'a {
-        let mut unsent = self.checked_append(process_id, request);
-        async move { self.send_append(process_id, &mut unsent, fence).await }
+        let mut unsent = self.checked_append(process_id, request, outside_tasks());
+        async move { self.send_append(process_id, &mut unsent, fence, false).await }
     }
 
-    /// `request` checked against the limits, with its payload hash, ready
-    /// to be sent (`Some`), or why it is refused.
-    fn checked_append(&self, process_id: &str, request: ProcessEventAppendRequest) -> UnsentAppend {
-        input::checked_append(&self.shared().limits, process_id, request).map(Some)
+    /// `request` checked against the limits, with its payload hash unless
+    /// `leave_hash` leaves it to the actor, ready to be sent (`Some`), or
+    /// why it is refused.
+    fn checked_append(&self, process_id: &str, request: ProcessEventAppendRequest, leave_hash: bool) -> UnsentAppend {
+        let limits = &self.shared().limits;
+        if leave_hash {
+            input::checked_unhashed(limits, process_id, request).map(|request| Some((request, None)))
+        } else {
+            input::checked_append(limits, process_id, request).map(|(request, hash)| Some((request, Some(hash))))
+        }
     }
 
-    /// Sends the checked append in `unsent` to the process's actor.
+    /// Sends the checked append in `unsent` to the process's actor; with
+    /// `owned_answer`, the actor answers with an event of the answer's own.
     async fn send_append(
         &self,
         process_id: &str,
         unsent: &mut UnsentAppend,
         fence: Option<&ProcessLease>,
+        owned_answer: bool,
     ) -> Result<SharedAppend, PluginError> {
         let unsent = unsent.as_mut().map_err(|error| error.clone())?;
         // A replay key makes a second send answer with the first's event.
@@ -107,7 +129,7 @@ impl ActorProcessRegistry {
                 // Sent once: moved, never copied.
                 unsent.take()?
             };
-            Some(ProcessMsg::Append { request, payload_hash, fence: fence.cloned().map(Box::new), reply })
+            Some(ProcessMsg::Append { request, payload_hash, owned_answer, fence: fence.cloned().map(Box::new), reply })
         })
         .await
     }

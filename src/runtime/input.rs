@@ -4,13 +4,23 @@
 //! external-ref metadata, payloads) are refused when they nest deeper than
 //! the limits, and dropped without recursion, so hostile input can neither
 //! overflow the stack nor reach an actor.
+//!
+//! One check may run in the actor instead: the payload hash of a single
+//! append, with the bound on the payload's canonical bytes that hashing
+//! measures, when the caller is not a task on the runtime (the body of
+//! `block_on` or `#[tokio::main]`). There the microsecond of hashing
+//! between two calls is what lets the worker that just answered park in
+//! the I/O driver, and the next message pays an eventfd write and an
+//! `epoll` wake-up to reach it; done by the actor, on the worker that is
+//! awake anyway, it costs the caller nothing. Such a request has passed
+//! the depth bound already, so neither thread recurses deeply on it.
 
 use serde_json::json;
 
 use crate::error::RegistryError;
 use crate::events::{ProcessAwaitOutput, ProcessEventAppendRequest};
 use crate::model::ProcessExternalRef;
-use crate::rules::append::check_and_hash_payload;
+use crate::rules::append::{check_and_hash_payload, check_request, hash_checked};
 use crate::rules::limits::{dismantle, limit_exceeded, Limits};
 
 /// Refuses an await output whose values nest deeper than the limit (they
@@ -44,8 +54,39 @@ pub(super) fn checked_append(
     process_id: &str,
     request: ProcessEventAppendRequest,
 ) -> Result<(ProcessEventAppendRequest, String), RegistryError> {
-    match check_and_hash_payload(limits, process_id, &request) {
-        Ok(hash) => Ok((request, hash)),
+    checked_with(request, |request| check_and_hash_payload(limits, process_id, request))
+}
+
+/// Step 1's bounds without the hash ([`check_request`]): the request is
+/// safe to send and drop; its hash is left to the actor ([`hashed`]). A
+/// refused request is dismantled without recursion.
+pub(super) fn checked_unhashed(
+    limits: &Limits,
+    process_id: &str,
+    request: ProcessEventAppendRequest,
+) -> Result<ProcessEventAppendRequest, RegistryError> {
+    checked_with(request, |request| check_request(limits, process_id, request)).map(|(request, ())| request)
+}
+
+/// The payload hash of a request [`checked_unhashed`] passed, with the
+/// bound on its canonical bytes ([`hash_checked`]); a refused request is
+/// dismantled.
+pub(super) fn hashed(
+    limits: &Limits,
+    process_id: &str,
+    request: ProcessEventAppendRequest,
+) -> Result<(ProcessEventAppendRequest, String), RegistryError> {
+    checked_with(request, |request| hash_checked(limits, process_id, request))
+}
+
+/// `request` with what `check` found, or `check`'s error with the request
+/// dismantled without recursion.
+fn checked_with<T>(
+    request: ProcessEventAppendRequest,
+    check: impl FnOnce(&ProcessEventAppendRequest) -> Result<T, RegistryError>,
+) -> Result<(ProcessEventAppendRequest, T), RegistryError> {
+    match check(&request) {
+        Ok(found) => Ok((request, found)),
         Err(err) => {
             dismantle(request.payload);
             Err(err)

@@ -29,8 +29,15 @@ pub(crate) enum ProcessMsg {
     Append {
         /// The request.
         request: ProcessEventAppendRequest,
-        /// Its payload hash, computed by the caller.
-        payload_hash: String,
+        /// Its payload hash, computed by the caller; `None` from a caller
+        /// outside the runtime's tasks, which left it to the actor (see
+        /// the `input` module).
+        payload_hash: Option<String>,
+        /// Answer with an event of the answer's own, which no log holds,
+        /// so the caller takes it out of its `Arc` without copying: asked
+        /// by a caller outside the runtime's tasks that wants an owned
+        /// event, so the copy is made on the worker.
+        owned_answer: bool,
         /// A fenced append: the lease that must be current.
         fence: Option<Box<ProcessLease>>,
         /// Where the answer goes.

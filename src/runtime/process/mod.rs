@@ -48,6 +48,7 @@ use self::messages::ProcessMsg;
 use self::pipeline::{Answer, Pipeline};
 use self::state::ProcessState;
 use self::waiters::Waiters;
+use super::input;
 use super::routes::{Mailbox, RecordSnapshot};
 use super::shared::{ReadyToken, Shared};
 use crate::error::RegistryError;
@@ -291,11 +292,20 @@ impl ProcessActorState {
         let mut calls = Calls { actor: self, shared, myself };
         match message {
             ProcessMsg::Passivate { .. } | ProcessMsg::Committed { .. } | ProcessMsg::Refresh => {}
-            ProcessMsg::Append { request, payload_hash, fence, reply } => {
+            ProcessMsg::Append { request, payload_hash, owned_answer, fence, reply } => {
+                let hashed = match payload_hash {
+                    Some(payload_hash) => Ok((request, payload_hash)),
+                    // A caller outside the runtime's tasks left step 1's hash to us.
+                    None => input::hashed(&calls.shared.limits, &calls.actor.process_id, request),
+                };
+                let (request, payload_hash) = match hashed {
+                    Ok(hashed) => hashed,
+                    Err(error) => return calls.answer(reply, Err(error)),
+                };
                 if let Err(error) = calls.fenced(fence.as_deref(), now_ms) {
                     return calls.answer(reply, Err(error));
                 }
-                calls.append(request, payload_hash, now_ms, reply);
+                calls.append(request, payload_hash, owned_answer, now_ms, reply);
             }
             ProcessMsg::AppendBatch { requests, reply } => calls.append_batch(requests, now_ms, reply),
             ProcessMsg::EventsAfter { after, reply } => {
@@ -511,6 +521,7 @@ impl Calls<'_> {
         &mut self,
         request: ProcessEventAppendRequest,
         payload_hash: String,
+        owned_answer: bool,
         now_ms: u64,
         reply: Reply<(Arc<ProcessEvent>, Option<ProcessWakeDelivery>)>,
     ) {
@@ -529,7 +540,7 @@ impl Calls<'_> {
                 let result = match actor.state.event(sequence) {
                     Some(event) => {
                         let delivery = wake_delivery(actor.state.record(), event, target.as_ref());
-                        Ok((Arc::clone(event), delivery))
+                        Ok((answered(event, owned_answer), delivery))
                     }
                     None => Err(RegistryError::Storage {
                         process_id: actor.process_id.clone(),
@@ -543,8 +554,9 @@ impl Calls<'_> {
                 let event = Arc::new(planned.event);
                 let record = planned.record.map_or_else(|| Arc::clone(actor.state.record()), Arc::new);
                 let delivery = wake_delivery(&record, &event, target.as_ref());
-                let change = ProcessChange::Appended { event: Arc::clone(&event), replay: planned.replay, record };
-                self.commit(vec![change], reply, (event, delivery));
+                let answer = answered(&event, owned_answer);
+                let change = ProcessChange::Appended { event, replay: planned.replay, record };
+                self.commit(vec![change], reply, (answer, delivery));
             }
         }
     }
@@ -684,6 +696,16 @@ impl Calls<'_> {
             Some(next) => self.commit(vec![ProcessChange::LeaseUpdated { lease: next }], reply, ()),
             None => self.answer(reply, Ok(())),
         }
+    }
+}
+
+/// The event an append answers with: the log's own, or, when the caller
+/// asked for an owned one, a copy of its own that the caller unwraps.
+fn answered(event: &Arc<ProcessEvent>, owned: bool) -> Arc<ProcessEvent> {
+    if owned {
+        Arc::new(ProcessEvent::clone(event))
+    } else {
+        Arc::clone(event)
     }
 }
 
