@@ -77,7 +77,11 @@ impl ActorProcessRegistry {
         let mut unsent = self.checked_append(process_id, request, outside);
         async move {
             let (event, wake_delivery) = self.send_append(process_id, &mut unsent, fence, outside).await?;
-            let event = Arc::try_unwrap(event).unwrap_or_else(|shared| ProcessEvent::clone(&shared));
+            let event = if outside {
+                Arc::try_unwrap(event).unwrap_or_else(|shared| ProcessEvent::clone(&shared))
+            } else {
+                ProcessEvent::clone(&event)
+            };
             Ok(ProcessEventAppendResult { event, wake_delivery })
         }
     }
