@@ -135,9 +135,11 @@ pub trait ProcessRegistry: Send + Sync {
     /// Appends one event, idempotently by replay key; serialized per process.
     ///
     /// Waits on: the process. Cost: payload bounds and hash in the caller's
-    /// task, then schema validation, O(1) amortized commit, and one wake per
-    /// waiter it answers. Cancel safety: the event is committed or not;
-    /// repeat with the same replay key to learn which without a duplicate.
+    /// task (from outside the runtime's tasks, the hash and the copy of the
+    /// answer in the process's actor instead), then schema validation,
+    /// O(1) amortized commit, and one wake per waiter it answers. Cancel
+    /// safety: the event is committed or not; repeat with the same replay
+    /// key to learn which without a duplicate.
     async fn append_event(
         &self,
         process_id: &str,

@@ -24,7 +24,8 @@
 //! - `facade`: the trait, each method a short delegation.
 //! - `call`: the calling machinery: ask, park, mailbox permits, the retry
 //!   policy per message, the guard that cancels a dropped wait.
-//! - `input`: bounds on caller input checked in the caller's task.
+//! - `input`: bounds on caller input checked in the caller's task (and
+//!   the one check a caller outside the tasks leaves to the actor).
 //! - `config`, `stats`, `shared`: what configures, what counts, and
 //!   what every actor shares.
 //! - `schemas`: the compiled-schema cache, shared across processes.
