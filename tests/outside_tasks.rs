@@ -2,12 +2,12 @@
 //! `#[tokio::main]` or `#[tokio::test]`) leaves a single append's payload
 //! hash and the copy of its answer to the process actor. These tests pin
 //! that the answers are the ones a task gets: the same events, the same
-//! replays and refusals, on the memory store and on SQLite, with calls
-//! from both kinds of caller interleaved on one process.
+//! replays, fences and refusals, on the memory store and on SQLite, with
+//! calls from both kinds of caller interleaved on one process.
 
 use process_registry::{
-    ActorProcessRegistry, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType, ProcessInput,
-    ProcessRegistration, ProcessRegistry, RegistryConfig, RegistryError,
+    ActorProcessRegistry, FencedProcessRegistry, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType,
+    ProcessInput, ProcessLeaseCompletion, ProcessRegistration, ProcessRegistry, RegistryConfig, RegistryError,
 };
 use serde_json::json;
 
@@ -55,6 +55,15 @@ async fn both_callers_get_the_same_answers(registry: ActorProcessRegistry) {
     assert!(matches!(unknown, Err(RegistryError::UnknownProcess { .. })), "{unknown:?}");
     assert_eq!(registry.events_after("p", 0).await.expect("read").len(), 7, "refusals appended nothing");
 
+    // Fenced: the current lease's append commits, a released one's is refused.
+    let lease = registry.claim_process_lease("p", "worker", 60_000).await.expect("claimed");
+    let fenced = registry.append_event_fenced(&lease, tick(7)).await.expect("a fenced append").event;
+    assert_eq!(registry.events_after("p", 7).await.expect("read"), vec![fenced], "the fenced answer is logged");
+    registry.complete_process_lease(&ProcessLeaseCompletion::from_lease(&lease)).await.expect("released");
+    let stale = registry.append_event_fenced(&lease, tick(8)).await;
+    assert!(matches!(stale, Err(RegistryError::LeaseFenced { .. })), "{stale:?}");
+    assert_eq!(registry.events_after("p", 0).await.expect("read").len(), 8, "the stale append appended nothing");
+
     let completed = registry.complete_process("p", ProcessAwaitOutput::success(json!("done"))).await;
     assert!(completed.expect("completed").is_terminal());
     assert_eq!(registry.await_process("p").await.expect("awaited"), ProcessAwaitOutput::success(json!("done")));
@@ -75,6 +84,6 @@ async fn appends_from_outside_the_runtime_tasks_answer_as_from_a_task_on_sqlite(
     both_callers_get_the_same_answers(registry).await;
     let reopened = ActorProcessRegistry::open(&path, RegistryConfig::default()).await.expect("reopened");
     let events = reopened.events_after("p", 0).await.expect("read after reopen");
-    assert_eq!(events.len(), 8, "six ticks, one keyed tick and the completion are durable");
+    assert_eq!(events.len(), 9, "six ticks, one keyed, one fenced and the completion are durable");
     reopened.shutdown().await;
 }

@@ -3,11 +3,12 @@
 //! The facade holds no process state. Each method bounds and hashes its
 //! input in the caller's task (pure rules, in parallel across callers;
 //! a single append from outside the runtime's tasks leaves its hash to
-//! the actor, see the `input` module), then makes one call: per-process calls go straight to the process's
-//! actor (`ask`, `park`), registrations of new ids, grants and session
-//! deletion go to the supervisor (`ask_supervisor`), and record reads come
-//! from the snapshots actors publish. Every method runs in a tracing span
-//! named after it when a subscriber listens.
+//! the actor, see the `input` module), then makes one call: per-process
+//! calls go straight to the process's actor (`ask`, `park`),
+//! registrations of new ids, grants and session deletion go to the
+//! supervisor (`ask_supervisor`), and record reads come from the
+//! snapshots actors publish. Every method runs in a tracing span named
+//! after it when a subscriber listens.
 
 use std::future::Future;
 use std::pin::Pin;
