@@ -7,7 +7,11 @@
 //! killing every other case. In the child, the registry and every call run
 //! inside tasks on a multi-thread runtime whose workers have the default
 //! 2 MiB stacks: that is where a recursive walk over a 100,000-level value
-//! would overflow. Every case is bounded by a timeout, so a hang fails too.
+//! would overflow. The cases named `..._from_outside_the_runtime_tasks...`
+//! make their calls from the `block_on` body instead (a caller that is not
+//! a task leaves an append's hash and byte bound to the process actor,
+//! which still runs on those workers). Every case is bounded by a timeout,
+//! so a hang fails too.
 //!
 //! After each hostile call the case checks that the process it aimed at
 //! still accepts a valid append (its sequence moves on by one).
