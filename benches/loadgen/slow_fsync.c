@@ -37,22 +37,27 @@ static void pad(const struct timespec *start) {
     }
 }
 
-int fdatasync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+/* Runs the real flush `name` on `fd`, then sleeps out the rest. `real`
+   caches libc's function; threads racing to fill it store the same value. */
+static int padded(int (**real)(int), const char *name, int fd) {
+    int (*flush)(int) = __atomic_load_n(real, __ATOMIC_ACQUIRE);
+    if (!flush) {
+        flush = (int (*)(int))dlsym(RTLD_NEXT, name);
+        __atomic_store_n(real, flush, __ATOMIC_RELEASE);
+    }
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    int result = real(fd);
+    int result = flush(fd);
     pad(&start);
     return result;
 }
 
+int fdatasync(int fd) {
+    static int (*real)(int);
+    return padded(&real, "fdatasync", fd);
+}
+
 int fsync(int fd) {
     static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    int result = real(fd);
-    pad(&start);
-    return result;
+    return padded(&real, "fsync", fd);
 }
