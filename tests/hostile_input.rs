@@ -135,14 +135,11 @@ where
     Fut: Future<Output = ()>,
 {
     in_child_process(name, move || {
-        let runtime = small_stack_runtime();
-        runtime.block_on(async move {
-            let registry = ActorProcessRegistry::start(config()).await.expect("registry starts");
+        small_stack_runtime().block_on(async move {
             assert!(tokio::task::try_id().is_none(), "the case runs outside the runtime's tasks");
-            if tokio::time::timeout(CASE_TIMEOUT, case(registry.clone())).await.is_err() {
+            if tokio::time::timeout(CASE_TIMEOUT, with_registry(config, case)).await.is_err() {
                 panic!("the case did not finish within {CASE_TIMEOUT:?}: a hang");
             }
-            registry.shutdown().await;
         });
     });
 }
@@ -152,11 +149,18 @@ where
     F: FnOnce(ActorProcessRegistry) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    on_small_stacks(async move {
-        let registry = ActorProcessRegistry::start(config()).await.expect("registry starts");
-        case(registry.clone()).await;
-        registry.shutdown().await;
-    });
+    on_small_stacks(with_registry(config, case));
+}
+
+/// Starts a registry with `config`, runs `case` on it, and shuts it down.
+async fn with_registry<F, Fut>(config: fn() -> RegistryConfig, case: F)
+where
+    F: FnOnce(ActorProcessRegistry) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let registry = ActorProcessRegistry::start(config()).await.expect("registry starts");
+    case(registry.clone()).await;
+    registry.shutdown().await;
 }
 
 /// Runs `body` as a task on a multi-thread runtime with 2 MiB worker stacks.
