@@ -481,9 +481,17 @@ impl ProcessStore for SqliteStore {
 
     async fn close(&self) -> Result<(), RegistryError> {
         let (done, closed) = tokio::sync::oneshot::channel();
-        let sent = self.send(Job::Close(done)).is_ok();
-        // Later commits are refused: nobody may write after the checkpoint.
-        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
+        // `Close` is the last job the writer can receive: the sender goes
+        // under the same hold of the lock, so no commit can slip in behind
+        // `Close` after the writer drained the queue (it would be dropped
+        // unanswered with the channel). Later commits are refused: nobody
+        // may write after the checkpoint.
+        let sent = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            let sent = jobs.as_ref().is_some_and(|jobs| jobs.send(Job::Close(done)).is_ok());
+            jobs.take();
+            sent
+        };
         let result = if sent { closed.await.unwrap_or(Ok(())) } else { Ok(()) };
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(writer) = writer {
