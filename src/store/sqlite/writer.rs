@@ -288,6 +288,9 @@ impl Writer {
                         self.connection
                             .execute_batch("ROLLBACK TO job; RELEASE job")
                             .map_err(|error| io(&self.shared, error))?;
+                        // The job may have added a declarations row the
+                        // rollback just removed: the cache must not name it.
+                        self.declarations.forget();
                         Ok(Err(error))
                     }
                     Err(failure) => Err(failure),
