@@ -1,6 +1,7 @@
 //! The SQLite store behind the seam, driven directly: registration is
 //! insert-if-absent, a commit a constraint refuses fails alone (the others
-//! of its batch commit, and the store is not poisoned), and reads see every
+//! of its batch commit, and the store is not poisoned), so does an append
+//! that does not follow the stored log, and reads see every
 //! commit answered before them. Concurrent callers share transactions
 //! (so fsyncs), and a lone sequential caller gets exactly one per call.
 
@@ -66,6 +67,31 @@ async fn registration_is_insert_if_absent_and_a_refused_commit_fails_alone() {
     assert!(!store.is_poisoned(), "a refused commit does not poison the store");
     let reloaded = store.load_process("p").await.expect("load").expect("p");
     assert_eq!(reloaded.events.iter().map(|event| event.sequence).collect::<Vec<_>>(), vec![1, 2]);
+
+    // An append planned on a commit that failed (sequence 4 while the file
+    // ends at 2) is refused alone too, and the log keeps no gap.
+    let appending = |sequence: u64| {
+        let mut event = (*stored.events[0]).clone();
+        event.sequence = sequence;
+        Commit::Process {
+            process_id: "p".to_owned(),
+            base_version: 0,
+            changes: vec![ProcessChange::Appended {
+                event: Arc::new(event),
+                replay: None,
+                record: Arc::clone(&stored.record),
+            }],
+        }
+    };
+    let (gap, third) = tokio::join!(store::commit(&store, appending(4)), store::commit(&store, appending(3)));
+    match gap {
+        Err(RegistryError::Storage { message, .. }) => assert!(message.contains("does not follow"), "{message}"),
+        other => panic!("an append after a gap: {other:?}"),
+    }
+    assert_eq!(third, Ok(Committed::Done), "the append that follows the log");
+    assert!(!store.is_poisoned(), "a refused append does not poison the store");
+    let reloaded = store.load_process("p").await.expect("load").expect("p");
+    assert_eq!(reloaded.events.iter().map(|event| event.sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
     store.close().await.expect("close");
 }
 

@@ -7,7 +7,10 @@
 //! `synchronous = FULL` is after the WAL's fsync. So N callers in flight
 //! share one fsync. Should a constraint refuse a job (a bug elsewhere,
 //! never expected), the batch is written again with a savepoint per job,
-//! so that job fails alone.
+//! so that job fails alone. Appends are fenced on the process's stored
+//! last sequence, so what its actor planned on top of a refused commit
+//! (and sent before it heard of the refusal) is refused too: a log in the
+//! file never has a gap.
 //!
 //! **How long a batch stays open.** Callers that waited through a commit
 //! are already queued when it ends; the callers it answered come back a
@@ -392,6 +395,12 @@ fn write_commit(
                         process_id: process_id.clone(),
                         message: "change for a process the store does not hold".to_owned(),
                     }),
+                    Written::OutOfOrder(sequence) => Failure::Job(RegistryError::Storage {
+                        process_id: process_id.clone(),
+                        message: format!(
+                            "event {sequence} does not follow the stored log (planned on a commit that failed)"
+                        ),
+                    }),
                     Written::Sql(error) => classify(shared, process_id, error),
                 })?;
             }
@@ -466,6 +475,9 @@ fn register(
 enum Written {
     /// The process is not in the file.
     Missing,
+    /// An event that does not follow the process's stored log: it was
+    /// planned on a commit that failed.
+    OutOfOrder(u64),
     Sql(rusqlite::Error),
 }
 
@@ -478,6 +490,9 @@ impl From<rusqlite::Error> for Written {
 fn write_change(connection: &Connection, process_id: &str, change: &ProcessChange) -> Result<(), Written> {
     let updated = match change {
         ProcessChange::Appended { event, replay, record } => {
+            // The update below is fenced on the stored last sequence: an
+            // event planned on a commit that failed (its predecessor is not
+            // in the file) is refused, never written after a gap.
             // The event as its columns: its lineage follows from them.
             let semantics = super::rows::semantics_column(event).map_err(sql_text_error)?;
             connection
@@ -502,13 +517,13 @@ fn write_change(connection: &Connection, process_id: &str, change: &ProcessChang
                     )?
                     .execute(params![process_id, key, to_sql_int(entry.sequence), entry.payload_hash])?;
             }
-            if event.semantics.terminal.is_some() {
+            let moved = if event.semantics.terminal.is_some() {
                 // The status (and the cleared wait) live in the record.
                 let json = record_json(record).map_err(sql_text_error)?;
                 connection
                     .prepare_cached(
                         "UPDATE processes SET record = ?2, status = ?3, updated_at_ms = ?4, last_sequence = ?5
-                         WHERE id = ?1",
+                         WHERE id = ?1 AND last_sequence = ?5 - 1",
                     )?
                     .execute(params![
                         process_id,
@@ -519,9 +534,16 @@ fn write_change(connection: &Connection, process_id: &str, change: &ProcessChang
                     ])?
             } else {
                 connection
-                    .prepare_cached("UPDATE processes SET updated_at_ms = ?2, last_sequence = ?3 WHERE id = ?1")?
+                    .prepare_cached(
+                        "UPDATE processes SET updated_at_ms = ?2, last_sequence = ?3
+                         WHERE id = ?1 AND last_sequence = ?3 - 1",
+                    )?
                     .execute(params![process_id, to_sql_int(record.updated_at_ms), to_sql_int(event.sequence)])?
+            };
+            if moved == 0 && process_exists(connection, process_id)? {
+                return Err(Written::OutOfOrder(event.sequence));
             }
+            moved
         }
         ProcessChange::RecordUpdated { record } => {
             let json = record_json(record).map_err(sql_text_error)?;
@@ -548,6 +570,16 @@ fn write_change(connection: &Connection, process_id: &str, change: &ProcessChang
     } else {
         Err(Written::Missing)
     }
+}
+
+/// Whether the file holds `process_id` (asked only when a fenced update
+/// moved nothing).
+fn process_exists(connection: &Connection, process_id: &str) -> rusqlite::Result<bool> {
+    connection
+        .prepare_cached("SELECT 1 FROM processes WHERE id = ?1")?
+        .query_row([process_id], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
 }
 
 fn sql_text_error(message: String) -> Written {
