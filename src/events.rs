@@ -386,9 +386,12 @@ impl ProcessEventAppendRequest {
         self
     }
 
-    /// The replay key, if any.
+    /// The replay key, if the request has a non-empty one. An empty key is
+    /// no key: it dedupes nothing (the spec's step 4 counts it as missing),
+    /// so every rule that asks whether a request is keyed (replay, required
+    /// keys, whether a lost answer may be sent again) asks this.
     pub fn replay_key(&self) -> Option<&str> {
-        self.replay.as_deref()
+        self.replay.as_deref().filter(|key| !key.is_empty())
     }
 
     /// A `process.cancel_requested` request whose replay key is derived from

@@ -285,6 +285,54 @@ async fn idempotent_mutations_in_flight_when_the_actor_crashes_are_retried_not_r
     registry.shutdown().await;
 }
 
+/// An empty replay key is no key (spec step 4; it dedupes nothing), so an
+/// append carrying one is not idempotent: when its actor crashes with the
+/// append's commit in flight (the durable store pipelines commits), the
+/// call reports `ProcessRestarted` rather than being sent again, which
+/// would commit it a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_with_an_empty_replay_key_is_never_committed_twice_across_crashes() {
+    const CRASHES: u64 = 40;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let config = RegistryConfig::default().with_passivation(None).with_restart_intensity(never_quarantine());
+    let registry =
+        ActorProcessRegistry::open(directory.path().join("registry.db"), config).await.expect("open the registry");
+    registry.register_process(registration("p")).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let appenders: Vec<_> = (0..4u64)
+        .map(|appender| {
+            let (registry, stop) = (registry.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let request = ProcessEventAppendRequest::new("tick", json!({ "appender": appender, "n": n }))
+                        .with_replay_key("");
+                    match registry.append_event("p", request).await {
+                        Ok(_) | Err(RegistryError::ProcessRestarted { .. }) => {}
+                        Err(other) => panic!("append_event: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for crash in 1..=CRASHES {
+        registry.inject_panic("p").await.unwrap();
+        until(|| registry.stats().restarts >= crash).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for appender in appenders {
+        appender.await.unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for event in registry.events_after("p", 0).await.unwrap() {
+        let call = (event.payload["appender"].as_u64(), event.payload["n"].as_u64());
+        assert!(seen.insert(call), "the append {call:?} was committed twice");
+    }
+    assert!(seen.len() as u64 > CRASHES, "appends ran alongside the crashes");
+    registry.shutdown().await;
+}
+
 mod futures_like {
     pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }

@@ -153,7 +153,7 @@ pub fn plan_append(
     })?;
     // 4. Required replay keys.
     let needs_key = declared.semantics.terminal.is_some() || request.event_type == CANCEL_REQUESTED;
-    if needs_key && request.replay_key().is_none_or(str::is_empty) {
+    if needs_key && request.replay_key().is_none() {
         return Err(RegistryError::MissingReplayKey {
             process_id: process_id.to_owned(),
             event_type: request.event_type.clone(),
