@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use process_registry::testing::{conformance, postgres};
+use process_registry::testing::{conformance, postgres, until};
 use process_registry::{
     ActorProcessRegistry, ManualClock, PluginError, ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest,
     ProcessEventAppendResult, ProcessEventType, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant,
@@ -393,6 +393,53 @@ async fn a_waiter_is_answered_after_its_nodes_listen_connection_is_killed() {
     assert_eq!(answered.sequence, 1);
     waiting.shutdown().await;
     appending.shutdown().await;
+}
+
+/// A refresh that cannot read the store is tried again while a waiter is
+/// parked: here the waiting node's role loses its read privilege on the
+/// processes table for a moment, so the refresh that the append's notice
+/// starts fails. The notice is not sent twice; the waiter is answered once
+/// reads work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_answered_after_a_refresh_that_failed() {
+    let Some(server) = postgres::server() else { return };
+    let url = postgres::fresh_database(&server).await;
+    let appending = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("admin");
+    tokio::spawn(connection);
+    let role = format!("waiter_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             DO $$ BEGIN EXECUTE format('GRANT CREATE, CONNECT ON DATABASE %I TO {role}', current_database()); END $$;
+             GRANT USAGE, CREATE ON SCHEMA process_registry TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA process_registry TO {role};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA process_registry TO {role};"
+        ))
+        .await
+        .expect("a role for the waiting node");
+    let waiting =
+        ActorProcessRegistry::connect(&format!("{url} user={role}"), RegistryConfig::default()).await.expect("connect");
+    appending.register_process(registration("p")).await.expect("register");
+    let waiter = {
+        let waiting = waiting.clone();
+        tokio::spawn(async move { tokio::time::timeout(PATIENCE, waiting.wait_event_after("p", "step", 0)).await })
+    };
+    until(|| waiting.stats().parked_waiters == 1).await;
+    admin.batch_execute(&format!("REVOKE SELECT ON process_registry.processes FROM {role}")).await.expect("revoke");
+    appending.append_event("p", step(1)).await.expect("append");
+    // The notice arrives and its refresh fails (and so may a retry or two).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiter.is_finished(), "the waiter was answered while its node could not read");
+    admin.batch_execute(&format!("GRANT SELECT ON process_registry.processes TO {role}")).await.expect("grant");
+    let answered = waiter.await.expect("waiter").expect("answered before the patience ran out").expect("event");
+    assert_eq!(answered.sequence, 1);
+    waiting.shutdown().await;
+    appending.shutdown().await;
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .expect("drop the waiting node's role");
 }
 
 /// A registry that sends every call to one of its nodes, picked anew for

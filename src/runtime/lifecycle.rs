@@ -101,7 +101,7 @@ async fn forward_notices(shared: Arc<Shared>, mut notices: tokio::sync::mpsc::Un
                 for process_id in &process_ids {
                     match shared.routes.slot(process_id) {
                         Some(Slot::Active(active)) => {
-                            let _ = active.actor.send_message(ProcessMsg::Refresh);
+                            let _ = active.actor.send_message(ProcessMsg::Refresh { retried: false });
                         }
                         Some(Slot::Passive | Slot::Quarantined(_)) => {}
                         None => unknown = true,
@@ -113,7 +113,7 @@ async fn forward_notices(shared: Arc<Shared>, mut notices: tokio::sync::mpsc::Un
             }
             crate::store::Notice::Reconnected => {
                 for actor in shared.routes.active_actors() {
-                    let _ = actor.send_message(ProcessMsg::Refresh);
+                    let _ = actor.send_message(ProcessMsg::Refresh { retried: false });
                 }
                 registered(&shared);
             }

@@ -171,7 +171,11 @@ pub(crate) enum ProcessMsg {
     /// Another node may have changed the process (a notice from a shared
     /// store): check its version and reload when behind, answering the
     /// waiters the reload satisfies.
-    Refresh,
+    Refresh {
+        /// Sent by the actor itself, after a refresh that failed while
+        /// waiters were parked (see `ProcessActorState::refresh_failed`).
+        retried: bool,
+    },
     /// Panic inside the handler (tests of supervision only).
     #[cfg(feature = "fault-injection")]
     InjectPanic,
@@ -194,7 +198,7 @@ impl ProcessMsg {
             Self::AwaitOutput { reply, .. } => drop(reply.send(Err(error))),
             Self::SetWait { reply, .. } | Self::SetExternalRef { reply, .. } => drop(reply.send(Err(error))),
             Self::ClaimLease { reply, .. } | Self::RenewLease { reply, .. } => drop(reply.send(Err(error))),
-            Self::CancelWaiter { .. } | Self::Passivate { .. } | Self::Committed { .. } | Self::Refresh => {}
+            Self::CancelWaiter { .. } | Self::Passivate { .. } | Self::Committed { .. } | Self::Refresh { .. } => {}
             #[cfg(feature = "fault-injection")]
             Self::InjectPanic => {}
         }

@@ -32,10 +32,12 @@
 //!
 //! Parked callers (`wait_event_after`, `await_process`) are reply ports kept
 //! in [`Waiters`]; the commit that satisfies them answers them. There is no
-//! polling and no timer. A caller that gives up sends
+//! polling; the one timer is a shared store's retry of a refresh that
+//! failed while waiters were parked. A caller that gives up sends
 //! [`ProcessMsg::CancelWaiter`] from its drop guard, so nothing stays behind.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -80,6 +82,11 @@ pub(crate) struct ProcessActorArgs {
     pub(crate) ready: Option<ReadyToken>,
 }
 
+/// The first retry of a failed refresh (see `ProcessActorState::refresh_failed`).
+const MIN_REFRESH_RETRY: Duration = Duration::from_millis(100);
+/// The longest delay between retries of failed refreshes.
+const MAX_REFRESH_RETRY: Duration = Duration::from_secs(5);
+
 /// A process actor's state.
 #[derive(Debug)]
 pub(crate) struct ProcessActorState {
@@ -102,6 +109,12 @@ pub(crate) struct ProcessActorState {
     /// state may be behind; the next call checks the version first, even
     /// one that could be planned optimistically.
     stale: bool,
+    /// With a shared store: a refresh failed while waiters were parked,
+    /// and the actor sent itself another for later (at most one pending).
+    refresh_pending: bool,
+    /// The delay before that refresh: doubled after each failure in a row
+    /// (up to [`MAX_REFRESH_RETRY`]), reset by a successful sync.
+    refresh_backoff: Duration,
     /// Started by its registration and not called yet: the place it holds
     /// under [`RegistryConfig::ready_on_register`](crate::RegistryConfig::ready_on_register),
     /// given back at the first call or with the state.
@@ -134,6 +147,8 @@ impl Actor for ProcessActor {
             version,
             awaiting: None,
             stale: false,
+            refresh_pending: false,
+            refresh_backoff: Duration::ZERO,
             ready: args.ready,
         })
     }
@@ -189,6 +204,11 @@ impl Actor for ProcessActor {
                             match actor.sync(shared, store).await {
                                 Ok(now_ms) => now_ms,
                                 Err(error) => {
+                                    // The cached state may be behind: the next call checks first.
+                                    actor.stale = true;
+                                    if let ProcessMsg::Refresh { retried } = message {
+                                        actor.refresh_failed(&myself, retried, &error);
+                                    }
                                     message.refuse(&error);
                                     return Ok(());
                                 }
@@ -231,7 +251,34 @@ impl ProcessActorState {
             }
         }
         self.stale = false;
+        self.refresh_backoff = Duration::ZERO;
         Ok(probe.now_ms)
+    }
+
+    /// A refresh could not read the store (a dropped connection, a
+    /// timeout). The notice it answered is not sent again, and parked
+    /// waiters depend on it: without another try, a waiter whose event
+    /// another node committed would wait until some later notice. So while
+    /// waiters are parked the actor sends itself a refresh, after a delay
+    /// that doubles with each failure in a row. One is pending at most:
+    /// failed notices meanwhile schedule nothing more. Without waiters
+    /// nothing waits on a refresh (every call checks first, the state being
+    /// stale), and none is scheduled.
+    fn refresh_failed(&mut self, myself: &ActorRef<ProcessMsg>, retried: bool, error: &RegistryError) {
+        if retried {
+            self.refresh_pending = false;
+        }
+        if self.refresh_pending || self.waiters.len() == 0 {
+            return;
+        }
+        self.refresh_backoff = if self.refresh_backoff.is_zero() {
+            MIN_REFRESH_RETRY
+        } else {
+            (self.refresh_backoff * 2).min(MAX_REFRESH_RETRY)
+        };
+        self.refresh_pending = true;
+        tracing::warn!(process_id = %self.process_id, %error, retry_in = ?self.refresh_backoff, "a refresh failed with waiters parked; trying again");
+        myself.send_after(self.refresh_backoff, || ProcessMsg::Refresh { retried: true });
     }
 
     /// Applies the changes another node committed, as this actor settles
@@ -291,7 +338,7 @@ impl ProcessActorState {
         self.last_active_ms = shared.now_ms();
         let mut calls = Calls { actor: self, shared, myself };
         match message {
-            ProcessMsg::Passivate { .. } | ProcessMsg::Committed { .. } | ProcessMsg::Refresh => {}
+            ProcessMsg::Passivate { .. } | ProcessMsg::Committed { .. } | ProcessMsg::Refresh { .. } => {}
             ProcessMsg::Append { request, payload_hash, owned_answer, fence, reply } => {
                 let hashed = match payload_hash {
                     Some(payload_hash) => Ok((request, payload_hash)),
