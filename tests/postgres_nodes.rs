@@ -32,11 +32,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use process_registry::testing::{conformance, postgres, until};
 use process_registry::{
-    ActorProcessRegistry, ManualClock, PluginError, ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest,
-    ProcessEventAppendResult, ProcessEventType, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant,
-    ProcessHandleGrantEntry, ProcessInput, ProcessLease, ProcessLeaseCompletion, ProcessListFilter, ProcessRecord,
-    ProcessRegistration, ProcessRegistry, ProcessSessionDeleteReport, ProcessStatus, RegistryConfig, RegistryError,
-    SessionScope, WaitState,
+    ActorProcessRegistry, ManualClock, PluginError, PostgresOptions, ProcessAwaitOutput, ProcessEvent,
+    ProcessEventAppendRequest, ProcessEventAppendResult, ProcessEventType, ProcessExternalRef, ProcessHandleDescriptor,
+    ProcessHandleGrant, ProcessHandleGrantEntry, ProcessInput, ProcessLease, ProcessLeaseCompletion, ProcessListFilter,
+    ProcessRecord, ProcessRegistration, ProcessRegistry, ProcessSessionDeleteReport, ProcessStatus, RegistryConfig,
+    RegistryError, SessionScope, WaitState,
 };
 use serde_json::json;
 
@@ -440,6 +440,69 @@ async fn a_waiter_is_answered_after_a_refresh_that_failed() {
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .await
         .expect("drop the waiting node's role");
+}
+
+/// Continues a stopped backend when dropped, so a failing test leaves no
+/// process of the test cluster stopped.
+struct Stopped(i32);
+
+impl Stopped {
+    fn signal(pid: i32, signal: &str) {
+        let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        Self::signal(self.0, "-CONT");
+    }
+}
+
+/// A LISTEN connection can die without a word: here its backend is
+/// stopped (SIGSTOP), so the socket stays open and nothing arrives, as
+/// with a connection a NAT or a failover forgot. The listener's heartbeat
+/// finds it silent, replaces it, and the reconnect makes the waiter check:
+/// it is answered although its notification went to the stopped backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_answered_after_its_nodes_listen_connection_goes_silent() {
+    let Some(server) = postgres::server() else { return };
+    let url = postgres::fresh_database(&server).await;
+    let appending = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
+    let options = PostgresOptions { listener_heartbeat: Duration::from_millis(500), ..PostgresOptions::default() };
+    let waiting = ActorProcessRegistry::connect_with(
+        &format!("{url} application_name=silent-node"),
+        options,
+        RegistryConfig::default(),
+    )
+    .await
+    .expect("connect");
+    appending.register_process(registration("p")).await.expect("register");
+    let waiter = {
+        let waiting = waiting.clone();
+        tokio::spawn(async move { tokio::time::timeout(PATIENCE, waiting.wait_event_after("p", "step", 0)).await })
+    };
+    until(|| waiting.stats().parked_waiters == 1).await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("admin");
+    tokio::spawn(connection);
+    let listeners = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE application_name = 'silent-node' AND (query LIKE 'LISTEN%' OR query = 'SELECT 1')",
+            &[],
+        )
+        .await
+        .expect("find the listener");
+    assert_eq!(listeners.len(), 1, "the waiting node's listener was found");
+    let pid: i32 = listeners[0].get(0);
+    Stopped::signal(pid, "-STOP");
+    let _stopped = Stopped(pid);
+    // Its notification goes to the stopped backend.
+    appending.append_event("p", step(1)).await.expect("append");
+    let answered = waiter.await.expect("waiter").expect("answered before the patience ran out").expect("event");
+    assert_eq!(answered.sequence, 1);
+    waiting.shutdown().await;
+    appending.shutdown().await;
 }
 
 /// A registry that sends every call to one of its nodes, picked anew for

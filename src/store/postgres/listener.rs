@@ -6,6 +6,13 @@
 //! a backoff (100 ms doubling to 2 s), subscribes again and sends
 //! [`Notice::Reconnected`]: notifications sent while it was away are lost,
 //! so every parked waiter must check its process again.
+//!
+//! A connection can also die without a word (half-open: the server or a
+//! middlebox forgot it, and nothing arrives any more). A quiet connection
+//! is indistinguishable from a quiet database, so every heartbeat
+//! ([`PostgresOptions::listener_heartbeat`](super::PostgresOptions::listener_heartbeat))
+//! the task runs a `SELECT 1` on it; one that errors or does not answer
+//! before the next beat counts as a dropped connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,16 +27,18 @@ use crate::store::Notice;
 pub(super) async fn start(
     inner: Arc<Inner>,
     notices: mpsc::UnboundedSender<Notice>,
+    heartbeat: Duration,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let first = subscribe(&inner, notices.clone()).await.map_err(|error| format!("LISTEN failed: {error}"))?;
     Ok(tokio::spawn(async move {
         let mut subscription = first;
         loop {
-            // Runs until the connection ends.
-            let _ = (&mut subscription.driver).await;
+            subscription.until_dead(heartbeat).await;
             if notices.is_closed() {
                 return;
             }
+            // Closes the connection, if it was only silent.
+            drop(subscription);
             let mut backoff = Duration::from_millis(100);
             subscription = loop {
                 tokio::time::sleep(backoff).await;
@@ -53,8 +62,34 @@ pub(super) async fn start(
 /// connection and forwards its notifications. Dropping it (when the
 /// listener task is aborted) closes the connection.
 struct Subscription {
-    _client: tokio_postgres::Client,
+    client: tokio_postgres::Client,
     driver: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    /// Returns when the connection ended, or when it failed a heartbeat.
+    async fn until_dead(&mut self, heartbeat: Duration) {
+        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut self.driver => return,
+                _ = beats.tick() => {
+                    match tokio::time::timeout(heartbeat, self.client.simple_query("SELECT 1")).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "the registry's LISTEN connection failed its heartbeat");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!("the registry's LISTEN connection did not answer its heartbeat");
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Subscription {
@@ -92,7 +127,7 @@ async fn subscribe(
             }
         }
     });
-    let subscription = Subscription { _client: client, driver };
-    subscription._client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    let subscription = Subscription { client, driver };
+    subscription.client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     Ok(subscription)
 }

@@ -93,6 +93,11 @@ pub struct PostgresOptions {
     pub lock_timeout: Duration,
     /// How long one statement may run. Default 30 s.
     pub statement_timeout: Duration,
+    /// How often the LISTEN connection, when quiet, is asked whether it is
+    /// alive; one that errors or does not answer within as long again is
+    /// replaced as if it had dropped (a half-open connection hears nothing
+    /// and would otherwise never fail). Default 10 s.
+    pub listener_heartbeat: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -102,6 +107,7 @@ impl Default for PostgresOptions {
             max_batch: 1024,
             lock_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            listener_heartbeat: Duration::from_secs(10),
         }
     }
 }
@@ -152,6 +158,24 @@ impl Drop for PostgresStore {
 }
 
 /// Session settings every connection of the store starts with.
+/// TCP keepalives short enough that a connection a NAT, a load balancer or
+/// a failover dropped without a word fails in about a minute (30 s idle,
+/// then 3 probes 10 s apart) instead of after the system's two hours:
+/// every connection of the store (reader, writer, pool, listener) then
+/// errors and is replaced. Settings the URL makes are kept.
+fn keep_alive(config: &mut tokio_postgres::Config) {
+    const LIBRARY_DEFAULT_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+    if config.get_keepalives_idle() == LIBRARY_DEFAULT_IDLE {
+        config.keepalives_idle(Duration::from_secs(30));
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(10));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+}
+
 fn session_options(options: &PostgresOptions) -> String {
     format!(
         "-c lock_timeout={} -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
@@ -195,6 +219,11 @@ impl PostgresStore {
                 reason: "the PostgreSQL pool size and batch bound must be at least 1".to_owned(),
             });
         }
+        if options.listener_heartbeat.is_zero() {
+            return Err(RegistryError::InvalidConfig {
+                reason: "the PostgreSQL listener heartbeat must be longer than zero".to_owned(),
+            });
+        }
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|error: tokio_postgres::Error| RegistryError::StoreOpen {
                 path: "postgres".to_owned(),
@@ -204,6 +233,7 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("process-registry");
         }
+        keep_alive(&mut config);
         let label = label_of(&config);
         let open_error = |message: String| RegistryError::StoreOpen { path: label.clone(), message };
 
@@ -230,7 +260,8 @@ impl PostgresStore {
             declarations: Mutex::default(),
         });
         let (notice_sender, notices) = mpsc::unbounded_channel();
-        let listener = listener::start(Arc::clone(&inner), notice_sender).await.map_err(open_error)?;
+        let listener =
+            listener::start(Arc::clone(&inner), notice_sender, options.listener_heartbeat).await.map_err(open_error)?;
         let (jobs, queue) = mpsc::unbounded_channel();
         tokio::spawn(writer::run(writer_client, queue, Arc::clone(&inner), options.max_batch));
         Ok(Self { inner, jobs, notices: Mutex::new(Some(notices)), listener })
