@@ -141,6 +141,16 @@ pub enum RegistryError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An id or key contains a NUL character, which no store can keep as
+    /// text (PostgreSQL's `TEXT` refuses it), so it is refused on every
+    /// store alike: a process that registers on one registers on all.
+    #[error("{what} for process `{process_id}` contains a NUL character")]
+    ContainsNul {
+        /// The process the call was about.
+        process_id: String,
+        /// Which input (process id, event type, replay key, session id, ...).
+        what: String,
+    },
     /// An input exceeds a configured size limit.
     #[error("{what} for process `{process_id}` exceeds the limit of {limit}")]
     LimitExceeded {
@@ -271,6 +281,7 @@ impl RegistryError {
             | Self::HandleNotGranted { process_id, .. }
             | Self::InvalidScope { process_id, .. }
             | Self::LimitExceeded { process_id, .. }
+            | Self::ContainsNul { process_id, .. }
             | Self::Stopped { process_id }
             | Self::ProcessRestarted { process_id }
             | Self::Quarantined { process_id }

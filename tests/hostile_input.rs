@@ -1023,8 +1023,10 @@ async fn settle_parked(registry: &ActorProcessRegistry) {
 #[test]
 fn escapes_control_characters_and_unicode_round_trip() {
     isolated("escapes_control_characters_and_unicode_round_trip", default_config, |registry| async move {
+        // Ids and keys carry every character but NUL, which no store keeps
+        // as text (refused as `ContainsNul`, below); JSON values keep NUL too.
         let weird = [
-            "nul\u{0}byte",
+            "del\u{7f}byte\u{1}",
             "line\nbreak\ttab\r\u{7}\u{1b}[31m",
             "quote\"back\\slash/",
             "\\u0000\\ud800\\xff\\x00 (escape-looking text)",
@@ -1066,7 +1068,7 @@ fn escapes_control_characters_and_unicode_round_trip() {
             );
             assert_eq!(registry.events_after(&id, 0).await.unwrap(), vec![first.event.clone()]);
             assert_eq!(registry.count_events_through(&id, &event_type, u64::MAX).await.unwrap(), 1);
-            let scope = SessionScope::with_frame(*text, "frame\u{0}");
+            let scope = SessionScope::with_frame(*text, "frame\u{1}");
             registry.grant_handle(&scope, &id, ProcessHandleDescriptor::default()).await.expect("grant");
             assert!(registry.has_handle_grant(&scope, &id).await.unwrap());
             let listed = registry.list_handle_grants(&scope).await.unwrap();
@@ -1083,6 +1085,18 @@ fn escapes_control_characters_and_unicode_round_trip() {
         }
         let report = registry.delete_session_process_state(weird[0]).await.unwrap();
         assert_eq!(report.revoked_handle_count, 1);
+        // NUL: refused in an id, kept in a payload's keys and strings.
+        assert_variant(
+            "a NUL in a process id",
+            &registry.register_process(registration("nul\u{0}byte")).await,
+            &RegistryError::ContainsNul { process_id: String::new(), what: String::new() },
+        );
+        registry.register_process(registration("nul-payload")).await.expect("register");
+        let payload = json!({ "text": "nul\u{0}value", "nul\u{0}key": "\u{0}" });
+        let appended =
+            registry.append_event("nul-payload", ProcessEventAppendRequest::new("note", payload.clone())).await;
+        assert_eq!(appended.expect("a payload with NUL").event.payload, payload);
+        assert_eq!(registry.events_after("nul-payload", 0).await.unwrap()[0].payload, payload);
     });
 }
 

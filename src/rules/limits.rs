@@ -120,7 +120,7 @@ impl Limits {
         if value.len() > self.max_id_bytes {
             return Err(limit_exceeded(process_id, what, self.max_id_bytes));
         }
-        Ok(())
+        check_no_nul(process_id, what, value)
     }
 
     /// Refuses a replay key longer than `max_id_bytes` plus room for the
@@ -132,7 +132,7 @@ impl Limits {
         if key.len() > limit {
             return Err(limit_exceeded(process_id, "replay key bytes", limit));
         }
-        Ok(())
+        check_no_nul(process_id, "replay key", key)
     }
 
     /// Passes `value` through when its depth is within `max_json_depth`;
@@ -162,6 +162,19 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// Refuses an id or key with a NUL character (see
+/// [`RegistryError::ContainsNul`]). `what` names it as the size checks do
+/// ("process id bytes"); the error names it without the unit.
+fn check_no_nul(process_id: &str, what: &str, value: &str) -> Result<(), RegistryError> {
+    if value.contains('\0') {
+        return Err(RegistryError::ContainsNul {
+            process_id: truncated(process_id),
+            what: what.trim_end_matches(" bytes").to_owned(),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn limit_exceeded(process_id: &str, what: &str, limit: usize) -> RegistryError {

@@ -28,6 +28,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
         every_error_names_the_process_id,
         bad_input_leaves_the_process_usable,
         deeply_nested_payload_never_panics,
+        nul_characters_in_ids_and_keys_are_refused,
     ]
 }
 
@@ -238,5 +239,30 @@ async fn deeply_nested_payload_never_panics(r: Reg) -> ScenarioResult {
     expected += 1;
     let next = append(&r, id, note("after")).await?;
     ensure_eq!(next.event.sequence, expected, "a valid append after a deep payload");
+    Ok(())
+}
+
+/// Ids and keys are text every store can keep: one with a NUL character is
+/// refused with `ContainsNul` before anything is written, on every store
+/// (a shared store's batch never sees it), and the process stays usable.
+async fn nul_characters_in_ids_and_keys_are_refused(r: Reg) -> ScenarioResult {
+    let id = "proc-nul";
+    setup(&r, standard(id)).await?;
+    let refused = |what: &str, result: Result<String, RegistryError>| match result {
+        Err(RegistryError::ContainsNul { .. }) => Ok(()),
+        other => Err(format!("{what}: expected ContainsNul, got {other:?}")),
+    };
+    refused("a process id", r.register_process(standard("proc\0nul")).await.map(|record| format!("{record:?}")))?;
+    refused(
+        "a replay key",
+        r.append_event(id, note("x").with_replay_key("key\0")).await.map(|appended| format!("{appended:?}")),
+    )?;
+    refused(
+        "a session id",
+        r.grant_handle(&SessionScope::new("sess\0ion"), id, label("x")).await.map(|grant| format!("{grant:?}")),
+    )?;
+    refused("a lease owner", r.claim_process_lease(id, "owner\0", LONG_TTL).await.map(|lease| format!("{lease:?}")))?;
+    ensure!(log(&r, id).await?.is_empty(), "a refused append was committed");
+    ensure_eq!(append(&r, id, note("after")).await?.event.sequence, 1, "a valid append after the refusals");
     Ok(())
 }
