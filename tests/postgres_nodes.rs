@@ -442,6 +442,22 @@ async fn a_waiter_is_answered_after_a_refresh_that_failed() {
         .expect("drop the waiting node's role");
 }
 
+/// Notices carry process ids and a NOTIFY payload holds under 8,000 bytes:
+/// a shared store refuses an id limit whose ids might not fit, at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_store_refuses_ids_longer_than_a_notice_can_carry() {
+    let Some(server) = postgres::server() else { return };
+    let url = postgres::fresh_database(&server).await;
+    let limits = process_registry::Limits { max_id_bytes: 4_096, ..process_registry::Limits::default() };
+    match ActorProcessRegistry::connect(&url, RegistryConfig::default().with_limits(limits)).await {
+        Err(RegistryError::InvalidConfig { reason }) => assert!(reason.contains("max_id_bytes"), "{reason}"),
+        Err(other) => panic!("expected InvalidConfig, got {other:?}"),
+        Ok(_) => panic!("a 4,096-byte id limit was accepted on a shared store"),
+    }
+    let node = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("the default limits");
+    node.shutdown().await;
+}
+
 /// Continues a stopped backend when dropped, so a failing test leaves no
 /// process of the test cluster stopped.
 struct Stopped(i32);

@@ -79,6 +79,11 @@ impl Default for RestartIntensity {
 pub const DEFAULT_READY_ON_REGISTER: usize = 256;
 
 /// The longest idle time passivation accepts; `None` never passivates.
+/// The longest process id a shared store's notices can carry: one id alone,
+/// every byte escaped (`\u00XX`, 6 bytes), in `["..."]`, stays under
+/// PostgreSQL's 8,000-byte NOTIFY payload.
+const MAX_SHARED_ID_BYTES: usize = 1_300;
+
 const MAX_PASSIVATE_AFTER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// How to start an [`ActorProcessRegistry`](crate::ActorProcessRegistry).
@@ -99,7 +104,11 @@ const MAX_PASSIVATE_AFTER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 ///   resolution: a shorter idle time is 0 ms) and 365 days (the sweep
 ///   timer could not be scheduled that far ahead); `None` never passivates;
 /// - `limits` must pass [`Limits::validate`]: no byte limit of 0, and none
-///   below what the core event types need.
+///   below what the core event types need;
+/// - with a [shared](crate::ProcessStore::shared) store, `limits.max_id_bytes`
+///   must be at most 1,300: the store's notices carry process ids, and a
+///   PostgreSQL NOTIFY payload holds under 8,000 bytes (an id escaped as
+///   JSON takes up to 6 bytes per byte).
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
     /// Where time comes from (leases, timestamps, restart windows, idleness).
@@ -167,6 +176,13 @@ impl RegistryConfig {
                     "passivate_after is {idle:?}; it must be between 1 ms and 365 days (None never passivates)"
                 ));
             }
+        }
+        if self.store.shared().is_some() && self.limits.max_id_bytes > MAX_SHARED_ID_BYTES {
+            return invalid(format!(
+                "limits.max_id_bytes is {}; with a shared store it must be at most {MAX_SHARED_ID_BYTES}: \
+                 its notices carry process ids, and one NOTIFY payload holds at most 8,000 bytes",
+                self.limits.max_id_bytes
+            ));
         }
         self.limits.validate().or_else(invalid)
     }

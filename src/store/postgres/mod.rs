@@ -157,7 +157,6 @@ impl Drop for PostgresStore {
     }
 }
 
-/// Session settings every connection of the store starts with.
 /// TCP keepalives short enough that a connection a NAT, a load balancer or
 /// a failover dropped without a word fails in about a minute (30 s idle,
 /// then 3 probes 10 s apart) instead of after the system's two hours:
@@ -176,6 +175,7 @@ fn keep_alive(config: &mut tokio_postgres::Config) {
     }
 }
 
+/// Session settings every connection of the store starts with.
 fn session_options(options: &PostgresOptions) -> String {
     format!(
         "-c lock_timeout={} -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
