@@ -16,6 +16,14 @@
 //! registry's clock at the moment of the write. It comes before every other
 //! rule, replays included: a fenced-out writer learns it lost the process
 //! even when its write would only have replayed.
+//!
+//! For the same reason a fenced write is never sent again by the registry
+//! when the process's actor crashes with its answer lost: it reports
+//! [`RegistryError::ProcessRestarted`](crate::RegistryError::ProcessRestarted)
+//! (it may have committed). Repeat it yourself: with its replay key the
+//! repeat answers with the committed event while the lease still holds,
+//! and `LeaseFenced` once it does not. The worker does so for its
+//! completions.
 
 use crate::events::{ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventAppendResult};
 use crate::model::{ProcessLease, ProcessRecord, WaitState};

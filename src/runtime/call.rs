@@ -28,6 +28,7 @@
 //! | `clear_process_wait` (`SetWait { wait: None }`) | `Idempotent` | clears the wait; clearing again answers the same record |
 //! | `append_event` / `complete_process` with a replay key (`Append`) | `Idempotent` | the replay key makes a second send return the original event (spec step 2), so a committed first attempt is not appended twice |
 //! | `append_event` without a replay key (`Append`) | `Never` | a second send would append a second event |
+//! | fenced writes: `append_event_fenced`, `complete_process_fenced`, `set_process_wait_fenced` (`Append`, `SetWait` with a fence) | `Never` | a second send is checked against the lease as it is then: had the first committed and the lease then expired or changed hands, the retry would answer `LeaseFenced` for a write that happened |
 //! | `set_process_wait` (`SetWait { wait: Some }`) | `Never` | refused on a terminal process: had the first attempt committed and the process then completed (which clears the wait), a retry would answer `AlreadyTerminal` for a call that succeeded |
 //! | `claim_process_lease` (`ClaimLease`) | `Never` | each claim takes a new lease token and fencing token: a retry after a committed claim would bump the token again and return a lease the caller did not get first |
 //! | `renew_process_lease` (`RenewLease`) | `Never` | its answer depends on the lease's expiry, which the first attempt moved: with a short ttl a committed renewal could be answered `LeaseMissingOrExpired` on retry |

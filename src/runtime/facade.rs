@@ -123,9 +123,12 @@ impl ActorProcessRegistry {
         owned_answer: bool,
     ) -> Result<SharedAppend, PluginError> {
         let unsent = unsent.as_mut().map_err(|error| error.clone())?;
-        // A replay key makes a second send answer with the first's event.
+        // A replay key makes a second send answer with the first's event,
+        // unless the append is fenced: a second send is checked against the
+        // lease as it is then, which may have moved on since the first
+        // committed, and would answer `LeaseFenced` for a write that happened.
         let keyed = unsent.as_ref().is_some_and(|(request, _)| request.replay_key().is_some());
-        let retry = if keyed { Retry::Idempotent } else { Retry::Never };
+        let retry = if keyed && fence.is_none() { Retry::Idempotent } else { Retry::Never };
         let resent = self.resends(retry);
         self.ask(process_id, retry, |reply| {
             let (request, payload_hash) = if resent {
@@ -177,8 +180,10 @@ impl ActorProcessRegistry {
         fence: Option<&ProcessLease>,
     ) -> Result<ProcessRecord, PluginError> {
         // Setting a wait is idempotent (the same state again), but the
-        // state moves into the message: a set is sent once.
-        let retry = if wait.is_some() { Retry::Never } else { Retry::Idempotent };
+        // state moves into the message: a set is sent once. A fenced call
+        // is sent once too (a second send would be checked against the
+        // lease as it is then; see `send_append`).
+        let retry = if wait.is_some() || fence.is_some() { Retry::Never } else { Retry::Idempotent };
         let resent = self.resends(retry);
         let mut unsent = Some(wait);
         self.ask(process_id, retry, |reply| {

@@ -106,7 +106,7 @@ async fn supervise(shared: &Arc<WorkerShared>, registered: &Registered, record: 
     };
     let counters = &shared.counters;
     match ended {
-        Ended::Outcome { output, failed } => match shared.registry.complete_process_fenced(lease, output).await {
+        Ended::Outcome { output, failed } => match complete(shared, lease, output).await {
             Ok(_) => bump(if failed { &counters.failed } else { &counters.completed }),
             Err(RegistryError::Quarantined { .. }) => counters.quarantine(&lease.process_id),
             Err(RegistryError::Stopped { .. } | RegistryError::Storage { .. }) => bump(&counters.abandoned),
@@ -118,6 +118,28 @@ async fn supervise(shared: &Arc<WorkerShared>, registered: &Registered, record: 
         Ended::Stopped(Stopped::Lost) => bump(&counters.lost),
         Ended::Stopped(Stopped::Abandoned) => bump(&counters.abandoned),
         Ended::Stopped(Stopped::Quarantined) => counters.quarantine(&lease.process_id),
+    }
+}
+
+/// The fenced completion of `lease`'s process with `output`. A fenced
+/// write whose answer the process's crash lost reports `ProcessRestarted`
+/// (it is never sent again on its own: the lease may have moved on since
+/// it committed); the completion carries a replay key, so sending it again
+/// here answers with the committed terminal event while the lease still
+/// holds, and `LeaseFenced` once it does not. A few tries: a process that
+/// keeps crashing is quarantined, which answers `Quarantined`.
+async fn complete(
+    shared: &WorkerShared,
+    lease: &ProcessLease,
+    output: ProcessAwaitOutput,
+) -> Result<ProcessRecord, RegistryError> {
+    const TRIES: usize = 3;
+    let mut tries = 1;
+    loop {
+        match shared.registry.complete_process_fenced(lease, output.clone()).await {
+            Err(RegistryError::ProcessRestarted { .. }) if tries < TRIES => tries += 1,
+            answered => return answered,
+        }
     }
 }
 
