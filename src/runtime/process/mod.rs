@@ -404,9 +404,11 @@ impl ProcessActorState {
                 if let Err(error) = calls.fenced(fence.as_deref(), now_ms) {
                     return calls.answer(reply, Err(error));
                 }
-                calls.set_wait(wait, reply);
+                calls.set_wait(wait, now_ms, reply);
             }
-            ProcessMsg::SetExternalRef { external_ref, reply } => calls.set_external_ref(external_ref, reply),
+            ProcessMsg::SetExternalRef { external_ref, reply } => {
+                calls.set_external_ref(external_ref, now_ms, reply);
+            }
             ProcessMsg::ClaimLease { owner_id, ttl_ms, reply } => calls.claim_lease(&owner_id, ttl_ms, now_ms, reply),
             ProcessMsg::RenewLease { lease, ttl_ms, reply } => calls.renew_lease(&lease, ttl_ms, now_ms, reply),
             ProcessMsg::CompleteLease { completion, reply } => calls.complete_lease(&completion, reply),
@@ -691,24 +693,27 @@ impl Calls<'_> {
         self.commit(vec![ProcessChange::WakeAcked { sequence }], reply, ());
     }
 
-    fn update_record(&mut self, update: impl FnOnce(&mut ProcessRecord), reply: Reply<ProcessRecord>) {
+    /// Commits the record `update` makes, stamped with `now_ms`: the clock
+    /// the call was planned on (a shared store's server clock, as appends
+    /// are stamped), so `updated_at_ms` never mixes two clocks.
+    fn update_record(&mut self, update: impl FnOnce(&mut ProcessRecord), now_ms: u64, reply: Reply<ProcessRecord>) {
         let mut record = ProcessRecord::clone(self.actor.state.record());
         update(&mut record);
-        record.updated_at_ms = self.shared.now_ms();
+        record.updated_at_ms = now_ms;
         let answer = record.clone();
         self.commit(vec![ProcessChange::RecordUpdated { record: Arc::new(record) }], reply, answer);
     }
 
-    fn set_wait(&mut self, wait: Option<WaitState>, reply: Reply<ProcessRecord>) {
+    fn set_wait(&mut self, wait: Option<WaitState>, now_ms: u64, reply: Reply<ProcessRecord>) {
         if wait.is_some() && self.actor.state.record().is_terminal() {
             let error = RegistryError::AlreadyTerminal { process_id: self.actor.process_id.clone() };
             return self.answer(reply, Err(error));
         }
-        self.update_record(|record| record.wait = wait, reply);
+        self.update_record(|record| record.wait = wait, now_ms, reply);
     }
 
-    fn set_external_ref(&mut self, external_ref: ProcessExternalRef, reply: Reply<ProcessRecord>) {
-        self.update_record(|record| record.external_ref = Some(external_ref), reply);
+    fn set_external_ref(&mut self, external_ref: ProcessExternalRef, now_ms: u64, reply: Reply<ProcessRecord>) {
+        self.update_record(|record| record.external_ref = Some(external_ref), now_ms, reply);
     }
 
     fn claim_lease(&mut self, owner_id: &str, ttl_ms: u64, now_ms: u64, reply: Reply<ProcessLease>) {
