@@ -739,11 +739,23 @@ impl Model {
                     event_type: event_type.to_owned(),
                 }))
             }
-            Ok(process) => process
-                .events
-                .iter()
-                .find(|event| event.sequence > after && event.event_type == event_type)
-                .map(|event| Ok(event.clone())),
+            Ok(process) => {
+                let found =
+                    process.events.iter().find(|event| event.sequence > after && event.event_type == event_type);
+                match found {
+                    Some(event) => Some(Ok(event.clone())),
+                    // No terminal event follows the terminal one (step 7).
+                    None if process.record.is_terminal()
+                        && process
+                            .record
+                            .event_type(event_type)
+                            .is_some_and(|declared| declared.semantics.terminal.is_some()) =>
+                    {
+                        Some(Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() }))
+                    }
+                    None => None,
+                }
+            }
         }
     }
 

@@ -555,9 +555,21 @@ impl ProcessRegistry for GlobalLockRegistry {
                 process.events_after(scanned_through).iter().find(|event| event.event_type == event_type).cloned();
             // Nothing up to the end of the log matched, and the log only grows.
             scanned_through = scanned_through.max(process.last_sequence());
-            found
+            match found {
+                Some(event) => Some(Ok(event)),
+                // No terminal event follows the terminal one (step 7).
+                None if process.record.is_terminal()
+                    && process
+                        .record
+                        .event_type(event_type)
+                        .is_some_and(|declared| declared.semantics.terminal.is_some()) =>
+                {
+                    Some(Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() }))
+                }
+                None => None,
+            }
         })
-        .await
+        .await?
     }
 
     async fn await_process(&self, process_id: &str) -> Result<ProcessAwaitOutput, PluginError> {

@@ -82,6 +82,11 @@ pub(crate) struct ProcessActorArgs {
     pub(crate) ready: Option<ReadyToken>,
 }
 
+/// Whether `event_type` is one of `record`'s terminal event types.
+fn is_terminal_type(record: &ProcessRecord, event_type: &str) -> bool {
+    record.event_type(event_type).is_some_and(|declared| declared.semantics.terminal.is_some())
+}
+
 /// The first retry of a failed refresh (see `ProcessActorState::refresh_failed`).
 const MIN_REFRESH_RETRY: Duration = Duration::from_millis(100);
 /// The longest delay between retries of failed refreshes.
@@ -311,8 +316,20 @@ impl ProcessActorState {
             if let Some(terminal) = &event.semantics.terminal {
                 shared.routes.terminal_committed(&self.process_id, terminal.state);
                 self.waiters.terminal_committed(&terminal.await_output);
+                self.refuse_terminal_waits(&record);
             }
         }
+    }
+
+    /// Once the process is terminal no terminal event can follow (spec step
+    /// 7): the callers still waiting for one get `AlreadyTerminal` rather
+    /// than waiting for shutdown.
+    fn refuse_terminal_waits(&mut self, record: &ProcessRecord) {
+        let process_id = &self.process_id;
+        self.waiters.refuse_events(
+            |event_type| is_terminal_type(record, event_type),
+            || RegistryError::AlreadyTerminal { process_id: process_id.clone() },
+        );
     }
 
     /// With a shared store: waits for the commit the call submitted and
@@ -382,6 +399,15 @@ impl ProcessActorState {
                 match actor.state.committed().first_of_type_after(&event_type, after) {
                     Some(event) => {
                         let _ = reply.send(Ok(Arc::clone(event)));
+                    }
+                    // A terminal event after the terminal one is refused
+                    // (spec step 7): such a wait could only be answered by
+                    // shutdown, and would keep the actor from passivating.
+                    None if actor.state.durable_record().is_terminal()
+                        && is_terminal_type(actor.state.record(), &event_type) =>
+                    {
+                        let _ =
+                            reply.send(Err(RegistryError::AlreadyTerminal { process_id: actor.process_id.clone() }));
                     }
                     None if !reply.is_closed() => actor.waiters.park_event(event_type, after, waiter_id, reply),
                     None => {}
@@ -470,6 +496,7 @@ impl ProcessActorState {
                     shared.routes.terminal_committed(&self.process_id, terminal.state);
                     shared.counters.count_terminal(terminal.state);
                     self.waiters.terminal_committed(&terminal.await_output);
+                    self.refuse_terminal_waits(record);
                 }
             }
             ProcessChange::RecordUpdated { record } => self.snapshot.publish(Arc::clone(record)),

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::error::RegistryError;
 use crate::events::{ProcessAwaitOutput, ProcessEvent};
 use crate::runtime::call::Reply;
 use crate::runtime::shared::Shared;
@@ -95,6 +96,20 @@ impl Waiters {
             self.by_type.remove(&event.event_type);
         }
         self.shared.counters.parked(-(due.len() as i64));
+    }
+
+    /// Answers every caller waiting for an event of a type `refused`
+    /// names with `error()`, and forgets them.
+    pub(super) fn refuse_events(&mut self, refused: impl Fn(&str) -> bool, error: impl Fn() -> RegistryError) {
+        let types: Vec<String> = self.by_type.keys().filter(|event_type| refused(event_type)).cloned().collect();
+        for event_type in types {
+            let Some(waiters) = self.by_type.remove(&event_type) else { continue };
+            self.shared.counters.parked(-(waiters.len() as i64));
+            for (waiter_id, waiter) in waiters {
+                self.type_of.remove(&waiter_id);
+                let _ = waiter.reply.send(Err(error()));
+            }
+        }
     }
 
     pub(super) fn terminal_committed(&mut self, output: &ProcessAwaitOutput) {

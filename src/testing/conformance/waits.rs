@@ -10,7 +10,8 @@
 
 use serde_json::json;
 
-use crate::events::{ProcessAwaitOutput, ProcessEventAppendRequest};
+use crate::error::RegistryError;
+use crate::events::{ProcessAwaitOutput, ProcessEventAppendRequest, COMPLETED, FAILED};
 
 use super::support::{
     alert, append, ensure_eq, ensure_parks, ensure_pending, join, note, scenario_list, setup, standard, within, Ctx,
@@ -27,6 +28,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
         await_process_parks_until_complete_process,
         await_process_returns_output_of_terminal_process_immediately,
         abandoned_waiters_leave_the_registry_usable,
+        a_wait_for_a_terminal_event_that_cannot_come_is_refused,
     ]
 }
 
@@ -149,5 +151,38 @@ async fn abandoned_waiters_leave_the_registry_usable(r: Reg) -> ScenarioResult {
     r.complete_process(id, ProcessAwaitOutput::success(json!(1))).await.ctx("complete_process")?;
     let output = join("a fresh await_process", awaiting).await?.ctx("await_process")?;
     ensure_eq!(output, ProcessAwaitOutput::success(json!(1)), "await_process output");
+    Ok(())
+}
+
+/// A terminal process takes no further terminal event (spec step 7), so a
+/// wait for one could only end at shutdown: it is refused with
+/// `AlreadyTerminal`, whether it was parked when the process completed or
+/// asked after. A terminal event already in the log still answers, and a
+/// wait for a non-terminal type still parks.
+async fn a_wait_for_a_terminal_event_that_cannot_come_is_refused(r: Reg) -> ScenarioResult {
+    let id = "proc-wait-terminal";
+    setup(&r, standard(id)).await?;
+    let mut parked = {
+        let r = r.clone();
+        tokio::spawn(async move { r.wait_event_after(id, FAILED, 0).await })
+    };
+    ensure_pending("a wait for process.failed on a running process", &mut parked).await?;
+    let done = r.complete_process(id, ProcessAwaitOutput::success(json!(1))).await.ctx("complete_process")?;
+    let completion = r.recent_events(id, 1).await.ctx("recent_events")?;
+    let completed_at = completion.first().map(|event| event.sequence).ok_or("no completion event")?;
+    let refused = |what: &str, answer: Result<_, RegistryError>| match answer {
+        Err(RegistryError::AlreadyTerminal { .. }) => Ok(()),
+        other => Err(format!("{what}: expected AlreadyTerminal, got {other:?}")),
+    };
+    refused("the parked wait for process.failed", join("the parked wait", parked).await?)?;
+    refused("a wait for process.failed after completion", within("wait", r.wait_event_after(id, FAILED, 0)).await?)?;
+    refused(
+        "a wait for a second process.completed",
+        within("wait", r.wait_event_after(id, COMPLETED, completed_at)).await?,
+    )?;
+    let first = within("wait", r.wait_event_after(id, COMPLETED, 0)).await?.ctx("the completion in the log")?;
+    ensure_eq!(first.sequence, completed_at, "the completion answers a wait from before it");
+    ensure_eq!(done.id, id, "the completed record");
+    ensure_parks("a wait for a non-terminal event", r.wait_event_after(id, "note", completed_at)).await?;
     Ok(())
 }
