@@ -200,6 +200,10 @@ impl Actor for ProcessActor {
                 // The first call gives back the place an actor started by
                 // its registration held.
                 actor.ready = None;
+                if let ProcessMsg::Refresh { retried: true } = message {
+                    // The pending retry is this one, whatever it finds.
+                    actor.refresh_pending = false;
+                }
                 match shared.store.shared() {
                     None => actor.handle_call(shared, &myself, message, shared.now_ms()),
                     Some(store) if message.reads_state() => {
@@ -211,8 +215,8 @@ impl Actor for ProcessActor {
                                 Err(error) => {
                                     // The cached state may be behind: the next call checks first.
                                     actor.stale = true;
-                                    if let ProcessMsg::Refresh { retried } = message {
-                                        actor.refresh_failed(&myself, retried, &error);
+                                    if let ProcessMsg::Refresh { .. } = message {
+                                        actor.refresh_failed(&myself, &error);
                                     }
                                     message.refuse(&error);
                                     return Ok(());
@@ -269,10 +273,7 @@ impl ProcessActorState {
     /// failed notices meanwhile schedule nothing more. Without waiters
     /// nothing waits on a refresh (every call checks first, the state being
     /// stale), and none is scheduled.
-    fn refresh_failed(&mut self, myself: &ActorRef<ProcessMsg>, retried: bool, error: &RegistryError) {
-        if retried {
-            self.refresh_pending = false;
-        }
+    fn refresh_failed(&mut self, myself: &ActorRef<ProcessMsg>, error: &RegistryError) {
         if self.refresh_pending || self.waiters.len() == 0 {
             return;
         }
