@@ -96,7 +96,9 @@ pub struct PostgresOptions {
     /// How often the LISTEN connection, when quiet, is asked whether it is
     /// alive; one that errors or does not answer within as long again is
     /// replaced as if it had dropped (a half-open connection hears nothing
-    /// and would otherwise never fail). Default 10 s.
+    /// and would otherwise never fail), and every parked waiter checks its
+    /// process again. Default 10 s; between 10 ms and 1 hour, and far
+    /// above the round trip to the server, or every beat replaces it.
     pub listener_heartbeat: Duration,
 }
 
@@ -111,6 +113,10 @@ impl Default for PostgresOptions {
         }
     }
 }
+
+/// The bounds on [`PostgresOptions::listener_heartbeat`].
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(60 * 60);
 
 /// What the store, its writer and its readers share.
 #[derive(Debug)]
@@ -219,9 +225,12 @@ impl PostgresStore {
                 reason: "the PostgreSQL pool size and batch bound must be at least 1".to_owned(),
             });
         }
-        if options.listener_heartbeat.is_zero() {
+        if !(MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&options.listener_heartbeat) {
             return Err(RegistryError::InvalidConfig {
-                reason: "the PostgreSQL listener heartbeat must be longer than zero".to_owned(),
+                reason: format!(
+                    "the PostgreSQL listener heartbeat is {:?}; it must be between {MIN_HEARTBEAT:?} and {MAX_HEARTBEAT:?}",
+                    options.listener_heartbeat
+                ),
             });
         }
         let mut config: tokio_postgres::Config =
