@@ -120,7 +120,7 @@ impl Limits {
         if value.len() > self.max_id_bytes {
             return Err(limit_exceeded(process_id, what, self.max_id_bytes));
         }
-        check_no_nul(process_id, what, value)
+        Ok(())
     }
 
     /// Refuses a replay key longer than `max_id_bytes` plus room for the
@@ -132,7 +132,7 @@ impl Limits {
         if key.len() > limit {
             return Err(limit_exceeded(process_id, "replay key bytes", limit));
         }
-        check_no_nul(process_id, "replay key", key)
+        refuse_nul(process_id, "replay key", key)
     }
 
     /// Passes `value` through when its depth is within `max_json_depth`;
@@ -165,14 +165,13 @@ impl Limits {
 }
 
 /// Refuses an id or key with a NUL character (see
-/// [`RegistryError::ContainsNul`]). `what` names it as the size checks do
-/// ("process id bytes"); the error names it without the unit.
-fn check_no_nul(process_id: &str, what: &str, value: &str) -> Result<(), RegistryError> {
+/// [`RegistryError::ContainsNul`]). Checked where a value is first stored
+/// (a registration's id and event type names, replay keys, session and
+/// frame ids, lease owners), not where an existing one is named: a file
+/// written before this rule keeps working.
+pub(crate) fn refuse_nul(process_id: &str, what: &str, value: &str) -> Result<(), RegistryError> {
     if value.contains('\0') {
-        return Err(RegistryError::ContainsNul {
-            process_id: truncated(process_id),
-            what: what.trim_end_matches(" bytes").to_owned(),
-        });
+        return Err(RegistryError::ContainsNul { process_id: truncated(process_id), what: what.to_owned() });
     }
     Ok(())
 }

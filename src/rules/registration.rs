@@ -15,7 +15,7 @@ use crate::events::{core_event_types, ProcessEventType, ProcessTerminalState, CO
 use crate::model::{ProcessInput, ProcessRecord, ProcessRegistration, ProcessStatus};
 use crate::rules::canonical::CanonicalError;
 use crate::rules::hashing::sha256_hex_of_serialized;
-use crate::rules::limits::{dismantle, limit_exceeded, truncated, Limits};
+use crate::rules::limits::{dismantle, limit_exceeded, refuse_nul, truncated, Limits};
 use crate::rules::schema::{CompiledSchemas, Declarations, SchemaSource};
 use crate::rules::scope::check_scope;
 
@@ -149,6 +149,7 @@ fn check_and_complete(
 ) -> Result<Checked, RegistryError> {
     let id = registration.id.clone();
     limits.check_id(&id, "process id bytes", &id)?;
+    refuse_nul(&id, "process id", &id)?;
     let invalid = |reason: String| RegistryError::InvalidRegistration { process_id: truncated(&id), reason };
     if id.trim().is_empty() {
         return Err(invalid("process id must be non-empty".to_owned()));
@@ -171,6 +172,7 @@ fn check_and_complete(
     let mut names = HashSet::new();
     for declared in &registration.event_types {
         limits.check_id(&id, "event type name bytes", &declared.name)?;
+        refuse_nul(&id, "event type name", &declared.name)?;
         if declared.name.trim().is_empty() {
             return Err(invalid("event type names must be non-empty".to_owned()));
         }

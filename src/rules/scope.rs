@@ -26,7 +26,7 @@
 use crate::error::RegistryError;
 use crate::model::SessionScope;
 pub use crate::model::FRAME_SEPARATOR;
-use crate::rules::limits::{truncated, Limits};
+use crate::rules::limits::{refuse_nul, truncated, Limits};
 
 /// Refuses a scope whose id could be another scope's, or whose ids are
 /// longer than the limit. `process_id` is the process the call is about
@@ -35,6 +35,7 @@ pub fn check_scope(limits: &Limits, process_id: &str, scope: &SessionScope) -> R
     check_session_id(limits, process_id, &scope.session_id)?;
     if let Some(frame) = scope.agent_frame_id.as_deref() {
         limits.check_id(process_id, "agent frame id bytes", frame)?;
+        refuse_nul(process_id, "agent frame id", frame)?;
         if frame.contains(FRAME_SEPARATOR) {
             return Err(invalid(process_id, &scope.session_id, "the agent frame id contains `/frame:`"));
         }
@@ -46,6 +47,7 @@ pub fn check_scope(limits: &Limits, process_id: &str, scope: &SessionScope) -> R
 /// longer than the limit.
 pub fn check_session_id(limits: &Limits, process_id: &str, session_id: &str) -> Result<(), RegistryError> {
     limits.check_id(process_id, "session id bytes", session_id)?;
+    refuse_nul(process_id, "session id", session_id)?;
     if session_id.trim().is_empty() {
         return Err(invalid(process_id, session_id, "the session id is empty"));
     }

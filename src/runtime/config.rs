@@ -78,12 +78,12 @@ impl Default for RestartIntensity {
 /// calls at once.
 pub const DEFAULT_READY_ON_REGISTER: usize = 256;
 
-/// The longest idle time passivation accepts; `None` never passivates.
 /// The longest process id a shared store's notices can carry: one id alone,
 /// every byte escaped (`\u00XX`, 6 bytes), in `["..."]`, stays under
 /// PostgreSQL's 8,000-byte NOTIFY payload.
 const MAX_SHARED_ID_BYTES: usize = 1_300;
 
+/// The longest idle time passivation accepts; `None` never passivates.
 const MAX_PASSIVATE_AFTER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// How to start an [`ActorProcessRegistry`](crate::ActorProcessRegistry).

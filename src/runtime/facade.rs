@@ -582,6 +582,7 @@ impl ProcessRegistry for ActorProcessRegistry {
     ) -> Result<ProcessLease, PluginError> {
         traced("claim_process_lease", process_id, async {
             self.shared().limits.check_id(process_id, "owner id bytes", owner_id)?;
+            crate::rules::limits::refuse_nul(process_id, "owner id", owner_id)?;
             self.ask(process_id, Retry::Never, |reply| {
                 Some(ProcessMsg::ClaimLease { owner_id: owner_id.to_owned(), ttl_ms: lease_ttl_ms, reply })
             })

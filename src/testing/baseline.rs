@@ -649,6 +649,7 @@ impl ProcessRegistry for GlobalLockRegistry {
         lease_ttl_ms: u64,
     ) -> Result<ProcessLease, PluginError> {
         self.limits.check_id(process_id, "owner id bytes", owner_id)?;
+        crate::rules::limits::refuse_nul(process_id, "owner id", owner_id)?;
         let mut state = self.lock().await;
         let process = state.process_mut(process_id)?;
         if process.record.is_terminal() {

@@ -102,6 +102,9 @@ impl WorkerConfig {
         handlers: impl Iterator<Item = (&'a str, &'a HandlerPolicy)>,
     ) -> Result<(), RegistryError> {
         let invalid = |reason: String| Err(RegistryError::InvalidConfig { reason });
+        if self.owner_id.contains('\0') {
+            return invalid("worker owner_id contains a NUL character, which no store keeps as text".to_owned());
+        }
         if self.owner_id.is_empty() {
             return invalid("worker owner_id is empty".to_owned());
         }
