@@ -416,6 +416,38 @@ async fn a_handler_always_failing_fails_its_process_after_exactly_its_attempts()
     registry.shutdown().await;
 }
 
+/// An outcome the registry refuses to store (here: larger than its payload
+/// limit) fails the process with `completion_refused`; it is not released
+/// to be claimed and run again at every sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_the_registry_refuses_fails_its_process_instead_of_running_it_again() {
+    let limits = process_registry::Limits { max_payload_bytes: 4_096, ..process_registry::Limits::default() };
+    let registry = ActorProcessRegistry::start(RegistryConfig::default().with_limits(limits)).await.expect("start");
+    register(&registry, &["oversized"]).await;
+    let runs = Arc::new(AtomicU64::new(0));
+    let worker = {
+        let runs = Arc::clone(&runs);
+        ProcessWorker::builder(fenced(&registry), config("worker"))
+            .handler("job", move |_ctx: ProcessContext| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, String>(ProcessAwaitOutput::success(json!("x".repeat(10_000))))
+                }
+            })
+            .start()
+            .expect("the worker starts")
+    };
+    let output = outcome(&registry, "oversized").await;
+    assert_eq!(failure_code(&output), Some("completion_refused"), "{output:?}");
+    // Sweeps keep running; the failed process is not claimed again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = worker.shutdown(PATIENCE).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
+    assert_eq!((stats.claimed, stats.completed, stats.failed, stats.lost), (1, 0, 1, 0), "{stats:#?}");
+    registry.shutdown().await;
+}
+
 // ---------------------------------------------------------------- panics
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

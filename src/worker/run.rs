@@ -25,6 +25,11 @@ use super::{Handler, Registered, WorkerShared};
 use crate::error::RegistryError;
 use crate::events::ProcessAwaitOutput;
 use crate::model::{ProcessLease, ProcessLeaseCompletion, ProcessRecord};
+use crate::rules::limits::truncated;
+
+/// The failure code of a process whose handler's outcome the registry
+/// refused to store (too large or too deep): see `complete`.
+pub(crate) const COMPLETION_REFUSED: &str = "completion_refused";
 
 /// Aborts a task when dropped, so a run task that ends (or is dropped with
 /// the worker) never leaves its handler or renewals running.
@@ -106,8 +111,8 @@ async fn supervise(shared: &Arc<WorkerShared>, registered: &Registered, record: 
     };
     let counters = &shared.counters;
     match ended {
-        Ended::Outcome { output, failed } => match complete(shared, lease, output).await {
-            Ok(_) => bump(if failed { &counters.failed } else { &counters.completed }),
+        Ended::Outcome { output, failed } => match complete(shared, lease, output, failed).await {
+            Ok(failed) => bump(if failed { &counters.failed } else { &counters.completed }),
             Err(RegistryError::Quarantined { .. }) => counters.quarantine(&lease.process_id),
             Err(RegistryError::Stopped { .. } | RegistryError::Storage { .. }) => bump(&counters.abandoned),
             Err(error) => {
@@ -121,25 +126,49 @@ async fn supervise(shared: &Arc<WorkerShared>, registered: &Registered, record: 
     }
 }
 
-/// The fenced completion of `lease`'s process with `output`. A fenced
-/// write whose answer the process's crash lost reports `ProcessRestarted`
-/// (it is never sent again on its own: the lease may have moved on since
-/// it committed); the completion carries a replay key, so sending it again
-/// here answers with the committed terminal event while the lease still
-/// holds, and `LeaseFenced` once it does not. A few tries: a process that
-/// keeps crashing is quarantined, which answers `Quarantined`.
+/// The fenced completion of `lease`'s process with `output` (`failed`:
+/// whether that output fails it); answers whether the process ended
+/// failed.
+///
+/// - A fenced write whose answer the process's crash lost reports
+///   `ProcessRestarted` (it is never sent again on its own: the lease may
+///   have moved on since it committed). The completion carries a replay
+///   key, so sending it again here answers with the committed terminal
+///   event while the lease still holds, and `LeaseFenced` once it does not.
+/// - `Overloaded` (a registry that refuses when full) is tried again after
+///   a short pause: the handler's work is done and should not be lost.
+/// - An output the registry refuses as input (`LimitExceeded`: too large
+///   or too deep, as a long error or panic message can make it;
+///   `InvalidPayload`) can never be stored. Released, the process would be
+///   claimed and run again at every sweep, for ever; it is failed instead
+///   with [`COMPLETION_REFUSED`] and the refusal's first bytes.
+///
+/// A few tries in all: a process that keeps crashing is quarantined, which
+/// answers `Quarantined`.
 async fn complete(
     shared: &WorkerShared,
     lease: &ProcessLease,
     output: ProcessAwaitOutput,
-) -> Result<ProcessRecord, RegistryError> {
-    const TRIES: usize = 3;
+    failed: bool,
+) -> Result<bool, RegistryError> {
+    const TRIES: u32 = 3;
+    let (mut output, mut failed, mut refused) = (output, failed, false);
     let mut tries = 1;
     loop {
         match shared.registry.complete_process_fenced(lease, output.clone()).await {
-            Err(RegistryError::ProcessRestarted { .. }) if tries < TRIES => tries += 1,
-            answered => return answered,
+            Ok(_) => return Ok(failed),
+            Err(RegistryError::ProcessRestarted { .. }) if tries < TRIES => {}
+            Err(RegistryError::Overloaded { .. }) if tries < TRIES => {
+                tokio::time::sleep(std::time::Duration::from_millis(10 << tries)).await;
+            }
+            Err(error @ (RegistryError::LimitExceeded { .. } | RegistryError::InvalidPayload { .. })) if !refused => {
+                tracing::warn!(process_id = %lease.process_id, %error, "the handler's outcome was refused; failing the process");
+                output = ProcessAwaitOutput::failure(COMPLETION_REFUSED, truncated(&error.to_string()));
+                (failed, refused) = (true, true);
+            }
+            Err(error) => return Err(error),
         }
+        tries += 1;
     }
 }
 
