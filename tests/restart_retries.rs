@@ -13,9 +13,9 @@ use process_registry::runtime::RestartIntensity;
 use process_registry::store::{Commit, CommitCallback, CommitResult, ProcessChange, Recovered, StoredProcess};
 use process_registry::testing::until;
 use process_registry::{
-    ActorProcessRegistry, DurabilityTier, MemoryStore, ProcessEventAppendRequest, ProcessEventType, ProcessExternalRef,
-    ProcessInput, ProcessLeaseCompletion, ProcessRegistration, ProcessRegistry, ProcessStore, ProcessValueSelector,
-    ProcessWakeSpec, RegistryConfig, RegistryError,
+    ActorProcessRegistry, DurabilityTier, MemoryStore, ProcessAwaitOutput, ProcessEventAppendRequest, ProcessEventType,
+    ProcessExternalRef, ProcessInput, ProcessLeaseCompletion, ProcessListFilter, ProcessRegistration, ProcessRegistry,
+    ProcessStatusFilter, ProcessStore, ProcessValueSelector, ProcessWakeSpec, RegistryConfig, RegistryError,
 };
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -330,6 +330,96 @@ async fn an_append_with_an_empty_replay_key_is_never_committed_twice_across_cras
         assert!(seen.insert(call), "the append {call:?} was committed twice");
     }
     assert!(seen.len() as u64 > CRASHES, "appends ran alongside the crashes");
+    registry.shutdown().await;
+}
+
+/// A completion in flight when its actor crashes (the durable store
+/// pipelines commits, so it becomes durable after the actor died) is seen
+/// by the listings and the counters as by the log: the replacement actor
+/// starts from the stored, completed record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_durable_after_its_actor_crashed_is_listed_and_counted() {
+    const PROCESSES: usize = 20;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let config = RegistryConfig::default().with_passivation(None).with_restart_intensity(never_quarantine());
+    let registry =
+        ActorProcessRegistry::open(directory.path().join("registry.db"), config).await.expect("open the registry");
+    let ids: Vec<String> = (0..PROCESSES).map(|n| format!("p-{n}")).collect();
+    for id in &ids {
+        registry.register_process(registration(id)).await.unwrap();
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let completing = {
+            let (registry, id) = (registry.clone(), id.clone());
+            tokio::spawn(async move { registry.complete_process(&id, ProcessAwaitOutput::success(json!(1))).await })
+        };
+        // Queued right behind the completion, handled while its commit is
+        // (most of the time) still in flight.
+        tokio::task::yield_now().await;
+        registry.inject_panic(id).await.unwrap();
+        until(|| registry.stats().restarts > n as u64).await;
+        match completing.await.unwrap() {
+            Ok(_) | Err(RegistryError::ProcessRestarted { .. }) => {}
+            Err(other) => panic!("complete_process: {other:?}"),
+        }
+        // Whatever the crash did, the process ends completed (a retry
+        // after a lost answer replays the completion).
+        registry.complete_process(id, ProcessAwaitOutput::success(json!(1))).await.expect("completed");
+    }
+    let completed = registry
+        .list_processes(&ProcessListFilter { status: ProcessStatusFilter::Completed, ..ProcessListFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(completed.len(), PROCESSES, "every completed process is listed as completed");
+    let running = registry
+        .list_processes(&ProcessListFilter { status: ProcessStatusFilter::Running, ..ProcessListFilter::default() })
+        .await
+        .unwrap();
+    assert!(running.is_empty(), "no completed process is listed as running: {running:?}");
+    let stats = registry.stats();
+    assert_eq!((stats.running, stats.completed), (0, PROCESSES as u64), "{stats:?}");
+    registry.shutdown().await;
+}
+
+/// The same when the crash quarantines the process: the record it is
+/// published with, and the status it is listed under, are those of the
+/// stored log, which may hold a completion that became durable after the
+/// actor died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_process_shows_the_completion_its_dead_actor_left_in_flight() {
+    const PROCESSES: usize = 20;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let quarantine_at_once = RestartIntensity { max_restarts: 0, within_ms: 60_000 };
+    let config = RegistryConfig::default().with_passivation(None).with_restart_intensity(quarantine_at_once);
+    let registry =
+        ActorProcessRegistry::open(directory.path().join("registry.db"), config).await.expect("open the registry");
+    let ids: Vec<String> = (0..PROCESSES).map(|n| format!("q-{n}")).collect();
+    for id in &ids {
+        registry.register_process(registration(id)).await.unwrap();
+    }
+    for id in &ids {
+        let completing = {
+            let (registry, id) = (registry.clone(), id.clone());
+            tokio::spawn(async move { registry.complete_process(&id, ProcessAwaitOutput::success(json!(1))).await })
+        };
+        tokio::task::yield_now().await;
+        registry.inject_panic(id).await.unwrap();
+        until(|| registry.stats().quarantined.contains(id)).await;
+        let _ = completing.await.unwrap();
+    }
+    let mut completed_in_log = 0;
+    for id in &ids {
+        let log = registry.events_after(id, 0).await.expect("a quarantined process's log is readable");
+        let completed = log.iter().any(|event| event.semantics.terminal.is_some());
+        let record = registry.get_process(id).await.expect("registered");
+        assert_eq!(record.is_terminal(), completed, "{id}: the record agrees with its log");
+        completed_in_log += usize::from(completed);
+    }
+    let listed = registry
+        .list_processes(&ProcessListFilter { status: ProcessStatusFilter::Completed, ..ProcessListFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), completed_in_log, "listed as completed exactly when the log says so");
     registry.shutdown().await;
 }
 

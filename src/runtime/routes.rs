@@ -218,8 +218,10 @@ impl Routes {
 
     /// Moves the process to the index of its terminal status; its actor
     /// calls this after publishing the terminal record, before replying.
-    pub(crate) fn terminal_committed(&self, process_id: &str, state: ProcessTerminalState) {
-        self.statuses.terminal_committed(process_id, state);
+    /// Files the process under its terminal `state`, once; whether this
+    /// call moved it (so the caller counts it once).
+    pub(crate) fn terminal_committed(&self, process_id: &str, state: ProcessTerminalState) -> bool {
+        self.statuses.terminal_committed(process_id, state)
     }
 
     pub(crate) fn set_slot(&self, process_id: &str, slot: Slot) {

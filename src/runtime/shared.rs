@@ -15,6 +15,7 @@ use super::schemas::SchemaCache;
 use super::stats::Counters;
 use super::supervisor::grants::PublishedGrants;
 use crate::clock::Clock;
+use crate::events::ProcessTerminalState;
 use crate::rules::limits::Limits;
 use crate::store::ProcessStore;
 
@@ -71,6 +72,17 @@ impl Shared {
 
     pub(crate) fn next_waiter_id(&self) -> u64 {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Files a durably terminal process under its terminal status in the
+    /// status index, and counts it, once however often it is told: by the
+    /// actor that committed the terminal event, by a replacement actor
+    /// that starts from a record the dead one never settled (its commit
+    /// became durable after it died), by a reload from another node.
+    pub(crate) fn terminal_durable(&self, process_id: &str, state: ProcessTerminalState) {
+        if self.routes.terminal_committed(process_id, state) {
+            self.counters.count_terminal(state);
+        }
     }
 }
 

@@ -126,12 +126,15 @@ impl StatusIndex {
 
     /// Moves a running process to the set of `state`: inserted there before
     /// it leaves `running`. O(log n) under each set's lock in turn.
-    pub(crate) fn terminal_committed(&self, id: &str, state: ProcessTerminalState) {
+    /// Moves `id` from `running` to `state`'s set; whether it moved (false
+    /// when it was not running: moved already, or unknown).
+    pub(crate) fn terminal_committed(&self, id: &str, state: ProcessTerminalState) -> bool {
         let Some((id, record)) = self.running.get(id) else {
-            return;
+            return false;
         };
         self.of_terminal(state).insert(Arc::clone(&id), record);
         self.running.remove(&id);
+        true
     }
 
     /// The record snapshots a listing with `status` visits, ascending by

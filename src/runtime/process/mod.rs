@@ -82,6 +82,18 @@ pub(crate) struct ProcessActorArgs {
     pub(crate) ready: Option<ReadyToken>,
 }
 
+/// The terminal state of a terminal `status`.
+pub(crate) fn terminal_state(status: &crate::model::ProcessStatus) -> Option<crate::events::ProcessTerminalState> {
+    use crate::events::ProcessTerminalState;
+    use crate::model::ProcessStatus;
+    match status {
+        ProcessStatus::Running => None,
+        ProcessStatus::Completed { .. } => Some(ProcessTerminalState::Completed),
+        ProcessStatus::Failed { .. } => Some(ProcessTerminalState::Failed),
+        ProcessStatus::Cancelled { .. } => Some(ProcessTerminalState::Cancelled),
+    }
+}
+
 /// Whether `event_type` is one of `record`'s terminal event types.
 fn is_terminal_type(record: &ProcessRecord, event_type: &str) -> bool {
     record.event_type(event_type).is_some_and(|declared| declared.semantics.terminal.is_some())
@@ -140,6 +152,11 @@ impl Actor for ProcessActor {
         let version = args.stored.version;
         let state = ProcessState::from_stored(args.stored);
         args.snapshot.publish(Arc::clone(state.record()));
+        // A commit of the actor this one replaces may have become durable
+        // after it died (a pipelined store): the index follows the record.
+        if let Some(terminal) = terminal_state(&state.record().status) {
+            self.shared.terminal_durable(&state.record().id, terminal);
+        }
         Ok(ProcessActorState {
             process_id: state.record().id.clone(),
             state,
@@ -315,7 +332,7 @@ impl ProcessActorState {
         for event in &fresh {
             self.waiters.event_committed(event);
             if let Some(terminal) = &event.semantics.terminal {
-                shared.routes.terminal_committed(&self.process_id, terminal.state);
+                shared.terminal_durable(&self.process_id, terminal.state);
                 self.waiters.terminal_committed(&terminal.await_output);
                 self.refuse_terminal_waits(&record);
             }
@@ -494,8 +511,7 @@ impl ProcessActorState {
                 self.snapshot.publish(Arc::clone(record));
                 self.waiters.event_committed(event);
                 if let Some(terminal) = &event.semantics.terminal {
-                    shared.routes.terminal_committed(&self.process_id, terminal.state);
-                    shared.counters.count_terminal(terminal.state);
+                    shared.terminal_durable(&self.process_id, terminal.state);
                     self.waiters.terminal_committed(&terminal.await_output);
                     self.refuse_terminal_waits(record);
                 }

@@ -256,6 +256,23 @@ impl RegistrySupervisor {
         if let Err(error) = store::commit(&*self.shared.store, commit).await {
             tracing::error!(process_id = %process_id, %error, "the store did not record the quarantine");
         }
+        // The dead actor's last commits may have become durable after it
+        // died (a pipelined store) and were never settled: the published
+        // record and the status index follow what the store holds.
+        match self.shared.store.load_process(process_id).await {
+            Ok(Some(stored)) => {
+                if let Some(snapshot) = self.shared.routes.snapshot_handle(process_id) {
+                    snapshot.publish(Arc::clone(&stored.record));
+                }
+                if let Some(terminal) = crate::runtime::process::terminal_state(&stored.record.status) {
+                    self.shared.terminal_durable(process_id, terminal);
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(process_id = %process_id, %error, "could not read the quarantined process back")
+            }
+        }
         // What the store kept for the dead actor's reads goes: the
         // quarantine's own view answers them from here on.
         self.shared.store.release_process(process_id);
