@@ -190,8 +190,12 @@ async fn attempts(
                 () = tokio::time::sleep(policy.backoff(attempt - 1)) => {}
             }
             // Still ours? A handler that failed because its lease was lost
-            // is not worth another run.
-            if let Err(error) = shared.registry.renew_process_lease(lease, shared.config.lease_ttl_ms()).await {
+            // is not worth another run. A full mailbox or a crash that lost
+            // the answer says nothing about the lease: asked again, so a
+            // busy registry does not end the claim (whose next one would
+            // start again at attempt 1).
+            let ttl_ms = shared.config.lease_ttl_ms();
+            if let Err(error) = transient_retried(|| shared.registry.renew_process_lease(lease, ttl_ms)).await {
                 return Ended::Stopped(stopped_by(&error));
             }
             bump(&counters.retries);
@@ -281,6 +285,27 @@ fn panic_message(error: JoinError) -> Option<String> {
 }
 
 /// Why a registry refusal stops a run.
+/// `call`, asked again after a short pause (20, then 40 ms) while it
+/// answers `Overloaded` (a full mailbox under `OverloadPolicy::Reject`) or
+/// `ProcessRestarted` (a crash lost the answer): both pass. Three tries.
+async fn transient_retried<T, F, Fut>(mut call: F) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RegistryError>>,
+{
+    const TRIES: u32 = 3;
+    let mut tries = 1;
+    loop {
+        match call().await {
+            Err(RegistryError::Overloaded { .. } | RegistryError::ProcessRestarted { .. }) if tries < TRIES => {
+                tokio::time::sleep(std::time::Duration::from_millis(10 << tries)).await;
+                tries += 1;
+            }
+            answered => return answered,
+        }
+    }
+}
+
 fn stopped_by(error: &RegistryError) -> Stopped {
     match error {
         RegistryError::Quarantined { .. } => Stopped::Quarantined,
