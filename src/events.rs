@@ -82,6 +82,11 @@ impl ProcessEventType {
         self.semantics.wake = Some(wake);
         self
     }
+
+    /// True when events of this type end the process.
+    pub fn is_terminal(&self) -> bool {
+        self.semantics.terminal.is_some()
+    }
 }
 
 /// Declared semantics of an event type.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::events::{core_event_types, ProcessAwaitOutput, ProcessEventType};
+use crate::events::{core_event_types, ProcessAwaitOutput, ProcessEventType, ProcessTerminalState};
 
 /// What a registry guarantees about committed changes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -361,6 +361,16 @@ impl ProcessStatus {
     /// True for every status but `Running`.
     pub fn is_terminal(&self) -> bool {
         !matches!(self, Self::Running)
+    }
+
+    /// The terminal state of a terminal status (`None` for `Running`).
+    pub fn terminal_state(&self) -> Option<ProcessTerminalState> {
+        match self {
+            Self::Running => None,
+            Self::Completed { .. } => Some(ProcessTerminalState::Completed),
+            Self::Failed { .. } => Some(ProcessTerminalState::Failed),
+            Self::Cancelled { .. } => Some(ProcessTerminalState::Cancelled),
+        }
     }
 
     /// The await output of a terminal status.

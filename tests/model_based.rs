@@ -746,10 +746,7 @@ impl Model {
                     Some(event) => Some(Ok(event.clone())),
                     // No terminal event follows the terminal one (step 7).
                     None if process.record.is_terminal()
-                        && process
-                            .record
-                            .event_type(event_type)
-                            .is_some_and(|declared| declared.semantics.terminal.is_some()) =>
+                        && process.record.event_type(event_type).is_some_and(ProcessEventType::is_terminal) =>
                     {
                         Some(Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() }))
                     }

@@ -294,9 +294,7 @@ async fn idempotent_mutations_in_flight_when_the_actor_crashes_are_retried_not_r
 async fn an_append_with_an_empty_replay_key_is_never_committed_twice_across_crashes() {
     const CRASHES: u64 = 40;
     let directory = tempfile::tempdir().expect("a temporary directory");
-    let config = RegistryConfig::default().with_passivation(None).with_restart_intensity(never_quarantine());
-    let registry =
-        ActorProcessRegistry::open(directory.path().join("registry.db"), config).await.expect("open the registry");
+    let registry = durable_registry(directory.path(), never_quarantine()).await;
     registry.register_process(registration("p")).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let appenders: Vec<_> = (0..4u64)
@@ -341,22 +339,13 @@ async fn an_append_with_an_empty_replay_key_is_never_committed_twice_across_cras
 async fn a_completion_durable_after_its_actor_crashed_is_listed_and_counted() {
     const PROCESSES: usize = 20;
     let directory = tempfile::tempdir().expect("a temporary directory");
-    let config = RegistryConfig::default().with_passivation(None).with_restart_intensity(never_quarantine());
-    let registry =
-        ActorProcessRegistry::open(directory.path().join("registry.db"), config).await.expect("open the registry");
+    let registry = durable_registry(directory.path(), never_quarantine()).await;
     let ids: Vec<String> = (0..PROCESSES).map(|n| format!("p-{n}")).collect();
     for id in &ids {
         registry.register_process(registration(id)).await.unwrap();
     }
     for (n, id) in ids.iter().enumerate() {
-        let completing = {
-            let (registry, id) = (registry.clone(), id.clone());
-            tokio::spawn(async move { registry.complete_process(&id, ProcessAwaitOutput::success(json!(1))).await })
-        };
-        // Queued right behind the completion, handled while its commit is
-        // (most of the time) still in flight.
-        tokio::task::yield_now().await;
-        registry.inject_panic(id).await.unwrap();
+        let completing = complete_then_crash(&registry, id).await;
         until(|| registry.stats().restarts > n as u64).await;
         match completing.await.unwrap() {
             Ok(_) | Err(RegistryError::ProcessRestarted { .. }) => {}
@@ -390,20 +379,13 @@ async fn a_quarantined_process_shows_the_completion_its_dead_actor_left_in_fligh
     const PROCESSES: usize = 20;
     let directory = tempfile::tempdir().expect("a temporary directory");
     let quarantine_at_once = RestartIntensity { max_restarts: 0, within_ms: 60_000 };
-    let config = RegistryConfig::default().with_passivation(None).with_restart_intensity(quarantine_at_once);
-    let registry =
-        ActorProcessRegistry::open(directory.path().join("registry.db"), config).await.expect("open the registry");
+    let registry = durable_registry(directory.path(), quarantine_at_once).await;
     let ids: Vec<String> = (0..PROCESSES).map(|n| format!("q-{n}")).collect();
     for id in &ids {
         registry.register_process(registration(id)).await.unwrap();
     }
     for id in &ids {
-        let completing = {
-            let (registry, id) = (registry.clone(), id.clone());
-            tokio::spawn(async move { registry.complete_process(&id, ProcessAwaitOutput::success(json!(1))).await })
-        };
-        tokio::task::yield_now().await;
-        registry.inject_panic(id).await.unwrap();
+        let completing = complete_then_crash(&registry, id).await;
         until(|| registry.stats().quarantined.contains(id)).await;
         let _ = completing.await.unwrap();
     }
@@ -421,6 +403,28 @@ async fn a_quarantined_process_shows_the_completion_its_dead_actor_left_in_fligh
         .unwrap();
     assert_eq!(listed.len(), completed_in_log, "listed as completed exactly when the log says so");
     registry.shutdown().await;
+}
+
+/// A SQLite registry in `directory` that never passivates, with `intensity`.
+async fn durable_registry(directory: &std::path::Path, intensity: RestartIntensity) -> ActorProcessRegistry {
+    let config = RegistryConfig::default().with_passivation(None).with_restart_intensity(intensity);
+    ActorProcessRegistry::open(directory.join("registry.db"), config).await.expect("open the registry")
+}
+
+/// Starts completing `id`, then crashes its actor with a panic queued
+/// right behind the completion, handled while its commit is (most of the
+/// time) still in flight. The completion's task is returned.
+async fn complete_then_crash(
+    registry: &ActorProcessRegistry,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<process_registry::ProcessRecord, RegistryError>> {
+    let completing = {
+        let (registry, id) = (registry.clone(), id.to_owned());
+        tokio::spawn(async move { registry.complete_process(&id, ProcessAwaitOutput::success(json!(1))).await })
+    };
+    tokio::task::yield_now().await;
+    registry.inject_panic(id).await.unwrap();
+    completing
 }
 
 mod futures_like {

@@ -39,37 +39,7 @@ async fn registration_is_insert_if_absent_and_a_refused_commit_fails_alone() {
         other => panic!("a second registration: {other:?}"),
     }
 
-    // Two commits submitted together: one appends sequence 1 again (the
-    // store refuses it), the other a new event 2. The first fails alone.
-    let duplicate = Commit::Process {
-        process_id: "p".to_owned(),
-        base_version: 0,
-        changes: vec![ProcessChange::Appended {
-            event: Arc::clone(&stored.events[0]),
-            replay: None,
-            record: Arc::clone(&stored.record),
-        }],
-    };
-    let mut second = (*stored.events[0]).clone();
-    second.sequence = 2;
-    let next = Commit::Process {
-        process_id: "p".to_owned(),
-        base_version: 0,
-        changes: vec![ProcessChange::Appended {
-            event: Arc::new(second),
-            replay: None,
-            record: Arc::clone(&stored.record),
-        }],
-    };
-    let (refused, appended) = tokio::join!(store::commit(&store, duplicate), store::commit(&store, next));
-    assert!(matches!(refused, Err(RegistryError::Storage { .. })), "the duplicate sequence: {refused:?}");
-    assert_eq!(appended, Ok(Committed::Done), "the other commit of the batch");
-    assert!(!store.is_poisoned(), "a refused commit does not poison the store");
-    let reloaded = store.load_process("p").await.expect("load").expect("p");
-    assert_eq!(reloaded.events.iter().map(|event| event.sequence).collect::<Vec<_>>(), vec![1, 2]);
-
-    // An append planned on a commit that failed (sequence 4 while the file
-    // ends at 2) is refused alone too, and the log keeps no gap.
+    // An append of the stored event again, as sequence `sequence`.
     let appending = |sequence: u64| {
         let mut event = (*stored.events[0]).clone();
         event.sequence = sequence;
@@ -83,6 +53,18 @@ async fn registration_is_insert_if_absent_and_a_refused_commit_fails_alone() {
             }],
         }
     };
+    // Two commits submitted together: one appends sequence 1 again (the
+    // store refuses it), the other a new event 2. The first fails alone.
+    let (duplicate, next) = (appending(1), appending(2));
+    let (refused, appended) = tokio::join!(store::commit(&store, duplicate), store::commit(&store, next));
+    assert!(matches!(refused, Err(RegistryError::Storage { .. })), "the duplicate sequence: {refused:?}");
+    assert_eq!(appended, Ok(Committed::Done), "the other commit of the batch");
+    assert!(!store.is_poisoned(), "a refused commit does not poison the store");
+    let reloaded = store.load_process("p").await.expect("load").expect("p");
+    assert_eq!(reloaded.events.iter().map(|event| event.sequence).collect::<Vec<_>>(), vec![1, 2]);
+
+    // An append planned on a commit that failed (sequence 4 while the file
+    // ends at 2) is refused alone too, and the log keeps no gap.
     let (gap, third) = tokio::join!(store::commit(&store, appending(4)), store::commit(&store, appending(3)));
     match gap {
         Err(RegistryError::Storage { message, .. }) => assert!(message.contains("does not follow"), "{message}"),

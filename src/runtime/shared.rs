@@ -16,6 +16,7 @@ use super::stats::Counters;
 use super::supervisor::grants::PublishedGrants;
 use crate::clock::Clock;
 use crate::events::ProcessTerminalState;
+use crate::model::ProcessRecord;
 use crate::rules::limits::Limits;
 use crate::store::ProcessStore;
 
@@ -82,6 +83,14 @@ impl Shared {
     pub(crate) fn terminal_durable(&self, process_id: &str, state: ProcessTerminalState) {
         if self.routes.terminal_committed(process_id, state) {
             self.counters.count_terminal(state);
+        }
+    }
+
+    /// [`Self::terminal_durable`] for a record read back from the store,
+    /// when it is terminal.
+    pub(crate) fn stored_status(&self, record: &ProcessRecord) {
+        if let Some(state) = record.status.terminal_state() {
+            self.terminal_durable(&record.id, state);
         }
     }
 }

@@ -41,7 +41,9 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 use crate::batch::BatchProcessRegistry;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{PluginError, RegistryError};
-use crate::events::{ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult};
+use crate::events::{
+    ProcessAwaitOutput, ProcessEvent, ProcessEventAppendRequest, ProcessEventAppendResult, ProcessEventType,
+};
 use crate::fenced::FencedProcessRegistry;
 use crate::model::{
     DurabilityTier, ProcessExternalRef, ProcessHandleDescriptor, ProcessHandleGrant, ProcessHandleGrantEntry,
@@ -559,10 +561,7 @@ impl ProcessRegistry for GlobalLockRegistry {
                 Some(event) => Some(Ok(event)),
                 // No terminal event follows the terminal one (step 7).
                 None if process.record.is_terminal()
-                    && process
-                        .record
-                        .event_type(event_type)
-                        .is_some_and(|declared| declared.semantics.terminal.is_some()) =>
+                    && process.record.event_type(event_type).is_some_and(ProcessEventType::is_terminal) =>
                 {
                     Some(Err(RegistryError::AlreadyTerminal { process_id: process_id.to_owned() }))
                 }

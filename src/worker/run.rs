@@ -135,15 +135,16 @@ async fn supervise(shared: &Arc<WorkerShared>, registered: &Registered, record: 
 ///   have moved on since it committed). The completion carries a replay
 ///   key, so sending it again here answers with the committed terminal
 ///   event while the lease still holds, and `LeaseFenced` once it does not.
-/// - `Overloaded` (a registry that refuses when full) is tried again after
-///   a short pause: the handler's work is done and should not be lost.
+/// - `Overloaded` (a registry that refuses when full) is tried again too
+///   ([`transient_retried`]): the handler's work is done and should not be
+///   lost.
 /// - An output the registry refuses as input (`LimitExceeded`: too large
 ///   or too deep, as a long error or panic message can make it;
 ///   `InvalidPayload`) can never be stored. Released, the process would be
 ///   claimed and run again at every sweep, for ever; it is failed instead
 ///   with [`COMPLETION_REFUSED`] and the refusal's first bytes.
 ///
-/// A few tries in all: a process that keeps crashing is quarantined, which
+/// A few tries each: a process that keeps crashing is quarantined, which
 /// answers `Quarantined`.
 async fn complete(
     shared: &WorkerShared,
@@ -151,24 +152,17 @@ async fn complete(
     output: ProcessAwaitOutput,
     failed: bool,
 ) -> Result<bool, RegistryError> {
-    const TRIES: u32 = 3;
-    let (mut output, mut failed, mut refused) = (output, failed, false);
-    let mut tries = 1;
-    loop {
-        match shared.registry.complete_process_fenced(lease, output.clone()).await {
-            Ok(_) => return Ok(failed),
-            Err(RegistryError::ProcessRestarted { .. }) if tries < TRIES => {}
-            Err(RegistryError::Overloaded { .. }) if tries < TRIES => {
-                tokio::time::sleep(std::time::Duration::from_millis(10 << tries)).await;
-            }
-            Err(error @ (RegistryError::LimitExceeded { .. } | RegistryError::InvalidPayload { .. })) if !refused => {
-                tracing::warn!(process_id = %lease.process_id, %error, "the handler's outcome was refused; failing the process");
-                output = ProcessAwaitOutput::failure(COMPLETION_REFUSED, truncated(&error.to_string()));
-                (failed, refused) = (true, true);
-            }
-            Err(error) => return Err(error),
+    let completed = |output: ProcessAwaitOutput| {
+        transient_retried(move || shared.registry.complete_process_fenced(lease, output.clone()))
+    };
+    match completed(output).await {
+        Ok(_) => Ok(failed),
+        Err(error @ (RegistryError::LimitExceeded { .. } | RegistryError::InvalidPayload { .. })) => {
+            tracing::warn!(process_id = %lease.process_id, %error, "the handler's outcome was refused; failing the process");
+            let refused = ProcessAwaitOutput::failure(COMPLETION_REFUSED, truncated(&error.to_string()));
+            completed(refused).await.map(|_| true)
         }
-        tries += 1;
+        Err(error) => Err(error),
     }
 }
 

@@ -54,7 +54,7 @@ use super::input;
 use super::routes::{Mailbox, RecordSnapshot};
 use super::shared::{ReadyToken, Shared};
 use crate::error::RegistryError;
-use crate::events::{ProcessEvent, ProcessEventAppendRequest, ProcessWakeDelivery};
+use crate::events::{ProcessEvent, ProcessEventAppendRequest, ProcessEventType, ProcessWakeDelivery};
 use crate::model::{ProcessExternalRef, ProcessLease, ProcessLeaseCompletion, ProcessRecord, WaitState};
 use crate::rules::append::{plan_append, plan_batch, wake_delivery, AppendPlan, AppendView, BatchItem};
 use crate::rules::lease;
@@ -80,23 +80,6 @@ pub(crate) struct ProcessActorArgs {
     pub(crate) snapshot: Arc<RecordSnapshot>,
     /// Started by its registration: the place it holds until its first call.
     pub(crate) ready: Option<ReadyToken>,
-}
-
-/// The terminal state of a terminal `status`.
-pub(crate) fn terminal_state(status: &crate::model::ProcessStatus) -> Option<crate::events::ProcessTerminalState> {
-    use crate::events::ProcessTerminalState;
-    use crate::model::ProcessStatus;
-    match status {
-        ProcessStatus::Running => None,
-        ProcessStatus::Completed { .. } => Some(ProcessTerminalState::Completed),
-        ProcessStatus::Failed { .. } => Some(ProcessTerminalState::Failed),
-        ProcessStatus::Cancelled { .. } => Some(ProcessTerminalState::Cancelled),
-    }
-}
-
-/// Whether `event_type` is one of `record`'s terminal event types.
-fn is_terminal_type(record: &ProcessRecord, event_type: &str) -> bool {
-    record.event_type(event_type).is_some_and(|declared| declared.semantics.terminal.is_some())
 }
 
 /// The first retry of a failed refresh (see `ProcessActorState::refresh_failed`).
@@ -154,9 +137,7 @@ impl Actor for ProcessActor {
         args.snapshot.publish(Arc::clone(state.record()));
         // A commit of the actor this one replaces may have become durable
         // after it died (a pipelined store): the index follows the record.
-        if let Some(terminal) = terminal_state(&state.record().status) {
-            self.shared.terminal_durable(&state.record().id, terminal);
-        }
+        self.shared.stored_status(state.record());
         Ok(ProcessActorState {
             process_id: state.record().id.clone(),
             state,
@@ -345,7 +326,7 @@ impl ProcessActorState {
     fn refuse_terminal_waits(&mut self, record: &ProcessRecord) {
         let process_id = &self.process_id;
         self.waiters.refuse_events(
-            |event_type| is_terminal_type(record, event_type),
+            |event_type| record.event_type(event_type).is_some_and(ProcessEventType::is_terminal),
             || RegistryError::AlreadyTerminal { process_id: process_id.clone() },
         );
     }
@@ -422,7 +403,7 @@ impl ProcessActorState {
                     // (spec step 7): such a wait could only be answered by
                     // shutdown, and would keep the actor from passivating.
                     None if actor.state.durable_record().is_terminal()
-                        && is_terminal_type(actor.state.record(), &event_type) =>
+                        && actor.state.record().event_type(&event_type).is_some_and(ProcessEventType::is_terminal) =>
                     {
                         let _ =
                             reply.send(Err(RegistryError::AlreadyTerminal { process_id: actor.process_id.clone() }));

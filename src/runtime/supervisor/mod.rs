@@ -264,9 +264,7 @@ impl RegistrySupervisor {
                 if let Some(snapshot) = self.shared.routes.snapshot_handle(process_id) {
                     snapshot.publish(Arc::clone(&stored.record));
                 }
-                if let Some(terminal) = crate::runtime::process::terminal_state(&stored.record.status) {
-                    self.shared.terminal_durable(process_id, terminal);
-                }
+                self.shared.stored_status(&stored.record);
             }
             Ok(None) => {}
             Err(error) => {
