@@ -17,7 +17,8 @@
 //!   are cancelled, counted `abandoned`, left non-terminal, and their leases
 //!   released (another owner claims at once, with the clock not moved);
 //! - a lost lease (renewal refused after a takeover) cancels the handler,
-//!   is counted `lost`, and its late completion is refused;
+//!   is counted `lost`, and its late completion is refused; a renewal the
+//!   store fails to commit cancels it too, counted `abandoned`;
 //! - `start` refuses an invalid configuration, and a call outside a tokio
 //!   runtime, with `InvalidConfig` and without panicking;
 //! - `ProcessContext::recorded` shows a later attempt the steps an earlier
@@ -33,12 +34,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use process_registry::store::StoreFaultsHandle;
 use process_registry::testing::baseline::GlobalLockRegistry;
 use process_registry::worker::{HandlerPolicy, ProcessContext, ProcessWorker, WorkerConfig, WorkerStats};
 use process_registry::{
     ActorProcessRegistry, FencedProcessRegistry, ManualClock, ProcessAwaitOutput, ProcessEventAppendRequest,
     ProcessEventType, ProcessInput, ProcessRegistration, ProcessRegistry, ProcessStatus, RegistryConfig, RegistryError,
-    WaitKind, WaitState,
+    SqliteOptions, WaitKind, WaitState,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -631,6 +633,46 @@ async fn a_lost_lease_cancels_the_handler_and_its_late_completion_is_refused() {
     registry.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_during_a_run_gives_the_process_back_instead_of_counting_it_lost() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let faults = StoreFaultsHandle::default();
+    let options = SqliteOptions { faults: faults.clone(), ..SqliteOptions::default() };
+    let registry =
+        ActorProcessRegistry::open_with(directory.path().join("registry.db"), options, RegistryConfig::default())
+            .await
+            .expect("open");
+    register(&registry, &["p"]).await;
+    let (started, mut starts) = mpsc::unbounded_channel::<()>();
+    let config = WorkerConfig {
+        renew_interval: Some(Duration::from_millis(20)),
+        sweep_interval: Duration::from_secs(3_600),
+        cancel_grace: Duration::from_millis(10),
+        ..config("worker-1")
+    };
+    // The handler never ends on its own: its run stops only by the renewal.
+    let worker = ProcessWorker::builder(fenced(&registry), config)
+        .handler("job", move |_ctx: ProcessContext| {
+            let started = started.clone();
+            async move {
+                started.send(()).expect("the test listens");
+                std::future::pending::<Result<ProcessAwaitOutput, String>>().await
+            }
+        })
+        .start()
+        .expect("the worker starts");
+    next(&mut starts, "the handler starts").await;
+    eventually("the lease is renewed while live", || worker.stats().renewals >= 1).await;
+
+    // The next renewal's commit fails: the store is poisoned, nobody took
+    // the lease.
+    faults.faults().fail_next_commit();
+    eventually("the run ends", || worker.stats().running == 0).await;
+    let stats = worker.shutdown(PATIENCE).await;
+    assert_eq!((stats.abandoned, stats.lost, stats.completed, stats.failed), (1, 0, 0, 0), "{stats:#?}");
+    registry.shutdown().await;
+}
+
 // ------------------------------------------------------------ validation
 
 async fn ok_handler(ctx: ProcessContext) -> Result<ProcessAwaitOutput, String> {
@@ -651,6 +693,9 @@ async fn start_refuses_an_invalid_configuration_and_claims_nothing() {
         let config = WorkerConfig { lease_ttl: ttl, renew_interval: Some(renew), ..config("w") };
         invalid(build(config).handler("job", ok_handler).start(), "renew_interval >= ttl");
     }
+    // Longer than a year: the renewal timer would overflow the clock.
+    let config_forever = WorkerConfig { lease_ttl: Duration::MAX, ..config("w") };
+    invalid(build(config_forever).handler("job", ok_handler).start(), "lease_ttl Duration::MAX");
     invalid(build(config("w")).start(), "no handler");
     let never = HandlerPolicy { max_attempts: 0, ..HandlerPolicy::default() };
     invalid(build(config("w")).handler_with_policy("job", never, ok_handler).start(), "max_attempts 0");

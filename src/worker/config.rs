@@ -60,7 +60,7 @@ pub struct WorkerConfig {
     /// Handlers running at once (default 16).
     pub concurrency: usize,
     /// The ttl of every lease claimed and renewed (default 30 s, by the
-    /// registry's clock).
+    /// registry's clock; at most [`MAX_LEASE_TTL`]).
     pub lease_ttl: Duration,
     /// How often a held lease is renewed; `None` is a third of the ttl.
     pub renew_interval: Option<Duration>,
@@ -71,6 +71,11 @@ pub struct WorkerConfig {
     /// cancellation token fires, before its future is dropped (default 1 s).
     pub cancel_grace: Duration,
 }
+
+/// The longest lease ttl a worker takes: one year. A longer lease is no
+/// lease (a crashed worker's processes would wait that long), and timers
+/// set that far ahead overflow the runtime's clock.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
 impl WorkerConfig {
     /// The defaults, under `owner_id`.
@@ -111,8 +116,11 @@ impl WorkerConfig {
         if self.concurrency == 0 || self.concurrency > tokio::sync::Semaphore::MAX_PERMITS {
             return invalid(format!("worker concurrency is {}; it must be at least 1", self.concurrency));
         }
-        if self.lease_ttl < Duration::from_millis(1) {
-            return invalid(format!("worker lease_ttl is {:?}; it must be at least 1 ms", self.lease_ttl));
+        if self.lease_ttl < Duration::from_millis(1) || self.lease_ttl > MAX_LEASE_TTL {
+            return invalid(format!(
+                "worker lease_ttl is {:?}; it must be at least 1 ms and at most {MAX_LEASE_TTL:?}",
+                self.lease_ttl
+            ));
         }
         let renew = self.effective_renew_interval();
         if renew.is_zero() || renew >= self.lease_ttl {
@@ -157,10 +165,14 @@ mod tests {
         let policy = HandlerPolicy::default();
         let handlers = || [("job", &policy)].into_iter();
         assert!(WorkerConfig::new("w").validate(handlers()).is_ok());
+        assert!(WorkerConfig { lease_ttl: MAX_LEASE_TTL, ..WorkerConfig::new("w") }.validate(handlers()).is_ok());
         let broken = [
             WorkerConfig { owner_id: String::new(), ..WorkerConfig::new("w") },
             WorkerConfig { concurrency: 0, ..WorkerConfig::new("w") },
             WorkerConfig { lease_ttl: Duration::ZERO, ..WorkerConfig::new("w") },
+            // Its renewal timer would overflow the clock inside the run task.
+            WorkerConfig { lease_ttl: Duration::MAX, ..WorkerConfig::new("w") },
+            WorkerConfig { lease_ttl: MAX_LEASE_TTL + Duration::from_millis(1), ..WorkerConfig::new("w") },
             WorkerConfig { renew_interval: Some(Duration::from_secs(30)), ..WorkerConfig::new("w") },
             WorkerConfig { renew_interval: Some(Duration::ZERO), ..WorkerConfig::new("w") },
             WorkerConfig { sweep_interval: Duration::ZERO, ..WorkerConfig::new("w") },

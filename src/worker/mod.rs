@@ -49,7 +49,7 @@ mod context;
 mod run;
 mod stats;
 
-pub use self::config::{HandlerPolicy, WorkerConfig};
+pub use self::config::{HandlerPolicy, WorkerConfig, MAX_LEASE_TTL};
 pub use self::context::ProcessContext;
 pub use self::stats::WorkerStats;
 

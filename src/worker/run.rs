@@ -6,14 +6,15 @@
 //! same). It ends in one of four ways, each counted: completed (the
 //! handler's outcome, or a `Failure` after its last attempt), lost (a
 //! renewal or the fenced completion was refused: another worker owns the
-//! process now), abandoned (the worker shut down past its deadline; the
-//! lease is released so another worker can take the process at once) or
-//! quarantined. Only a crash (the worker dropped) skips the release: the
-//! lease then expires after its ttl, as if the OS process had died.
+//! process now), abandoned (the worker shut down past its deadline, or the
+//! registry stopped or its store failed; the lease is released so another
+//! worker can take the process at once) or quarantined. Only a crash (the
+//! worker dropped) skips the release: the lease then expires after its
+//! ttl, as if the OS process had died.
 
 use std::any::Any;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::{AbortHandle, JoinError};
@@ -46,7 +47,8 @@ impl Drop for AbortOnDrop {
 enum Stopped {
     /// The lease was lost.
     Lost,
-    /// The worker is shutting down past its deadline.
+    /// Given back: the worker is shutting down past its deadline, or the
+    /// registry stopped or its store failed.
     Abandoned,
     /// The registry quarantined the process.
     Quarantined,
@@ -92,18 +94,16 @@ pub(super) async fn run_process(
 /// The handler's runs with renewals beside them, then the completion.
 async fn supervise(shared: &Arc<WorkerShared>, registered: &Registered, record: ProcessRecord, lease: &ProcessLease) {
     let cancel = shared.hard_stop.child_token();
-    let quarantined = CancellationToken::new();
-    let renewals = tokio::spawn(renew(Arc::clone(shared), lease.clone(), cancel.clone(), quarantined.clone()));
+    // Why a refused renewal cancelled the run, set by the renewal task.
+    let refused = Arc::new(OnceLock::new());
+    let renewals = tokio::spawn(renew(Arc::clone(shared), lease.clone(), cancel.clone(), Arc::clone(&refused)));
     let _renewals = AbortOnDrop(renewals.abort_handle());
     let ended = attempts(shared, registered, record, lease, &cancel).await;
-    let stopped = |reason| {
-        if quarantined.is_cancelled() {
-            Stopped::Quarantined
-        } else if shared.hard_stop.is_cancelled() {
-            Stopped::Abandoned
-        } else {
-            reason
-        }
+    let stopped = |reason| match refused.get() {
+        Some(Stopped::Quarantined) => Stopped::Quarantined,
+        _ if shared.hard_stop.is_cancelled() => Stopped::Abandoned,
+        Some(&refused) => refused,
+        None => reason,
     };
     let ended = match ended {
         Ended::Stopped(reason) => Ended::Stopped(stopped(reason)),
@@ -194,15 +194,12 @@ async fn attempts(
             }
             bump(&counters.retries);
         }
-        let context = match ProcessContext::load(
-            Arc::clone(&shared.registry),
-            record.clone(),
-            lease.clone(),
-            attempt,
-            cancel.clone(),
-        )
-        .await
-        {
+        // A busy registry (or a crash that lost the answer) says nothing
+        // about the lease either: the log is asked for again.
+        let loaded = transient_retried(|| {
+            ProcessContext::load(Arc::clone(&shared.registry), record.clone(), lease.clone(), attempt, cancel.clone())
+        });
+        let context = match loaded.await {
             Ok(context) => context,
             Err(error) => return Ended::Stopped(stopped_by(&error)),
         };
@@ -278,7 +275,6 @@ fn panic_message(error: JoinError) -> Option<String> {
     Some(message)
 }
 
-/// Why a registry refusal stops a run.
 /// `call`, asked again after a short pause (20, then 40 ms) while it
 /// answers `Overloaded` (a full mailbox under `OverloadPolicy::Reject`) or
 /// `ProcessRestarted` (a crash lost the answer): both pass. Three tries.
@@ -300,22 +296,26 @@ where
     }
 }
 
+/// Why a registry refusal stops a run. As for a refused completion, a
+/// registry that stopped or whose store failed did not give the process
+/// to anyone else, so the run is given back (abandoned), not lost.
 fn stopped_by(error: &RegistryError) -> Stopped {
     match error {
         RegistryError::Quarantined { .. } => Stopped::Quarantined,
-        RegistryError::Stopped { .. } => Stopped::Abandoned,
+        RegistryError::Stopped { .. } | RegistryError::Storage { .. } => Stopped::Abandoned,
         _ => Stopped::Lost,
     }
 }
 
 /// Renews `lease` every renewal interval until the run ends (the task is
-/// aborted). A refused renewal cancels the run; an overloaded or restarting
-/// process is tried again at the next tick.
+/// aborted). A refused renewal records why in `refused`, then cancels the
+/// run; an overloaded or restarting process is tried again at the next
+/// tick.
 async fn renew(
     shared: Arc<WorkerShared>,
     lease: ProcessLease,
     cancel: CancellationToken,
-    quarantined: CancellationToken,
+    refused: Arc<OnceLock<Stopped>>,
 ) {
     let every = shared.config.effective_renew_interval();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -330,9 +330,7 @@ async fn renew(
             Err(RegistryError::Overloaded { .. } | RegistryError::ProcessRestarted { .. }) => {}
             Err(error) => {
                 tracing::info!(process_id = %lease.process_id, %error, "lease renewal refused; cancelling the handler");
-                if matches!(error, RegistryError::Quarantined { .. }) {
-                    quarantined.cancel();
-                }
+                let _ = refused.set(stopped_by(&error));
                 cancel.cancel();
                 return;
             }

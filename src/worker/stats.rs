@@ -30,7 +30,8 @@ pub struct WorkerStats {
     /// was refused): their handler was cancelled.
     pub lost: u64,
     /// Processes given back unfinished: the worker shut down before the
-    /// handler finished, so the lease was released for another worker.
+    /// handler finished, or the registry stopped or its store failed, so
+    /// the lease was released for another worker.
     pub abandoned: u64,
     /// Lease renewals committed.
     pub renewals: u64,
