@@ -1,7 +1,8 @@
 //! The SQLite store behind the seam, driven directly: registration is
 //! insert-if-absent, a commit a constraint refuses fails alone (the others
 //! of its batch commit, and the store is not poisoned), so does an append
-//! that does not follow the stored log, and reads see every
+//! that does not follow the stored log, and so does every later commit
+//! planned on a refused one (its plan), and reads see every
 //! commit answered before them. Concurrent callers share transactions
 //! (so fsyncs), and a lone sequential caller gets exactly one per call.
 
@@ -39,13 +40,18 @@ async fn registration_is_insert_if_absent_and_a_refused_commit_fails_alone() {
         other => panic!("a second registration: {other:?}"),
     }
 
-    // An append of the stored event again, as sequence `sequence`.
+    // An append of the stored event again, as sequence `sequence`, planned
+    // on its own: each takes a new plan (plans only rise), so none is
+    // refused for resting on another.
+    let plans = std::cell::Cell::new(0);
     let appending = |sequence: u64| {
+        plans.set(plans.get() + 1);
         let mut event = (*stored.events[0]).clone();
         event.sequence = sequence;
         Commit::Process {
             process_id: "p".to_owned(),
             base_version: 0,
+            plan: plans.get(),
             changes: vec![ProcessChange::Appended {
                 event: Arc::new(event),
                 replay: None,
@@ -74,6 +80,59 @@ async fn registration_is_insert_if_absent_and_a_refused_commit_fails_alone() {
     assert!(!store.is_poisoned(), "a refused append does not poison the store");
     let reloaded = store.load_process("p").await.expect("load").expect("p");
     assert_eq!(reloaded.events.iter().map(|event| event.sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_was_planned_on_a_refused_commit_is_refused_with_it() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("registry.db");
+    let registry = ActorProcessRegistry::open(&path, RegistryConfig::default()).await.expect("open");
+    let registration = ProcessRegistration::new("p", ProcessInput::definition("job", Default::default()));
+    registry.register_process(registration).await.expect("register");
+    registry.append_event("p", ProcessEventAppendRequest::new("process.waiting", json!({}))).await.expect("append");
+    registry.shutdown().await;
+
+    let store = SqliteStore::open(&path, SqliteOptions::default()).expect("the store opens");
+    let stored = store.load_process("p").await.expect("load").expect("p is stored");
+    let commit = |plan: u64, change: ProcessChange| Commit::Process {
+        process_id: "p".to_owned(),
+        base_version: 0,
+        plan,
+        changes: vec![change],
+    };
+    let marked = |env_ref: &str| {
+        let mut record = (*stored.record).clone();
+        record.env_ref = Some(env_ref.to_owned());
+        ProcessChange::RecordUpdated { record: Arc::new(record) }
+    };
+    // Plan 7: an append the store refuses (sequence 1 is taken), then a
+    // record update and a lease planned on top of it.
+    let duplicate = ProcessChange::Appended {
+        event: Arc::clone(&stored.events[0]),
+        replay: None,
+        record: Arc::clone(&stored.record),
+    };
+    let mut lease = stored.lease.clone();
+    lease.last_fencing_token += 5;
+    let refused = store::commit(&store, commit(7, duplicate)).await;
+    assert!(matches!(refused, Err(RegistryError::Storage { .. })), "the duplicate sequence: {refused:?}");
+    let on_top = store::commit(&store, commit(7, marked("planned on the refused append"))).await;
+    match on_top {
+        Err(RegistryError::Storage { message, .. }) => assert!(message.contains("refused"), "{message}"),
+        other => panic!("a record update of the refused plan: {other:?}"),
+    }
+    let leased = store::commit(&store, commit(7, ProcessChange::LeaseUpdated { lease: lease.clone() })).await;
+    assert!(matches!(leased, Err(RegistryError::Storage { .. })), "a lease of the refused plan: {leased:?}");
+    let reloaded = store.load_process("p").await.expect("load").expect("p");
+    assert_eq!(reloaded.record, stored.record, "nothing of plan 7 was written");
+    assert_eq!(reloaded.lease, stored.lease, "nothing of plan 7 was written");
+
+    // The actor's next plan (after its rollback) commits.
+    assert_eq!(store::commit(&store, commit(8, marked("replanned"))).await, Ok(Committed::Done));
+    assert!(!store.is_poisoned(), "refused plans do not poison the store");
+    let reloaded = store.load_process("p").await.expect("load").expect("p");
+    assert_eq!(reloaded.record.env_ref.as_deref(), Some("replanned"));
     store.close().await.expect("close");
 }
 

@@ -41,6 +41,7 @@ pub(crate) struct Shared {
     /// Actors started by their registration that no call reached yet.
     pub(crate) ready: ReadyBudget,
     next_waiter: AtomicU64,
+    next_plan: AtomicU64,
 }
 
 impl Shared {
@@ -60,6 +61,7 @@ impl Shared {
             registrations: tokio::sync::watch::Sender::new(0),
             ready: ReadyBudget::new(config.ready_on_register),
             next_waiter: AtomicU64::new(1),
+            next_plan: AtomicU64::new(1),
         }
     }
 
@@ -73,6 +75,12 @@ impl Shared {
 
     pub(crate) fn next_waiter_id(&self) -> u64 {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A plan number above every one handed out before (see
+    /// [`Commit::Process`](crate::store::Commit::Process)'s `plan`).
+    pub(crate) fn next_plan(&self) -> u64 {
+        self.next_plan.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Files a durably terminal process under its terminal status in the

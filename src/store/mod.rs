@@ -86,6 +86,16 @@ pub enum Commit {
         /// [`RegistryError::Contended`] otherwise; a store with one writer
         /// ignores it.
         base_version: u64,
+        /// The plan these changes belong to: a number the process's actor
+        /// takes from its registry when it starts and again each time it
+        /// rolls back after a refused commit, so it only ever rises. The
+        /// commits an actor pipelines on top of each other share one plan.
+        /// A store that pipelines commits and refuses one of them (a
+        /// constraint) refuses every later commit of the process with the
+        /// same plan or an older one: they were planned on the refused one,
+        /// and their callers are told so by the rollback. A store that
+        /// answers each commit before the next is planned may ignore it.
+        plan: u64,
         /// Its changes.
         changes: Vec<ProcessChange>,
     },

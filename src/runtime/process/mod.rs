@@ -102,6 +102,9 @@ pub(crate) struct ProcessActorState {
     last_active_ms: u64,
     /// The process's version in a shared store: the commits it has had.
     version: u64,
+    /// The plan its commits belong to; a new one after each rollback, so
+    /// a store can refuse what was planned on a refused commit.
+    plan: u64,
     /// With a shared store: the commit in flight, which the actor awaits
     /// before its next call.
     awaiting: Option<(u64, tokio::sync::oneshot::Receiver<CommitResult>)>,
@@ -148,6 +151,7 @@ impl Actor for ProcessActor {
             pipeline: Pipeline::default(),
             last_active_ms: self.shared.now_ms(),
             version,
+            plan: self.shared.next_plan(),
             awaiting: None,
             stale: false,
             refresh_pending: false,
@@ -478,6 +482,7 @@ impl ProcessActorState {
                 tracing::error!(process_id = %self.process_id, %error, "commit failed; rolling back to the durable state");
                 self.pipeline.fail_all(&error);
                 self.state.roll_back();
+                self.plan = shared.next_plan();
             }
             Err(_) => {}
         }
@@ -562,6 +567,7 @@ impl Calls<'_> {
         let commit = Commit::Process {
             process_id: actor.process_id.clone(),
             base_version: actor.version,
+            plan: actor.plan,
             changes: changes.clone(),
         };
         let answered = self.shared.store.submit(commit, later);

@@ -620,7 +620,7 @@ async fn write_process_commits(
 ) -> Result<(), tokio_postgres::Error> {
     let mut batch = ProcessBatch::default();
     for (index, commit) in commits.iter().enumerate() {
-        if let Commit::Process { process_id, base_version, changes } = commit {
+        if let Commit::Process { process_id, base_version, changes, .. } = commit {
             if let Err(message) = batch.add(index, process_id, *base_version, changes) {
                 answer(results, index, Err(RegistryError::Storage { process_id: process_id.clone(), message }));
             }

@@ -7,10 +7,12 @@
 //! `synchronous = FULL` is after the WAL's fsync. So N callers in flight
 //! share one fsync. Should a constraint refuse a job (a bug elsewhere,
 //! never expected), the batch is written again with a savepoint per job,
-//! so that job fails alone. Appends are fenced on the process's stored
-//! last sequence, so what its actor planned on top of a refused commit
-//! (and sent before it heard of the refusal) is refused too: a log in the
-//! file never has a gap.
+//! so that job fails alone. What its actor planned on top of a refused
+//! commit (and sent before it heard of the refusal) is refused too: every
+//! later commit of the process with the refused commit's plan (see
+//! [`Commit::Process`]), so no record, lease or ack planned on a change
+//! the file does not hold is written. Appends are also fenced on the
+//! process's stored last sequence: a log in the file never has a gap.
 //!
 //! **How long a batch stays open.** Callers that waited through a commit
 //! are already queued when it ends; the callers it answered come back a
@@ -31,6 +33,7 @@
 //!
 //! [`CommitMode`]: super::CommitMode
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -74,6 +77,11 @@ struct Writer {
     declarations: DeclarationIds,
     /// How long the last `COMMIT` took (its fsync, mostly).
     last_commit: Duration,
+    /// Process id -> the newest plan of its that had a commit refused.
+    /// Written only on the savepoint path, in job order; an entry is never
+    /// needed again once the actor plans anew (plans only rise), but it is
+    /// kept: refusals are never expected, so this stays a few entries.
+    refused_plans: HashMap<String, u64>,
 }
 
 /// Where the open batch's transaction is.
@@ -104,8 +112,14 @@ struct Batch {
 /// Runs the writer until `Close` or until every sender is gone.
 pub(crate) fn run(connection: Connection, jobs: Receiver<Job>, shared: Arc<Shared>, faults: StoreFaultsHandle) {
     let max_batch = shared.max_batch;
-    let mut writer =
-        Writer { connection, shared, faults, declarations: DeclarationIds::default(), last_commit: Duration::ZERO };
+    let mut writer = Writer {
+        connection,
+        shared,
+        faults,
+        declarations: DeclarationIds::default(),
+        last_commit: Duration::ZERO,
+        refused_plans: HashMap::new(),
+    };
     // Jobs queued while the last batch committed, and how many it answered.
     let mut waiting: Vec<Job> = Vec::new();
     let mut answered = 0;
@@ -222,7 +236,7 @@ impl Writer {
             };
         }
         if matches!(batch.transaction, Transaction::Writing) {
-            match write_commit(&self.connection, &self.shared, &mut self.declarations, &commit) {
+            match self.write_planned(&commit) {
                 Ok(committed) => batch.results.push(Ok(committed)),
                 Err(Failure::Job(_)) => batch.transaction = Transaction::Refused,
                 Err(Failure::Batch(error)) => {
@@ -273,6 +287,20 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes `commit` into the open transaction, unless it was planned on
+    /// a commit of its process that was refused.
+    fn write_planned(&mut self, commit: &Commit) -> Result<Committed, Failure> {
+        if let Commit::Process { process_id, plan, .. } = commit {
+            if self.refused_plans.get(process_id).is_some_and(|refused| plan <= refused) {
+                return Err(Failure::Job(RegistryError::Storage {
+                    process_id: process_id.clone(),
+                    message: "planned on a commit of this process that the store refused".to_owned(),
+                }));
+            }
+        }
+        write_commit(&self.connection, &self.shared, &mut self.declarations, commit)
+    }
+
     /// The retry path: `commits` in one transaction, each in its own
     /// savepoint, so a job a constraint refuses fails alone.
     fn write_each_alone(&mut self, commits: &[(Commit, CommitCallback)]) -> Result<Vec<CommitResult>, Failure> {
@@ -282,7 +310,7 @@ impl Writer {
         for (commit, _) in commits {
             let written = self.connection.execute_batch("SAVEPOINT job").map_err(|error| io(&self.shared, error));
             let written = written.and_then(|()| {
-                match write_commit(&self.connection, &self.shared, &mut self.declarations, commit) {
+                match self.write_planned(commit) {
                     Ok(committed) => {
                         self.connection.execute_batch("RELEASE job").map_err(|error| io(&self.shared, error))?;
                         Ok(Ok(committed))
@@ -294,6 +322,10 @@ impl Writer {
                         // The job may have added a declarations row the
                         // rollback just removed: the cache must not name it.
                         self.declarations.forget();
+                        if let Commit::Process { process_id, plan, .. } = commit {
+                            let refused = self.refused_plans.entry(process_id.clone()).or_insert(*plan);
+                            *refused = (*refused).max(*plan);
+                        }
                         Ok(Err(error))
                     }
                     Err(failure) => Err(failure),
