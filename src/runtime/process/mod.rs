@@ -301,6 +301,7 @@ impl ProcessActorState {
             }
             self.state.plan(change);
             self.settle(shared, change);
+            self.wake(change);
         }
         self.version = delta.version;
     }
@@ -475,6 +476,12 @@ impl ProcessActorState {
                         self.settle(shared, change);
                     }
                     (settled.answer)(Ok(()));
+                    // Waiters after the caller: the task woken last runs
+                    // next on this worker (tokio's LIFO slot), and a waiter
+                    // is the one somebody is waiting on.
+                    for change in &settled.changes {
+                        self.wake(change);
+                    }
                 }
             }
             // A ticket failed already (with everything behind it) is done.
@@ -488,22 +495,31 @@ impl ProcessActorState {
         }
     }
 
-    /// Makes one durable change visible: the watermark, the snapshot, the
-    /// waiters it satisfies, the counters.
+    /// Makes one durable change visible to reads: the watermark, the
+    /// snapshot, the status index and counters.
     fn settle(&mut self, shared: &Shared, change: &ProcessChange) {
         self.state.make_durable(change);
         match change {
             ProcessChange::Appended { event, record, .. } => {
                 self.snapshot.publish(Arc::clone(record));
-                self.waiters.event_committed(event);
                 if let Some(terminal) = &event.semantics.terminal {
                     shared.terminal_durable(&self.process_id, terminal.state);
-                    self.waiters.terminal_committed(&terminal.await_output);
-                    self.refuse_terminal_waits(record);
                 }
             }
             ProcessChange::RecordUpdated { record } => self.snapshot.publish(Arc::clone(record)),
             ProcessChange::WakeAcked { .. } | ProcessChange::LeaseUpdated { .. } => {}
+        }
+    }
+
+    /// Answers the waiters a settled change satisfies (or can no longer be
+    /// satisfied: a terminal event refuses waits for other terminal types).
+    fn wake(&mut self, change: &ProcessChange) {
+        if let ProcessChange::Appended { event, record, .. } = change {
+            self.waiters.event_committed(event);
+            if let Some(terminal) = &event.semantics.terminal {
+                self.waiters.terminal_committed(&terminal.await_output);
+                self.refuse_terminal_waits(record);
+            }
         }
     }
 }
@@ -540,6 +556,10 @@ impl Calls<'_> {
                         actor.settle(self.shared, change);
                     }
                     let _ = reply.send(Ok(value));
+                    // Waiters after the caller, as in `committed`.
+                    for change in &changes {
+                        actor.wake(change);
+                    }
                     return;
                 }
                 Some(Err(error)) => {

@@ -85,6 +85,9 @@ impl Waiters {
         };
         let due: Vec<u64> =
             waiters.iter().filter(|(_, waiter)| waiter.after < event.sequence).map(|(&id, _)| id).collect();
+        // Uncounted before answered: a woken caller never sees itself
+        // still counted as parked.
+        self.shared.counters.parked(-(due.len() as i64));
         for waiter_id in &due {
             if let Some(waiter) = waiters.remove(waiter_id) {
                 // A caller that went away no longer needs the answer.
@@ -95,7 +98,6 @@ impl Waiters {
         if waiters.is_empty() {
             self.by_type.remove(&event.event_type);
         }
-        self.shared.counters.parked(-(due.len() as i64));
     }
 
     /// Answers every caller waiting for an event of a type `refused`
