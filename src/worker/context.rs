@@ -101,8 +101,9 @@ impl ProcessContext {
         &self.inner.registry
     }
 
-    /// True once the worker wants this run to stop: its lease was lost or
-    /// the worker is shutting down past its deadline.
+    /// True once the worker wants this run to stop: its lease was lost, the
+    /// registry stopped or its store failed, or the worker is shutting down
+    /// past its deadline.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
     }

@@ -8,9 +8,10 @@
 //! renewal or the fenced completion was refused: another worker owns the
 //! process now), abandoned (the worker shut down past its deadline, or the
 //! registry stopped or its store failed; the lease is released so another
-//! worker can take the process at once) or quarantined. Only a crash (the
-//! worker dropped) skips the release: the lease then expires after its
-//! ttl, as if the OS process had died.
+//! worker can take the process at once, when the registry can still take
+//! the release; otherwise it expires after its ttl) or quarantined. Only a
+//! crash (the worker dropped) skips the release: the lease then expires
+//! after its ttl, as if the OS process had died.
 
 use std::any::Any;
 use std::sync::atomic::Ordering;
@@ -99,11 +100,13 @@ async fn supervise(shared: &Arc<WorkerShared>, registered: &Registered, record: 
     let renewals = tokio::spawn(renew(Arc::clone(shared), lease.clone(), cancel.clone(), Arc::clone(&refused)));
     let _renewals = AbortOnDrop(renewals.abort_handle());
     let ended = attempts(shared, registered, record, lease, &cancel).await;
-    let stopped = |reason| match refused.get() {
-        Some(Stopped::Quarantined) => Stopped::Quarantined,
+    // A quarantine, wherever it was heard, wins: the process is then
+    // listed in `WorkerStats::quarantined`.
+    let stopped = |reason| match (refused.get(), reason) {
+        (Some(Stopped::Quarantined), _) | (_, Stopped::Quarantined) => Stopped::Quarantined,
         _ if shared.hard_stop.is_cancelled() => Stopped::Abandoned,
-        Some(&refused) => refused,
-        None => reason,
+        (Some(&refused), _) => refused,
+        (None, reason) => reason,
     };
     let ended = match ended {
         Ended::Stopped(reason) => Ended::Stopped(stopped(reason)),

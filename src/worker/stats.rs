@@ -30,8 +30,9 @@ pub struct WorkerStats {
     /// was refused): their handler was cancelled.
     pub lost: u64,
     /// Processes given back unfinished: the worker shut down before the
-    /// handler finished, or the registry stopped or its store failed, so
-    /// the lease was released for another worker.
+    /// handler finished, or the registry stopped or its store failed. The
+    /// lease was released for another worker when the registry could still
+    /// take the release; otherwise it expires after its ttl.
     pub abandoned: u64,
     /// Lease renewals committed.
     pub renewals: u64,
