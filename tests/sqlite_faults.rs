@@ -2,7 +2,9 @@
 //! `Storage`, memory is unchanged (no read, waiter or listing sees the
 //! change), reads keep working, every later write is refused until the
 //! store is reopened, and a reopened store is whole. Faults are injected
-//! into the writer thread (feature `fault-injection`).
+//! into the writer thread (feature `fault-injection`). A change the store
+//! refuses (as a constraint would) fails alone, with what its actor planned
+//! on top of it, and the store stays writable.
 
 use std::path::Path;
 use std::time::Duration;
@@ -136,5 +138,54 @@ async fn a_failed_commit_fails_every_call_planned_on_top_of_it() {
     let registry = open(&path, &StoreFaultsHandle::default()).await;
     let stored = registry.events_after("p", 0).await.expect("events");
     assert_eq!(stored.len(), answered.len(), "what was answered is what is on disk");
+    registry.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_change_fails_alone_and_its_process_goes_on_writing() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("registry.db");
+    let faults = StoreFaultsHandle::default();
+    let registry = open(&path, &faults).await;
+    registry.register_process(job("p")).await.expect("register");
+    registry.append_event("p", progress(1)).await.expect("append 1");
+
+    faults.faults().refuse_next_change();
+    let refused = registry.append_event("p", progress(2)).await;
+    assert!(matches!(refused, Err(RegistryError::Storage { .. })), "the refused append: {refused:?}");
+    // The actor rolled back and plans anew: its next calls commit.
+    let appended = registry.append_event("p", progress(2)).await.expect("the retry commits");
+    assert_eq!(appended.event.sequence, 2);
+    let external =
+        process_registry::ProcessExternalRef { backend: "queue".to_owned(), id: "j".to_owned(), metadata: None };
+    let record = registry.set_external_ref("p", external.clone()).await.expect("a record update commits");
+    assert_eq!(record.external_ref.as_ref(), Some(&external));
+
+    // Refused in the middle of pipelined calls: every call planned on top
+    // of the refused one fails with it, and what was answered is what is
+    // on disk, record included.
+    faults.faults().refuse_next_change();
+    let mut tasks = Vec::new();
+    for n in 3..=34 {
+        let registry = registry.clone();
+        tasks.push(tokio::spawn(async move { registry.append_event("p", progress(n)).await }));
+    }
+    let mut answered = vec![1, 2];
+    for task in tasks {
+        if let Ok(appended) = task.await.expect("task") {
+            answered.push(appended.event.sequence);
+        }
+    }
+    answered.sort_unstable();
+    assert!(answered.len() < 34, "one append was refused");
+    let next = registry.append_event("p", progress(99)).await.expect("the store stays writable");
+    answered.push(next.event.sequence);
+    let before = registry.get_process("p").await.expect("p");
+    registry.shutdown().await;
+
+    let registry = open(&path, &StoreFaultsHandle::default()).await;
+    let stored = registry.events_after("p", 0).await.expect("events");
+    assert_eq!(stored.iter().map(|event| event.sequence).collect::<Vec<_>>(), answered, "gapless, as answered");
+    assert_eq!(registry.get_process("p").await, Some(before), "the record on disk is the one answered");
     registry.shutdown().await;
 }

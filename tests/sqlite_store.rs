@@ -115,15 +115,26 @@ async fn what_was_planned_on_a_refused_commit_is_refused_with_it() {
     };
     let mut lease = stored.lease.clone();
     lease.last_fencing_token += 5;
-    let refused = store::commit(&store, commit(7, duplicate)).await;
-    assert!(matches!(refused, Err(RegistryError::Storage { .. })), "the duplicate sequence: {refused:?}");
-    let on_top = store::commit(&store, commit(7, marked("planned on the refused append"))).await;
-    match on_top {
-        Err(RegistryError::Storage { message, .. }) => assert!(message.contains("refused"), "{message}"),
-        other => panic!("a record update of the refused plan: {other:?}"),
+    // Submitted together, as an actor pipelines them: one batch, most
+    // likely (the refusal is remembered across batches too).
+    let (refused, on_top, leased) = tokio::join!(
+        store::commit(&store, commit(7, duplicate)),
+        store::commit(&store, commit(7, marked("planned on the refused append"))),
+        store::commit(&store, commit(7, ProcessChange::LeaseUpdated { lease: lease.clone() })),
+    );
+    match refused {
+        Err(RegistryError::Storage { message, .. }) => assert!(!message.contains("planned on"), "{message}"),
+        other => panic!("the duplicate sequence: {other:?}"),
     }
-    let leased = store::commit(&store, commit(7, ProcessChange::LeaseUpdated { lease: lease.clone() })).await;
-    assert!(matches!(leased, Err(RegistryError::Storage { .. })), "a lease of the refused plan: {leased:?}");
+    for (what, answer) in [("a record update", on_top), ("a lease", leased)] {
+        match answer {
+            Err(RegistryError::Storage { message, .. }) => assert!(message.contains("planned on"), "{what}: {message}"),
+            other => panic!("{what} of the refused plan: {other:?}"),
+        }
+    }
+    // And in a later batch.
+    let late = store::commit(&store, commit(7, marked("late"))).await;
+    assert!(matches!(late, Err(RegistryError::Storage { .. })), "a later commit of the refused plan: {late:?}");
     let reloaded = store.load_process("p").await.expect("load").expect("p");
     assert_eq!(reloaded.record, stored.record, "nothing of plan 7 was written");
     assert_eq!(reloaded.lease, stored.lease, "nothing of plan 7 was written");

@@ -41,8 +41,11 @@ pub(crate) struct Shared {
     /// Actors started by their registration that no call reached yet.
     pub(crate) ready: ReadyBudget,
     next_waiter: AtomicU64,
-    next_plan: AtomicU64,
 }
+
+/// Plan numbers, shared by every registry in the OS process: two
+/// registries started on one store object never hand out the same plan.
+static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
 
 impl Shared {
     pub(crate) fn new(config: RegistryConfig) -> Self {
@@ -61,7 +64,6 @@ impl Shared {
             registrations: tokio::sync::watch::Sender::new(0),
             ready: ReadyBudget::new(config.ready_on_register),
             next_waiter: AtomicU64::new(1),
-            next_plan: AtomicU64::new(1),
         }
     }
 
@@ -77,10 +79,10 @@ impl Shared {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A plan number above every one handed out before (see
-    /// [`Commit::Process`](crate::store::Commit::Process)'s `plan`).
+    /// A plan number above every one handed out before in this OS process
+    /// (see [`Commit::Process`](crate::store::Commit::Process)'s `plan`).
     pub(crate) fn next_plan(&self) -> u64 {
-        self.next_plan.fetch_add(1, Ordering::Relaxed)
+        NEXT_PLAN.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Files a durably terminal process under its terminal status in the

@@ -87,8 +87,8 @@ pub enum Commit {
         /// ignores it.
         base_version: u64,
         /// The plan these changes belong to: a number the process's actor
-        /// takes from its registry when it starts and again each time it
-        /// rolls back after a refused commit, so it only ever rises. The
+        /// takes when it starts and again each time it rolls back after a
+        /// refused commit; numbers are unique in the OS process and rise. The
         /// commits an actor pipelines on top of each other share one plan.
         /// A store that pipelines commits and refuses one of them (a
         /// constraint) refuses every later commit of the process with the

@@ -153,6 +153,7 @@ impl SqliteOptions {
 pub struct StoreFaults {
     fail_commit: AtomicBool,
     fail_sync: AtomicBool,
+    refuse_change: AtomicBool,
 }
 
 impl StoreFaults {
@@ -164,6 +165,13 @@ impl StoreFaults {
     /// Makes the next group commit report a failed fsync after `COMMIT`.
     pub fn fail_next_sync(&self) {
         self.fail_sync.store(true, Ordering::Release);
+    }
+
+    /// Makes the next commit of a process's changes fail as a constraint
+    /// would refuse it: that commit, and every commit its actor planned on
+    /// top of it, fails alone; the store stays writable.
+    pub fn refuse_next_change(&self) {
+        self.refuse_change.store(true, Ordering::Release);
     }
 }
 
@@ -185,6 +193,10 @@ impl StoreFaultsHandle {
 
     fn take_sync_failure(&self) -> bool {
         cfg!(feature = "fault-injection") && self.0.fail_sync.swap(false, Ordering::AcqRel)
+    }
+
+    fn take_change_refusal(&self) -> bool {
+        cfg!(feature = "fault-injection") && self.0.refuse_change.swap(false, Ordering::AcqRel)
     }
 }
 

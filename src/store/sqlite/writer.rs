@@ -78,9 +78,10 @@ struct Writer {
     /// How long the last `COMMIT` took (its fsync, mostly).
     last_commit: Duration,
     /// Process id -> the newest plan of its that had a commit refused.
-    /// Written only on the savepoint path, in job order; an entry is never
-    /// needed again once the actor plans anew (plans only rise), but it is
-    /// kept: refusals are never expected, so this stays a few entries.
+    /// Written on the savepoint path, in job order (and by an injected
+    /// refusal). An entry refuses the commits of that plan still on their
+    /// way; it is kept after them, since refusals are never expected and
+    /// this stays a few entries.
     refused_plans: HashMap<String, u64>,
 }
 
@@ -236,7 +237,14 @@ impl Writer {
             };
         }
         if matches!(batch.transaction, Transaction::Writing) {
-            match self.write_planned(&commit) {
+            // Refused for its plan: answered alone, nothing was written, and
+            // the batch goes on.
+            if let Some(error) = self.refused_plan(&commit) {
+                batch.results.push(Err(error));
+                batch.commits.push((commit, callback));
+                return;
+            }
+            match write_commit(&self.connection, &self.shared, &mut self.declarations, &commit) {
                 Ok(committed) => batch.results.push(Ok(committed)),
                 Err(Failure::Job(_)) => batch.transaction = Transaction::Refused,
                 Err(Failure::Batch(error)) => {
@@ -287,18 +295,28 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes `commit` into the open transaction, unless it was planned on
-    /// a commit of its process that was refused.
-    fn write_planned(&mut self, commit: &Commit) -> Result<Committed, Failure> {
-        if let Commit::Process { process_id, plan, .. } = commit {
-            if self.refused_plans.get(process_id).is_some_and(|refused| plan <= refused) {
-                return Err(Failure::Job(RegistryError::Storage {
-                    process_id: process_id.clone(),
-                    message: "planned on a commit of this process that the store refused".to_owned(),
-                }));
-            }
+    /// The refusal of a commit planned on a commit of its process that
+    /// was refused (checked without SQL), or `None` to write it.
+    fn refused_plan(&mut self, commit: &Commit) -> Option<RegistryError> {
+        let Commit::Process { process_id, plan, .. } = commit else {
+            return None;
+        };
+        let refusal = |message: &str| {
+            Some(RegistryError::Storage { process_id: process_id.clone(), message: message.to_owned() })
+        };
+        if self.faults.take_change_refusal() {
+            self.refuse_plan(process_id, *plan);
+            return refusal("the store refused the change (injected)");
         }
-        write_commit(&self.connection, &self.shared, &mut self.declarations, commit)
+        if self.refused_plans.get(process_id).is_some_and(|refused| plan <= refused) {
+            return refusal("planned on a commit of this process that the store refused");
+        }
+        None
+    }
+
+    fn refuse_plan(&mut self, process_id: &str, plan: u64) {
+        let refused = self.refused_plans.entry(process_id.to_owned()).or_insert(plan);
+        *refused = (*refused).max(plan);
     }
 
     /// The retry path: `commits` in one transaction, each in its own
@@ -308,9 +326,13 @@ impl Writer {
         self.connection.execute_batch("BEGIN IMMEDIATE").map_err(|error| io(&self.shared, error))?;
         let mut results = Vec::with_capacity(commits.len());
         for (commit, _) in commits {
+            if let Some(error) = self.refused_plan(commit) {
+                results.push(Err(error));
+                continue;
+            }
             let written = self.connection.execute_batch("SAVEPOINT job").map_err(|error| io(&self.shared, error));
             let written = written.and_then(|()| {
-                match self.write_planned(commit) {
+                match write_commit(&self.connection, &self.shared, &mut self.declarations, commit) {
                     Ok(committed) => {
                         self.connection.execute_batch("RELEASE job").map_err(|error| io(&self.shared, error))?;
                         Ok(Ok(committed))
@@ -323,8 +345,7 @@ impl Writer {
                         // rollback just removed: the cache must not name it.
                         self.declarations.forget();
                         if let Commit::Process { process_id, plan, .. } = commit {
-                            let refused = self.refused_plans.entry(process_id.clone()).or_insert(*plan);
-                            *refused = (*refused).max(*plan);
+                            self.refuse_plan(process_id, *plan);
                         }
                         Ok(Err(error))
                     }
