@@ -1368,7 +1368,9 @@ impl Run {
             }
         }
         self.pending = still;
-        // An actor answers (and uncounts) the waiters a commit satisfies before it replies.
+        // The waiters joined above were uncounted before they were answered (an
+        // actor answers them right after the call that satisfied them); the rest
+        // are still parked and counted.
         let parked = self.registry.stats().parked_waiters;
         if parked != self.pending.len() as u64 {
             // Name the caller that was answered too early, if that is what happened.

@@ -27,7 +27,9 @@ pub struct RegistryStats {
     pub cancelled: u64,
     /// Process actors currently alive.
     pub live_actors: u64,
-    /// Callers parked in `wait_event_after` / `await_process`.
+    /// Callers parked in `wait_event_after` / `await_process`. A waiter is
+    /// uncounted before it is answered, but after the call that satisfied
+    /// it is: that caller may still see it counted for a moment.
     pub parked_waiters: u64,
     /// Process actor restarts after a panic.
     pub restarts: u64,

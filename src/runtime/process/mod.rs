@@ -7,8 +7,10 @@
 //! planned, so the next call is planned on top of it. Once the store says
 //! the change is durable (at once for the memory store, after the group
 //! commit's fsync for SQLite), the actor *settles* it: the durable
-//! watermark moves, the record snapshot is published, parked waiters it
-//! satisfies are answered, and so is the caller. Until then nothing of the
+//! watermark moves, the record snapshot is published and the caller is
+//! answered; then the parked waiters it satisfies are (the task woken last
+//! runs next on this worker, and a waiter is what somebody waits on).
+//! Until then nothing of the
 //! change is visible; a commit in flight never holds the actor up (see
 //! `pipeline`). A commit the store fails voids everything planned on top
 //! of it: those callers get the error and the state rolls back to what is
