@@ -18,6 +18,8 @@
 //! - a waiter parked on one node is answered by an append on another
 //!   (through LISTEN/NOTIFY), for many pairs started together, with no
 //!   timeout; and after its node's LISTEN connection is killed;
+//! - two commits of one process planned on one version, in one batch:
+//!   one commits, the other is answered `Contended`;
 //! - the conformance suite passes through a node picked at random for
 //!   every call.
 //!
@@ -30,9 +32,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use process_registry::store::{self, Commit, ProcessChange, ProcessStore};
 use process_registry::testing::{conformance, postgres, until};
 use process_registry::{
-    ActorProcessRegistry, ManualClock, PluginError, PostgresOptions, ProcessAwaitOutput, ProcessEvent,
+    ActorProcessRegistry, ManualClock, PluginError, PostgresOptions, PostgresStore, ProcessAwaitOutput, ProcessEvent,
     ProcessEventAppendRequest, ProcessEventAppendResult, ProcessEventType, ProcessExternalRef, ProcessHandleDescriptor,
     ProcessHandleGrant, ProcessHandleGrantEntry, ProcessInput, ProcessLease, ProcessLeaseCompletion, ProcessListFilter,
     ProcessRecord, ProcessRegistration, ProcessRegistry, ProcessSessionDeleteReport, ProcessStatus, RegistryConfig,
@@ -445,6 +448,42 @@ async fn a_waiter_is_answered_after_a_refresh_that_failed() {
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .await
         .expect("drop the waiting node's role");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_commits_of_one_process_planned_on_one_version_commit_once() {
+    let Some(server) = postgres::server() else { return };
+    let url = postgres::fresh_database(&server).await;
+    let node = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("a node connects");
+    node.register_process(registration("p")).await.expect("register");
+    node.shutdown().await;
+    let store = PostgresStore::connect(&url, PostgresOptions::default()).await.expect("the store connects");
+    let updated = |record: &ProcessRecord, env_ref: String| {
+        let mut record = record.clone();
+        record.env_ref = Some(env_ref);
+        ProcessChange::RecordUpdated { record: Arc::new(record) }
+    };
+    for round in 0..20 {
+        let stored = store.load_process("p").await.expect("load").expect("p");
+        // Two writers that both read version `stored.version`, submitted
+        // together so that they share a batch: one wins, one is told.
+        let commit = |writer: u32| Commit::Process {
+            process_id: "p".to_owned(),
+            base_version: stored.version,
+            plan: 0,
+            changes: vec![updated(&stored.record, format!("{round}-{writer}"))],
+        };
+        let (first, second) = tokio::join!(store::commit(&store, commit(1)), store::commit(&store, commit(2)));
+        let winner = match (&first, &second) {
+            (Ok(_), Err(RegistryError::Contended { .. })) => 1,
+            (Err(RegistryError::Contended { .. }), Ok(_)) => 2,
+            other => panic!("round {round}: exactly one may commit: {other:?}"),
+        };
+        let after = store.load_process("p").await.expect("load").expect("p");
+        assert_eq!(after.version, stored.version + 1, "round {round}: one commit");
+        assert_eq!(after.record.env_ref, Some(format!("{round}-{winner}")), "round {round}: the winner's record");
+    }
+    store.close().await.expect("close");
 }
 
 /// Notices carry process ids and a NOTIFY payload holds under 8,000 bytes:

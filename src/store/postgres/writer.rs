@@ -462,9 +462,21 @@ struct ProcessBatch {
     acks: (Vec<String>, Vec<i64>),
     /// Processes that get events: the batch's notice names them.
     appended: Vec<String>,
+    /// The processes with a commit in the batch: one each (see
+    /// [`ProcessBatch::holds`]).
+    ids: HashSet<String>,
 }
 
 impl ProcessBatch {
+    /// Whether the batch already has a commit of `process_id`. A second
+    /// one cannot go in the same statement: both rows would be fenced on
+    /// versions read before either commits, the row is updated once, and
+    /// both would be answered as the winner. (An actor awaits each commit
+    /// before its next, so this takes two actors of one process.)
+    fn holds(&self, process_id: &str) -> bool {
+        self.ids.contains(process_id)
+    }
+
     fn add(
         &mut self,
         index: usize,
@@ -494,6 +506,7 @@ impl ProcessBatch {
         }
         self.rows.push(row);
         self.commits.push((index, process_id.to_owned()));
+        self.ids.insert(process_id.to_owned());
         Ok(())
     }
 }
@@ -621,6 +634,11 @@ async fn write_process_commits(
     let mut batch = ProcessBatch::default();
     for (index, commit) in commits.iter().enumerate() {
         if let Commit::Process { process_id, base_version, changes, .. } = commit {
+            if batch.holds(process_id) {
+                // Lost to the first: planned again on what it committed.
+                answer(results, index, Err(RegistryError::Contended { process_id: process_id.clone(), attempts: 1 }));
+                continue;
+            }
             if let Err(message) = batch.add(index, process_id, *base_version, changes) {
                 answer(results, index, Err(RegistryError::Storage { process_id: process_id.clone(), message }));
             }
