@@ -18,6 +18,8 @@
 //! - a waiter parked on one node is answered by an append on another
 //!   (through LISTEN/NOTIFY), for many pairs started together, with no
 //!   timeout; and after its node's LISTEN connection is killed;
+//! - a repeated completion on a node answers the record as another node
+//!   moved it after the end, not this node's cached one;
 //! - two commits of one process planned on one version, in one batch:
 //!   one commits, the other is answered `Contended`;
 //! - the conformance suite passes through a node picked at random for
@@ -448,6 +450,22 @@ async fn a_waiter_is_answered_after_a_refresh_that_failed() {
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .await
         .expect("drop the waiting node's role");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_completion_answers_the_record_another_node_moved_since() {
+    let Some(nodes) = nodes(2).await else { return };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    a.register_process(registration("p")).await.expect("register");
+    let output = ProcessAwaitOutput::success(json!({"done": true}));
+    a.complete_process("p", output.clone()).await.expect("complete on a");
+    let external = ProcessExternalRef { backend: "queue".to_owned(), id: "after-the-end".to_owned(), metadata: None };
+    b.set_external_ref("p", external.clone()).await.expect("an external ref on b, after the end");
+    // `a` answers the repeat from its own cache (nothing to commit).
+    let repeated = a.complete_process("p", output).await.expect("the repeat is idempotent");
+    assert_eq!(repeated.external_ref, Some(external), "the record as the database holds it");
+    assert_eq!(Some(repeated), b.get_process("p").await);
+    shutdown(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -496,7 +496,11 @@ impl ProcessRegistry for ActorProcessRegistry {
         traced("complete_process", process_id, async {
             let request = input::terminal_request(&self.shared().limits, process_id, await_output)?;
             self.append_shared(process_id, request, None).await?;
-            self.committed_record(process_id)
+            // A repeated completion is answered from this node's cache and
+            // commits nothing: with a shared store another node may have
+            // moved the record since (an external ref set after the end),
+            // so it is read as it stands.
+            self.current_record(self.committed_record(process_id)?).await
         })
         .await
     }
