@@ -10,6 +10,8 @@
 //!   before), then are taken over under fencing token 2, the new run sees
 //!   the steps the crashed run recorded, and the crashed run's late writes
 //!   are refused with `LeaseFenced`;
+//! - a context clone kept by a task the handler spawned is cancelled when
+//!   its attempt ends;
 //! - handler failures: errors are retried per `HandlerPolicy` and counted,
 //!   the last one fails the process with `handler_error`; a panic fails it
 //!   with `handler_panicked` (or is retried) and the worker keeps working;
@@ -386,6 +388,39 @@ async fn a_handler_failing_twice_then_succeeding_completes_after_two_retries() {
     assert_eq!(*attempts.lock().expect("attempts"), [1, 2, 3]);
     assert_eq!((stats.runs, stats.retries, stats.handler_errors), (3, 2, 2), "{stats:#?}");
     assert_eq!((stats.claimed, stats.completed, stats.failed), (1, 1, 0), "{stats:#?}");
+    registry.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_kept_by_a_spawned_task_is_cancelled_when_its_attempt_ends() {
+    let registry = start_registry(None).await;
+    register(&registry, &["p"]).await;
+    let (ended, mut ends) = mpsc::unbounded_channel::<u32>();
+    let worker = ProcessWorker::builder(fenced(&registry), config("worker"))
+        .handler_with_policy("job", retry(2), move |ctx: ProcessContext| {
+            let ended = ended.clone();
+            async move {
+                // Each attempt leaves a task behind that outlives it.
+                let kept = ctx.clone();
+                tokio::spawn(async move {
+                    kept.cancelled().await;
+                    let _ = ended.send(kept.attempt());
+                });
+                if ctx.attempt() == 1 {
+                    return Err("the first attempt fails".to_owned());
+                }
+                Ok(ProcessAwaitOutput::success(json!("done")))
+            }
+        })
+        .start()
+        .expect("the worker starts");
+    // The first attempt's task hears of its end while the second runs or
+    // after; the second's once the process is completed.
+    let mut heard = vec![next(&mut ends, "attempt 1 is over").await, next(&mut ends, "attempt 2 is over").await];
+    heard.sort_unstable();
+    assert_eq!(heard, [1, 2]);
+    assert_eq!(outcome(&registry, "p").await, ProcessAwaitOutput::success(json!("done")));
+    worker.shutdown(PATIENCE).await;
     registry.shutdown().await;
 }
 

@@ -103,7 +103,8 @@ impl ProcessContext {
 
     /// True once the worker wants this run to stop: its lease was lost, the
     /// registry stopped or its store failed, or the worker is shutting down
-    /// past its deadline.
+    /// past its deadline; and once this attempt has ended (a clone kept by
+    /// a task the handler spawned sees it).
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
     }

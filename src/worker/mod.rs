@@ -29,10 +29,10 @@
 //! fires, then its future is dropped after `cancel_grace`), and whatever it
 //! still tries to write is refused with [`RegistryError::LeaseFenced`].
 //! Tasks a handler spawns are its own: the worker stops the handler's
-//! future (its task is aborted), not what it spawned, neither between
-//! attempts nor at the end. Such a task should watch
-//! [`ProcessContext::cancelled`]; its writes through a context clone stay
-//! fenced by the run's lease all the same.
+//! future (its task is aborted), not what it spawned. Such a task should
+//! watch [`ProcessContext::cancelled`], which fires when its attempt ends
+//! (or the run is cancelled); until the lease is lost its writes through a
+//! context clone are still accepted, fenced by the run's lease.
 //! Steps a handler records with replay keys survive a crash of its worker:
 //! [`ProcessContext::recorded`] tells the next run which are done.
 

@@ -199,15 +199,23 @@ async fn attempts(
         }
         // A busy registry (or a crash that lost the answer) says nothing
         // about the lease either: the log is asked for again.
+        // The attempt's own token: it fires with the run's, and when the
+        // attempt ends, so a context clone that outlived its handler (in a
+        // task the handler spawned) learns that its run is over.
+        let this_attempt = cancel.child_token();
+        let ended = this_attempt.clone().drop_guard();
         let loaded = transient_retried(|| {
-            ProcessContext::load(Arc::clone(&shared.registry), record.clone(), lease.clone(), attempt, cancel.clone())
+            let token = this_attempt.clone();
+            ProcessContext::load(Arc::clone(&shared.registry), record.clone(), lease.clone(), attempt, token)
         });
         let context = match loaded.await {
             Ok(context) => context,
             Err(error) => return Ended::Stopped(stopped_by(&error)),
         };
         bump(&counters.runs);
-        let failure = match run_once(shared, &registered.handler, context, cancel).await {
+        let ran = run_once(shared, &registered.handler, context, cancel).await;
+        drop(ended);
+        let failure = match ran {
             Ok(Ok(output)) => return Ended::Outcome { output, failed: false },
             Ok(Err(message)) => {
                 bump(&counters.handler_errors);
