@@ -1,6 +1,7 @@
 //! Opening a bad file is a typed error, never a panic: garbage, truncated
-//! databases, another schema version, paths that cannot be written, a file
-//! another registry holds, a directory. Each case goes through
+//! databases, another schema version (an early version 1 layout too),
+//! paths that cannot be written, a file another registry holds (under
+//! another name too), a directory. Each case goes through
 //! `ActorProcessRegistry::open`, `SqliteStore::open` and the read-only
 //! `SqliteInspector` where it fits.
 
@@ -179,6 +180,33 @@ async fn a_file_of_the_previous_version_is_read_as_it_is_and_upgraded_by_a_regis
     assert_eq!(tables, 1, "the upgrade added the quarantine table");
 }
 
+/// A version 1 file from an early build, which kept each event as one
+/// JSON column: the upgrade would relabel a log this build cannot read,
+/// so it is refused as a version this build does not support, untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_file_with_the_early_event_layout_is_store_version_and_untouched() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("early.db");
+    write_store(&path, 2).await;
+    {
+        let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
+        connection
+            .execute_batch(
+                "DROP TABLE quarantined; DROP TABLE events;
+                 CREATE TABLE events (process_id TEXT NOT NULL, sequence INTEGER NOT NULL, event TEXT NOT NULL,
+                                      PRIMARY KEY (process_id, sequence)) WITHOUT ROWID;
+                 PRAGMA user_version = 1;",
+            )
+            .expect("make it an early version 1 file");
+    }
+    let before = std::fs::read(&path).expect("read");
+    let expected =
+        RegistryError::StoreVersion { path: path.display().to_string(), found: 1, supported: SQLITE_SCHEMA_VERSION };
+    assert_eq!(registry_open_error(&path).await, expected);
+    assert_eq!(store_open_error(&path), expected);
+    assert_eq!(std::fs::read(&path).expect("read back"), before, "the file was written to");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_database_is_store_version_zero() {
     let directory = tempfile::tempdir().expect("a temporary directory");
@@ -302,6 +330,10 @@ async fn a_store_another_registry_holds_is_store_locked_and_the_holder_keeps_wor
     // A reader may look while the holder holds it.
     let inspector = SqliteInspector::open_read_only(&path).expect("read-only while held");
     assert_eq!(inspector.counts().expect("counts").completed, 1);
+    // Another name of the same file (a symlink) finds the same lock.
+    let alias = directory.path().join("alias.db");
+    std::os::unix::fs::symlink(&path, &alias).expect("a symlink to the held store");
+    assert_eq!(store_open_error(&alias), RegistryError::StoreLocked { path: alias.display().to_string() });
     holder.shutdown().await;
 
     // Released by shutdown: the next registry opens and sees it all.

@@ -270,8 +270,9 @@ impl SqliteStore {
     /// Blocks the calling thread on the disk (call it from a blocking
     /// context or accept a short stall: it reads nothing but the header).
     /// Errors: [`RegistryError::StoreLocked`] when another registry holds
-    /// the file, [`RegistryError::StoreVersion`] for another schema version
-    /// (the file is not touched), [`RegistryError::StoreOpen`] for a file
+    /// the file (under any path that resolves to it; a hard link is not
+    /// detected), [`RegistryError::StoreVersion`] for another schema version
+    /// or an early version 1 layout (the file is not touched), [`RegistryError::StoreOpen`] for a file
     /// that is not a database, is truncated or cannot be written, and for
     /// a directory. A file whose header is intact but whose tables cannot
     /// be read opens here and fails [`ProcessStore::recover`] with
@@ -298,8 +299,18 @@ impl SqliteStore {
             Err(error) => Err(open_error(error.to_string())),
         };
         let found = schema::found_version(&connection).map_err(|error| open_error(error.to_string()))?;
-        if let Found::Other(found) = found {
-            return Err(RegistryError::StoreVersion { path: shown, found, supported: schema::SCHEMA_VERSION });
+        let unsupported =
+            |found| RegistryError::StoreVersion { path: shown.clone(), found, supported: schema::SCHEMA_VERSION };
+        match found {
+            Found::Other(found) => return Err(unsupported(found)),
+            // Early builds wrote version 1 with another event layout: the
+            // upgrade would relabel a file this build cannot read.
+            Found::Previous
+                if !schema::has_event_columns(&connection).map_err(|error| open_error(error.to_string()))? =>
+            {
+                return Err(unsupported(schema::PREVIOUS_VERSION));
+            }
+            Found::Empty | Found::Current | Found::Previous => {}
         }
         writable()?;
         schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
@@ -392,10 +403,26 @@ impl SqliteStore {
     }
 }
 
-/// Takes the exclusive lock beside the database.
+/// The path the lock is named after: the database's real path, symlinks
+/// resolved (for a file not created yet, its directory's), so that two
+/// names of one database share one lock.
+fn real_path(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return path.to_path_buf();
+    };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    std::fs::canonicalize(parent).map_or_else(|_| path.to_path_buf(), |directory| directory.join(name))
+}
+
+/// Takes the exclusive lock beside the database (beside its real path: a
+/// symlink to a held database finds the lock held). A hard link is
+/// another name SQLite itself warns against; it is not detected.
 fn take_lock(path: &Path) -> Result<File, RegistryError> {
     let shown = path.display().to_string();
-    let mut lock_path = PathBuf::from(path).into_os_string();
+    let mut lock_path = real_path(path).into_os_string();
     lock_path.push("-lock");
     let file =
         OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|error| {
@@ -504,7 +531,13 @@ impl ProcessStore for SqliteStore {
             jobs.take();
             sent
         };
-        let result = if sent { closed.await.unwrap_or(Ok(())) } else { Ok(()) };
+        let result = if sent {
+            closed
+                .await
+                .unwrap_or_else(|_| Err(self.shared.storage("the writer stopped before closing the file".to_owned())))
+        } else {
+            Ok(())
+        };
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;

@@ -120,6 +120,17 @@ pub(crate) fn found_version(connection: &Connection) -> rusqlite::Result<Found> 
     })
 }
 
+/// Whether the `events` table has the columns this build reads (a file of
+/// [`PREVIOUS_VERSION`] from an early build kept each event as one JSON
+/// column). Reads nothing but the table's definition.
+pub(crate) fn has_event_columns(connection: &Connection) -> rusqlite::Result<bool> {
+    let mut statement = connection.prepare("SELECT name FROM pragma_table_info('events')")?;
+    let columns: Vec<String> = statement.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let expected =
+        ["process_id", "sequence", "event_type", "wake", "replay_key", "occurred_at_ms", "payload", "semantics"];
+    Ok(expected.iter().all(|column| columns.iter().any(|found| found == column)))
+}
+
 /// Sets up the writer's connection: WAL, the sync mode, bounded WAL growth.
 pub(crate) fn configure_writer(connection: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
     connection.busy_timeout(Duration::from_secs(5))?;
@@ -127,7 +138,15 @@ pub(crate) fn configure_writer(connection: &Connection, options: &SqliteOptions)
     let mut attempts = 0;
     loop {
         match connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0)) {
-            Ok(_) => break,
+            // SQLite answers with the mode it is in: one that cannot run
+            // WAL (some file systems) keeps another, and the sync modes'
+            // guarantees and the readers' isolation would not hold.
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => break,
+            Ok(mode) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    format!("the file cannot run in WAL mode (SQLite kept journal_mode {mode})").into(),
+                ))
+            }
             Err(rusqlite::Error::SqliteFailure(error, _))
                 if error.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 50 =>
             {

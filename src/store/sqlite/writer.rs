@@ -168,9 +168,17 @@ pub(crate) fn run(connection: Connection, jobs: Receiver<Job>, shared: Arc<Share
             for job in waiting.drain(..).chain(jobs.try_iter()) {
                 writer.refuse_closed(job);
             }
+            // A reader still inside the WAL (an inspector past the busy
+            // timeout) keeps it from being truncated: nothing is lost, the
+            // next open checkpoints it.
             let result = writer
                 .connection
-                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE);", [], |row| row.get::<_, i64>(0))
+                .map(|busy| {
+                    if busy != 0 {
+                        tracing::warn!(path = %writer.shared.path, "the WAL was not truncated on close: a reader held it");
+                    }
+                })
                 .map_err(|error| writer.shared.storage(format!("checkpoint on close failed: {error}")));
             let closed =
                 writer.connection.close().map_err(|(_, error)| writer.shared.storage(format!("close failed: {error}")));
