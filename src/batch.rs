@@ -30,7 +30,9 @@ pub trait BatchProcessRegistry: ProcessRegistry {
     /// Errors: those of `append_event` for the first refused request (no
     /// event of the batch is committed), `LimitExceeded` for more than
     /// [`Limits::max_batch_events`](crate::Limits::max_batch_events)
-    /// requests. Cancel safety: a dropped future leaves the batch either
+    /// requests or payloads adding up to more than
+    /// [`Limits::max_batch_bytes`](crate::Limits::max_batch_bytes).
+    /// Cancel safety: a dropped future leaves the batch either
     /// wholly committed or not at all; with replay keys on every request,
     /// repeat it.
     async fn append_events(

@@ -202,6 +202,26 @@ async fn a_batch_over_the_bound_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_payloads_add_up_past_the_byte_bound_is_refused_whole() {
+    // Each payload fits the per-event bound; four of them do not fit one batch.
+    let limits = Limits { max_payload_bytes: 1_000, max_batch_bytes: 2_000, ..Limits::default() };
+    let big = |n: u64| ProcessEventAppendRequest::new("step", json!({"n": n, "pad": "x".repeat(600)}));
+    for subject in subjects(limits).await {
+        let registry = &subject.registry;
+        registry.register_process(registration("p")).await.expect("register");
+        let refused = registry.append_events("p", (0..4).map(big).collect()).await;
+        match &refused {
+            Err(RegistryError::LimitExceeded { what, limit, .. }) => {
+                assert_eq!((what.as_str(), *limit), ("payload bytes in one batch", 2_000), "{}", subject.name);
+            }
+            other => panic!("{}: {other:?}", subject.name),
+        }
+        assert!(registry.events_after("p", 0).await.expect("log").is_empty(), "{}: nothing appended", subject.name);
+        assert_eq!(registry.append_events("p", (0..3).map(big).collect()).await.expect("within").len(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sqlite_a_batch_is_one_transaction_and_survives_reopen() {
     let directory = tempfile::tempdir().expect("a directory");
     let path = directory.path().join("one.db");

@@ -45,6 +45,24 @@ pub fn check_and_hash_payload(
     hash_checked(limits, process_id, request)
 }
 
+/// [`check_and_hash_payload`] for one request of a batch: also adds its
+/// payload's canonical bytes to `batch_bytes`, the batch's so far, and
+/// refuses the batch once they pass
+/// [`Limits::max_batch_bytes`](crate::Limits::max_batch_bytes).
+pub fn check_and_hash_batched(
+    limits: &Limits,
+    process_id: &str,
+    request: &ProcessEventAppendRequest,
+    batch_bytes: &mut usize,
+) -> Result<String, RegistryError> {
+    check_request(limits, process_id, request)?;
+    let (hash, payload_bytes) = payload_hash(&request.event_type, &request.payload);
+    limits.check_payload_bytes(process_id, payload_bytes)?;
+    *batch_bytes = batch_bytes.saturating_add(payload_bytes);
+    limits.check_batch_bytes(process_id, *batch_bytes)?;
+    Ok(hash)
+}
+
 /// Step 1's bounds that need no serialization: the ids, the replay key,
 /// the wake target scope (one whose id could be another scope's is refused,
 /// [`crate::rules::scope`]) and the payload's depth. O(payload), no

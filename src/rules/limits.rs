@@ -50,6 +50,11 @@ pub struct Limits {
     /// Most requests one batch append may carry (each is still bounded by
     /// the limits above).
     pub max_batch_events: usize,
+    /// Most payload bytes (canonical JSON, as `max_payload_bytes` counts
+    /// them) one batch append may carry, all its requests together: a
+    /// batch is one commit, written in one transaction or statement, and
+    /// validated in one turn of its process's actor.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for Limits {
@@ -63,6 +68,7 @@ impl Default for Limits {
             max_template_bytes: 4 * 1024 * 1024,
             max_cached_schemas: 1024,
             max_batch_events: 10_000,
+            max_batch_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -94,6 +100,7 @@ impl Limits {
             ("max_registration_bytes", self.max_registration_bytes),
             ("max_template_bytes", self.max_template_bytes),
             ("max_batch_events", self.max_batch_events),
+            ("max_batch_bytes", self.max_batch_bytes),
         ] {
             if bytes == 0 {
                 return Err(format!("limits.{name} is 0: nothing would fit"));
@@ -159,6 +166,14 @@ impl Limits {
     pub fn check_payload_bytes(&self, process_id: &str, bytes: usize) -> Result<(), RegistryError> {
         if bytes > self.max_payload_bytes {
             return Err(limit_exceeded(process_id, "payload bytes", self.max_payload_bytes));
+        }
+        Ok(())
+    }
+
+    /// Refuses a batch whose payloads add up to more than `max_batch_bytes`.
+    pub fn check_batch_bytes(&self, process_id: &str, bytes: usize) -> Result<(), RegistryError> {
+        if bytes > self.max_batch_bytes {
+            return Err(limit_exceeded(process_id, "payload bytes in one batch", self.max_batch_bytes));
         }
         Ok(())
     }
@@ -294,12 +309,14 @@ mod tests {
             max_template_bytes: 1,
             max_cached_schemas: 0,
             max_batch_events: 1,
+            max_batch_bytes: 1,
         };
         assert_eq!(smallest.validate(), Ok(()));
         for invalid in [
             Limits { max_id_bytes: 23, ..smallest.clone() },
             Limits { max_payload_bytes: 0, ..smallest.clone() },
             Limits { max_batch_events: 0, ..smallest.clone() },
+            Limits { max_batch_bytes: 0, ..smallest.clone() },
             Limits { max_json_depth: 1, ..smallest.clone() },
             Limits { max_event_types: 5, ..smallest.clone() },
             Limits { max_registration_bytes: 0, ..smallest.clone() },

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::error::RegistryError;
 use crate::events::{ProcessAwaitOutput, ProcessEventAppendRequest};
 use crate::model::ProcessExternalRef;
-use crate::rules::append::{check_and_hash_payload, check_request, hash_checked};
+use crate::rules::append::{check_and_hash_batched, check_and_hash_payload, check_request, hash_checked};
 use crate::rules::limits::{dismantle, limit_exceeded, Limits};
 
 /// Refuses an await output whose values nest deeper than the limit (they
@@ -94,8 +94,9 @@ fn checked_with<T>(
     }
 }
 
-/// Bounds and hashes every request of a batch append: all of them, or an
-/// error for the first refused (the rest are dropped without recursion).
+/// Bounds and hashes every request of a batch append (their payloads
+/// together too, `max_batch_bytes`): all of them, or an error for the
+/// first refused (the rest are dropped without recursion).
 pub(super) fn checked_batch(
     limits: &Limits,
     process_id: &str,
@@ -108,9 +109,12 @@ pub(super) fn checked_batch(
         return Err(limit_exceeded(process_id, "events in one batch", limits.max_batch_events));
     }
     let mut checked = Vec::with_capacity(requests.len());
+    let mut batch_bytes = 0;
     let mut requests = requests.into_iter();
     while let Some(request) = requests.next() {
-        match checked_append(limits, process_id, request) {
+        let hashed =
+            checked_with(request, |request| check_and_hash_batched(limits, process_id, request, &mut batch_bytes));
+        match hashed {
             Ok(pair) => checked.push(pair),
             Err(error) => {
                 for rest in requests {

@@ -52,8 +52,8 @@ use crate::model::{
 };
 use crate::registry::ProcessRegistry;
 use crate::rules::append::{
-    check_and_hash_payload, plan_append, plan_batch, wake_delivery, AppendPlan, AppendView, BatchItem, PlannedEvent,
-    ReplayEntry,
+    check_and_hash_batched, check_and_hash_payload, plan_append, plan_batch, wake_delivery, AppendPlan, AppendView,
+    BatchItem, PlannedEvent, ReplayEntry,
 };
 use crate::rules::lease::{self, LeaseState};
 use crate::rules::limits::{dismantle, truncated, Limits};
@@ -697,9 +697,18 @@ impl BatchProcessRegistry for GlobalLockRegistry {
             return Err(crate::rules::limits::limit_exceeded(process_id, "events in one batch", limit));
         }
         let mut hashed = Vec::with_capacity(requests.len());
+        let mut batch_bytes = 0;
         let mut requests = requests.into_iter();
         while let Some(request) = requests.next() {
-            match self.hash_payload(process_id, request) {
+            let checked = check_and_hash_batched(&self.limits, process_id, &request, &mut batch_bytes);
+            let checked = match checked {
+                Ok(hash) => Ok((request, hash)),
+                Err(error) => {
+                    dismantle(request.payload);
+                    Err(error)
+                }
+            };
+            match checked {
                 Ok(pair) => hashed.push(pair),
                 Err(error) => {
                     // Unmeasured caller JSON: dropped without recursion.
