@@ -85,7 +85,8 @@ impl Limits {
     /// or a limit below what the core event types every registration
     /// declares need (id bytes below their longest name, 24; JSON depth
     /// below their schemas', 2; event types below their number, 6), under
-    /// which every registration would be refused, or a batch bound of 0.
+    /// which every registration would be refused, a batch bound of 0, or a
+    /// batch byte bound below the payload bound.
     /// (`max_cached_schemas` may be 0: no cache.)
     pub fn validate(&self) -> Result<(), String> {
         let longest_core_name = CORE_EVENT_TYPE_NAMES.iter().map(|name| name.len()).max().unwrap_or_default();
@@ -105,6 +106,13 @@ impl Limits {
             if bytes == 0 {
                 return Err(format!("limits.{name} is 0: nothing would fit"));
             }
+        }
+        if self.max_batch_bytes < self.max_payload_bytes {
+            return Err(format!(
+                "limits.max_batch_bytes is {}, below max_payload_bytes ({}): a batch of one could not carry what \
+                 one append can",
+                self.max_batch_bytes, self.max_payload_bytes
+            ));
         }
         if self.max_json_depth < CORE_SCHEMA_DEPTH {
             return Err(format!(
@@ -317,6 +325,7 @@ mod tests {
             Limits { max_payload_bytes: 0, ..smallest.clone() },
             Limits { max_batch_events: 0, ..smallest.clone() },
             Limits { max_batch_bytes: 0, ..smallest.clone() },
+            Limits { max_payload_bytes: 2, ..smallest.clone() },
             Limits { max_json_depth: 1, ..smallest.clone() },
             Limits { max_event_types: 5, ..smallest.clone() },
             Limits { max_registration_bytes: 0, ..smallest.clone() },
