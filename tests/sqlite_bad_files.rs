@@ -207,6 +207,29 @@ async fn a_version_1_file_with_the_early_event_layout_is_store_version_and_untou
     assert_eq!(std::fs::read(&path).expect("read back"), before, "the file was written to");
 }
 
+/// A process whose log in the file ends short of what its row says (rows
+/// deleted by hand): activating it is a typed error, not a process that
+/// loads and then refuses every append as out of order; the others work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_ends_short_of_its_row_is_a_typed_error_on_activation() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("short.db");
+    write_store(&path, 2).await;
+    {
+        let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
+        connection
+            .execute("DELETE FROM events WHERE process_id = 'p-001' AND sequence = 3", [])
+            .expect("drop the last event of p-001");
+    }
+    let registry = ActorProcessRegistry::open(&path, RegistryConfig::default()).await.expect("open");
+    match registry.events_after("p-001", 0).await {
+        Err(RegistryError::Storage { message, .. }) => assert!(message.contains("ends at 2"), "{message}"),
+        other => panic!("the short log: {other:?}"),
+    }
+    assert_eq!(registry.events_after("p-000", 0).await.expect("the other process").len(), 4);
+    registry.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_database_is_store_version_zero() {
     let directory = tempfile::tempdir().expect("a temporary directory");

@@ -344,11 +344,22 @@ pub(crate) fn read_process(
     declarations: &mut HashMap<String, Arc<Vec<ProcessEventType>>>,
 ) -> Result<Option<StoredProcess>, String> {
     let sql = |error: rusqlite::Error| error.to_string();
+    // One snapshot for the row and the rest (nothing writes a process
+    // while its actor starts, but an inspector-style read is consistent
+    // only so). Read-only: dropping it ends it.
+    let snapshot = connection.unchecked_transaction().map_err(sql)?;
     let Some(ProcessRow { record, lease, last_sequence }) = read_process_row(connection, process_id, declarations)?
     else {
         return Ok(None);
     };
     let events = read_events_after(connection, process_id, 0, last_sequence)?;
+    // The writer moves `last_sequence` with every event it writes: a log
+    // that ends elsewhere is not one this store wrote, and every later
+    // append would be refused as out of order.
+    let logged = events.last().map_or(0, |event| event.sequence);
+    if logged != last_sequence {
+        return Err(format!("the log of `{process_id}` ends at {logged}, but its row says {last_sequence}"));
+    }
     let mut replay = BTreeMap::new();
     {
         let mut statement = connection
@@ -373,6 +384,7 @@ pub(crate) fn read_process(
             acked.insert(u64::try_from(row.map_err(sql)?).unwrap_or(0));
         }
     }
+    drop(snapshot);
     Ok(Some(StoredProcess { record, events, replay, acked, lease, version: 0 }))
 }
 
