@@ -20,8 +20,22 @@ pub(crate) fn token_prefix(lease: &ProcessLease) -> String {
 
 /// Pretty JSON and a newline. A `Value` always serializes; an error could
 /// only come from a map with non-string keys, which `json!` never builds.
+///
+/// serde_json escapes the C0 controls inside strings but not DEL, the C1
+/// range (where a terminal reads CSI) or the characters that reorder text:
+/// those are written as `\uXXXX` escapes, which parse back to the same
+/// strings. They can only occur inside strings, and every one of them is
+/// in the Basic Multilingual Plane.
 pub(crate) fn render(value: &Value) -> String {
-    let mut rendered = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    let pretty = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    let mut rendered = String::with_capacity(pretty.len() + 1);
+    for c in pretty.chars() {
+        if c != '\n' && super::text::hidden(c) {
+            let _ = std::fmt::Write::write_fmt(&mut rendered, format_args!("\\u{:04x}", u32::from(c)));
+        } else {
+            rendered.push(c);
+        }
+    }
     rendered.push('\n');
     rendered
 }
@@ -84,4 +98,20 @@ pub(crate) fn show(report: &ShowReport) -> Value {
         "last_fencing_token": detail.lease.last_fencing_token,
         "grants": detail.grants.iter().map(grant).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn characters_a_terminal_would_act_on_are_escaped_and_parse_back() {
+        let value = json!({"id": "a\u{9b}[31mb\u{202e}c\u{7f}", "nested": ["\u{2066}"]});
+        let rendered = render(&value);
+        for escaped in ["\\u009b", "\\u202e", "\\u007f", "\\u2066"] {
+            assert!(rendered.contains(escaped), "{escaped} in {rendered}");
+        }
+        assert!(!rendered.chars().any(|c| c != '\n' && super::super::text::hidden(c)), "{rendered}");
+        assert_eq!(serde_json::from_str::<Value>(&rendered).ok(), Some(value), "valid JSON, the same strings");
+    }
 }

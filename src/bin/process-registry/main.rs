@@ -193,8 +193,11 @@ impl Failure {
 
     fn message(&self) -> String {
         match self {
-            Self::Store(error) => error.to_string(),
-            Self::NoProcess { path, id } => format!("store `{path}` holds no process `{}`", text::clean(id)),
+            // An error can quote the file (an id, an unknown status name).
+            Self::Store(error) => text::clean(&error.to_string()),
+            Self::NoProcess { path, id } => {
+                format!("store `{}` holds no process `{}`", text::clean(path), text::clean(id))
+            }
         }
     }
 }

@@ -14,12 +14,20 @@ use super::{InspectReport, ShowReport};
 /// The most characters of a payload a text line shows.
 const PAYLOAD_WIDTH: usize = 160;
 
-/// `text` with control characters escaped (`\n`, `\u{1b}`, ...).
+/// `text` with control characters escaped (`\n`, `\u{1b}`, ...), and the
+/// invisible characters that reorder or hide text on a terminal (bidi
+/// embeddings, overrides and isolates, marks, zero-width joiners).
 pub(crate) fn clean(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(hidden) {
         return text.to_owned();
     }
-    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    text.chars().map(|c| if hidden(c) { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// Control and format characters a terminal does not show as themselves.
+pub(crate) fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// At most `width` characters of `text`, with `…` when cut.
@@ -222,6 +230,14 @@ mod tests {
     fn control_characters_are_escaped() {
         assert_eq!(clean("job-1"), "job-1");
         assert_eq!(clean("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+    }
+
+    #[test]
+    fn characters_that_reorder_or_hide_text_are_escaped() {
+        // An id shown as `job-1` that is really `job-\u{202e}1-boj`.
+        assert_eq!(clean("job-\u{202e}1"), "job-\\u{202e}1");
+        assert_eq!(clean("a\u{200b}b\u{2066}c\u{feff}"), "a\\u{200b}b\\u{2066}c\\u{feff}");
+        assert_eq!(clean("émoji ✓"), "émoji ✓");
     }
 
     #[test]
