@@ -148,6 +148,33 @@ async fn another_schema_version_is_store_version_and_the_file_is_untouched() {
     assert_eq!(std::fs::read(&path).expect("read back"), before, "the file was written to");
 }
 
+/// Another version whose registry crashed with its last commits still in
+/// the WAL: refused without checkpointing that WAL into the file (a
+/// read-write connection would have, on closing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_version_with_a_wal_left_behind_is_refused_without_checkpointing_it() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("future-wal.db");
+    write_store(&path, 2).await;
+    {
+        let connection = rusqlite::Connection::open(&path).expect("open with rusqlite");
+        connection.pragma_update(None, "wal_autocheckpoint", 0).expect("no automatic checkpoints");
+        connection
+            .set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .expect("no checkpoint on close");
+        connection.pragma_update(None, "user_version", 99).expect("a newer version, in the WAL only");
+    }
+    let wal = directory.path().join("future-wal.db-wal");
+    assert!(wal.metadata().is_ok_and(|metadata| metadata.len() > 0), "the WAL is left behind");
+    let before = std::fs::read(&path).expect("read");
+    let expected =
+        RegistryError::StoreVersion { path: path.display().to_string(), found: 99, supported: SQLITE_SCHEMA_VERSION };
+    assert_eq!(registry_open_error(&path).await, expected);
+    assert_eq!(store_open_error(&path), expected);
+    assert_eq!(std::fs::read(&path).expect("read back"), before, "the WAL was checkpointed into the file");
+    assert!(wal.metadata().is_ok_and(|metadata| metadata.len() > 0), "the WAL is still there");
+}
+
 /// A file of the version before this one (no `quarantined` table yet):
 /// the inspector reads it as it is, and a registry upgrades it in place,
 /// keeping everything it held.

@@ -60,6 +60,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use self::schema::Found;
@@ -289,6 +290,18 @@ impl SqliteStore {
             return Err(open_error("it is a directory, not a store file".to_owned()));
         }
         let lock = take_lock(path)?;
+        // The version is read first on a connection that cannot write or
+        // checkpoint: closing the read-write one below could checkpoint a
+        // WAL a newer build left behind into a file this build refuses.
+        if path.metadata().is_ok_and(|metadata| metadata.len() > 0) {
+            let probe =
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                    .and_then(|probe| {
+                        probe.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map(|_| probe)
+                    })
+                    .map_err(|error| open_error(error.to_string()))?;
+            refuse_unsupported(&probe, &shown)?;
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags).map_err(|error| open_error(error.to_string()))?;
         // SQLite opens a file it may not write read-only without a word;
@@ -298,20 +311,7 @@ impl SqliteStore {
             Ok(true) => Err(open_error("the file is not writable".to_owned())),
             Err(error) => Err(open_error(error.to_string())),
         };
-        let found = schema::found_version(&connection).map_err(|error| open_error(error.to_string()))?;
-        let unsupported =
-            |found| RegistryError::StoreVersion { path: shown.clone(), found, supported: schema::SCHEMA_VERSION };
-        match found {
-            Found::Other(found) => return Err(unsupported(found)),
-            // Early builds wrote version 1 with another event layout: the
-            // upgrade would relabel a file this build cannot read.
-            Found::Previous
-                if !schema::has_event_columns(&connection).map_err(|error| open_error(error.to_string()))? =>
-            {
-                return Err(unsupported(schema::PREVIOUS_VERSION));
-            }
-            Found::Empty | Found::Current | Found::Previous => {}
-        }
+        let found = refuse_unsupported(&connection, &shown)?;
         writable()?;
         schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
         match found {
@@ -400,6 +400,23 @@ impl SqliteStore {
         })
         .await
         .map_err(|error| self.shared.storage(format!("a read task failed: {error}")))?
+    }
+}
+
+/// The version `connection`'s file is at, or `StoreVersion` for one this
+/// build cannot open: another version, or an early version 1 layout
+/// (whose upgrade would relabel a log this build cannot read).
+fn refuse_unsupported(connection: &Connection, shown: &str) -> Result<Found, RegistryError> {
+    let open_error =
+        |error: rusqlite::Error| RegistryError::StoreOpen { path: shown.to_owned(), message: error.to_string() };
+    let unsupported =
+        |found| RegistryError::StoreVersion { path: shown.to_owned(), found, supported: schema::SCHEMA_VERSION };
+    match schema::found_version(connection).map_err(open_error)? {
+        Found::Other(found) => Err(unsupported(found)),
+        Found::Previous if !schema::has_event_columns(connection).map_err(open_error)? => {
+            Err(unsupported(schema::PREVIOUS_VERSION))
+        }
+        found => Ok(found),
     }
 }
 
