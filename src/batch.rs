@@ -22,7 +22,8 @@ pub trait BatchProcessRegistry: ProcessRegistry {
     /// Appends `requests` to `process_id`, in order, as one change; answers
     /// one result per request, in order (a replayed request answers with the
     /// event it names, as [`ProcessRegistry::append_event`] does). An empty
-    /// batch answers an empty list and sends nothing.
+    /// batch answers an empty list and commits nothing; on an unknown
+    /// process it is `UnknownProcess`, as every call naming one is.
     ///
     /// Waits on: the process (one message to its actor; with a durable
     /// store, one commit). Cost: O(requests + their payloads) planning,

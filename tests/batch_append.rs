@@ -6,9 +6,10 @@
 //! refuses the batch and leaves the log and record as they were; replay
 //! keys are honoured per request, against the log and against the batch's
 //! earlier requests; a second terminal event in one batch is refused;
-//! parked waiters are answered by a batch; an empty batch is a no-op; a
-//! batch over `max_batch_events` is `LimitExceeded`; on SQLite a batch is
-//! one transaction (one fsync) and survives a reopen.
+//! parked waiters are answered by a batch; an empty batch is a no-op (on
+//! an unknown process, `UnknownProcess`); a batch over `max_batch_events`,
+//! or whose payloads pass `max_batch_bytes`, is `LimitExceeded`; on SQLite
+//! a batch is one transaction (one fsync) and survives a reopen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,6 +186,18 @@ async fn parked_waiters_are_answered_by_a_batch() {
         assert_eq!(woken.expect("event").sequence, 1, "{}: the first matching event", subject.name);
         let output = tokio::time::timeout(Duration::from_secs(30), outcome).await.expect("answered").expect("task");
         assert!(output.is_ok(), "{}: await_process answered by the batch's terminal event", subject.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_batch_commits_nothing_and_names_an_unknown_process() {
+    for subject in subjects(Limits::default()).await {
+        let registry = &subject.registry;
+        let unknown = registry.append_events("nobody", Vec::new()).await;
+        assert!(matches!(unknown, Err(RegistryError::UnknownProcess { .. })), "{}: {unknown:?}", subject.name);
+        registry.register_process(registration("p")).await.expect("register");
+        assert_eq!(registry.append_events("p", Vec::new()).await.expect("empty").len(), 0, "{}", subject.name);
+        assert!(registry.events_after("p", 0).await.expect("log").is_empty(), "{}", subject.name);
     }
 }
 

@@ -624,9 +624,8 @@ impl BatchProcessRegistry for ActorProcessRegistry {
         requests: Vec<ProcessEventAppendRequest>,
     ) -> Result<Vec<ProcessEventAppendResult>, PluginError> {
         traced("append_events", process_id, async {
-            if requests.is_empty() {
-                return Ok(Vec::new());
-            }
+            // An empty batch goes to the actor too: an unknown process is
+            // an error however little is asked of it (it commits nothing).
             let checked = input::checked_batch(&self.shared().limits, process_id, requests)?;
             // Sent again after a lost answer only when every request has a
             // replay key (then a second send answers with the first's events).

@@ -686,9 +686,6 @@ impl BatchProcessRegistry for GlobalLockRegistry {
         process_id: &str,
         requests: Vec<ProcessEventAppendRequest>,
     ) -> Result<Vec<ProcessEventAppendResult>, PluginError> {
-        if requests.is_empty() {
-            return Ok(Vec::new());
-        }
         if requests.len() > self.limits.max_batch_events {
             for request in requests {
                 dismantle(request.payload);
