@@ -18,6 +18,8 @@
 //! - a waiter parked on one node is answered by an append on another
 //!   (through LISTEN/NOTIFY), for many pairs started together, with no
 //!   timeout; and after its node's LISTEN connection is killed;
+//! - a session deletion that committed before a failed read is answered
+//!   and leaves no deleted grant in its node's index;
 //! - a repeated completion on a node answers the record as another node
 //!   moved it after the end, not this node's cached one;
 //! - two commits of one process planned on one version, in one batch:
@@ -450,6 +452,54 @@ async fn a_waiter_is_answered_after_a_refresh_that_failed() {
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .await
         .expect("drop the waiting node's role");
+}
+
+/// A session deletion whose commit landed but whose read of the records
+/// after it failed: it answers the deletion, and the node's grant index
+/// follows the database (before, it kept the deleted grants).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_deletion_committed_before_a_failed_read_is_not_left_in_the_index() {
+    let Some(server) = postgres::server() else { return };
+    let url = postgres::fresh_database(&server).await;
+    let owner = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("admin");
+    tokio::spawn(connection);
+    let role = format!("deleting_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             DO $$ BEGIN EXECUTE format('GRANT CREATE, CONNECT ON DATABASE %I TO {role}', current_database()); END $$;
+             GRANT USAGE, CREATE ON SCHEMA process_registry TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA process_registry TO {role};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA process_registry TO {role};"
+        ))
+        .await
+        .expect("a role for the deleting node");
+    let deleting =
+        ActorProcessRegistry::connect(&format!("{url} user={role}"), RegistryConfig::default()).await.expect("connect");
+    owner.register_process(registration("p")).await.expect("register");
+    let scope = SessionScope::new("s");
+    deleting.grant_handle(&scope, "p", ProcessHandleDescriptor::default()).await.expect("grant");
+    // The deletion's commit stays possible; the records' read after it
+    // fails (it reads `declarations`, which nothing the commit runs reads).
+    admin
+        .batch_execute(&format!(
+            "REVOKE SELECT ON process_registry.processes FROM {role};
+             GRANT SELECT (id, record, status, updated_at_ms, last_sequence, lease, version)
+                 ON process_registry.processes TO {role};"
+        ))
+        .await
+        .expect("revoke");
+    let deleted = deleting.delete_session_process_state("s").await;
+    admin.batch_execute(&format!("GRANT SELECT ON process_registry.processes TO {role}")).await.expect("grant");
+    let report = deleted.expect("the deletion committed, so it is answered");
+    assert_eq!(report.revoked_handle_count, 1, "{report:?}");
+    assert_eq!(deleting.list_handle_grants(&scope).await.expect("list"), vec![], "the index follows the database");
+    assert!(!deleting.has_handle_grant(&scope, "p").await.expect("has"));
+    assert_eq!(owner.list_handle_grants(&scope).await.expect("list on the other node"), vec![]);
+    deleting.shutdown().await;
+    owner.shutdown().await;
+    admin.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}")).await.expect("drop the role");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -652,8 +652,11 @@ impl RegistrySupervisor {
             .await?;
         // Which of the processes that lost a grant are live: with a shared
         // store, as the store has them now (another node may have
-        // completed one); else from the records this node publishes.
-        let live: std::collections::HashSet<String> = match self.shared.store.shared() {
+        // completed one); else, or when that read fails, from the records
+        // this node publishes. The deletion is committed by now: a failed
+        // read must not leave the index behind the database, nor tell the
+        // caller nothing moved.
+        let live: Option<std::collections::HashSet<String>> = match self.shared.store.shared() {
             Some(store) => {
                 let mut affected: Vec<String> = changes
                     .iter()
@@ -664,24 +667,26 @@ impl RegistrySupervisor {
                     .collect();
                 affected.sort();
                 affected.dedup();
-                store
-                    .fetch_records(&affected)
-                    .await?
-                    .into_iter()
-                    .filter(|record| !record.is_terminal())
-                    .map(|record| record.id.clone())
-                    .collect()
+                match store.fetch_records(&affected).await {
+                    Ok(records) => Some(
+                        records
+                            .into_iter()
+                            .filter(|record| !record.is_terminal())
+                            .map(|record| record.id.clone())
+                            .collect(),
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, %session_id, "a committed session deletion reports liveness from this node's records");
+                        None
+                    }
+                }
             }
-            None => Default::default(),
+            None => None,
         };
         let routes = &self.shared.routes;
-        let shared_store = self.shared.store.shared().is_some();
-        Ok(self.shared.grants.write().delete_session(&session_id, |id| {
-            if shared_store {
-                live.contains(id)
-            } else {
-                routes.record(id).is_some_and(|record| !record.is_terminal())
-            }
+        Ok(self.shared.grants.write().delete_session(&session_id, |id| match &live {
+            Some(live) => live.contains(id),
+            None => routes.record(id).is_some_and(|record| !record.is_terminal()),
         }))
     }
 }
