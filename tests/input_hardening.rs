@@ -8,7 +8,7 @@
 //!   parked until shutdown.
 //! - Configurations that could kill the supervisor are refused by `start`.
 //! - Caller input cannot grow memory without bound: registration bytes,
-//!   materialized template bytes.
+//!   materialized template bytes, grant descriptors.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,6 +165,26 @@ const GUARD: Duration = Duration::from_secs(20);
 
 /// Declared types never change, so a wait on a type the process does not
 /// declare could only be answered by shutdown: it is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_descriptors_and_granted_ids_are_bounded() {
+    let limits = Limits { max_id_bytes: 64, max_payload_bytes: 256, ..Limits::default() };
+    for (name, registry) in registries_with(limits).await {
+        registry.register_process(registration("p")).await.expect("register");
+        let scope = SessionScope::new("s");
+        let long_kind = ProcessHandleDescriptor { kind: Some("k".repeat(65)), label: None };
+        let refused = registry.grant_handle(&scope, "p", long_kind).await;
+        assert!(matches!(refused, Err(RegistryError::LimitExceeded { .. })), "{name}: a long kind: {refused:?}");
+        let refused = registry.grant_handle(&scope, "p", label(&"l".repeat(257))).await;
+        assert!(matches!(refused, Err(RegistryError::LimitExceeded { .. })), "{name}: a long label: {refused:?}");
+        let refused = registry.grant_handle(&scope, &"p".repeat(65), label("x")).await;
+        assert!(matches!(refused, Err(RegistryError::LimitExceeded { .. })), "{name}: a long id: {refused:?}");
+        let refused = registry.grant_handle(&scope, "p\0q", label("x")).await;
+        assert!(matches!(refused, Err(RegistryError::UnknownProcess { .. })), "{name}: a NUL id: {refused:?}");
+        assert_eq!(registry.list_handle_grants(&scope).await, Ok(vec![]), "{name}: nothing was granted");
+        registry.grant_handle(&scope, "p", label(&"l".repeat(256))).await.expect("at the bounds");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_on_an_undeclared_event_type_is_refused_instead_of_parking() {
     for (name, registry) in registries().await {

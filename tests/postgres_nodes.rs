@@ -503,6 +503,21 @@ async fn a_session_deletion_committed_before_a_failed_read_is_not_left_in_the_in
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_calls_naming_an_id_no_database_can_hold_are_typed_errors() {
+    let Some(nodes) = nodes(1).await else { return };
+    let node = &nodes[0];
+    let scope = SessionScope::new("s");
+    // PostgreSQL text refuses NUL: asked, the database would fail the read.
+    let nul = node.grant_handle(&scope, "p\0q", ProcessHandleDescriptor::default()).await;
+    assert!(matches!(nul, Err(RegistryError::UnknownProcess { .. })), "{nul:?}");
+    let nul = node.has_handle_grant(&scope, "p\0q").await;
+    assert!(matches!(nul, Ok(false) | Err(RegistryError::UnknownProcess { .. })), "{nul:?}");
+    let nul = node.handle_grants_for_process("p\0q").await;
+    assert!(matches!(nul, Err(RegistryError::UnknownProcess { .. })), "{nul:?}");
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_completion_answers_the_record_another_node_moved_since() {
     let Some(nodes) = nodes(2).await else { return };
     let (a, b) = (&nodes[0], &nodes[1]);

@@ -43,6 +43,23 @@ pub fn check_scope(limits: &Limits, process_id: &str, scope: &SessionScope) -> R
     Ok(())
 }
 
+/// Refuses a grant descriptor whose kind is longer than an id may be, or
+/// whose label is longer than a payload may be: a grant is kept in memory,
+/// written in a group commit and copied by every listing.
+pub fn check_descriptor(
+    limits: &Limits,
+    process_id: &str,
+    descriptor: &crate::model::ProcessHandleDescriptor,
+) -> Result<(), RegistryError> {
+    if let Some(kind) = descriptor.kind.as_deref() {
+        limits.check_id(process_id, "descriptor kind bytes", kind)?;
+    }
+    if let Some(label) = descriptor.label.as_deref() {
+        limits.check_payload_bytes(process_id, label.len())?;
+    }
+    Ok(())
+}
+
 /// Refuses a session id that is empty, contains [`FRAME_SEPARATOR`], or is
 /// longer than the limit.
 pub fn check_session_id(limits: &Limits, process_id: &str, session_id: &str) -> Result<(), RegistryError> {

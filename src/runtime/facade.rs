@@ -276,7 +276,10 @@ impl ProcessRegistry for ActorProcessRegistry {
         descriptor: ProcessHandleDescriptor,
     ) -> Result<ProcessHandleGrant, PluginError> {
         traced("grant_handle", process_id, async {
-            check_scope(&self.shared().limits, process_id, session_scope)?;
+            let limits = &self.shared().limits;
+            limits.check_id(process_id, "process id bytes", process_id)?;
+            check_scope(limits, process_id, session_scope)?;
+            crate::rules::scope::check_descriptor(limits, process_id, &descriptor)?;
             self.ask_supervisor(process_id, |reply| SupervisorMsg::Grant {
                 scope: session_scope.clone(),
                 process_id: process_id.to_owned(),

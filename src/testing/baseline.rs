@@ -421,7 +421,9 @@ impl ProcessRegistry for GlobalLockRegistry {
         process_id: &str,
         descriptor: ProcessHandleDescriptor,
     ) -> Result<ProcessHandleGrant, PluginError> {
+        self.limits.check_id(process_id, "process id bytes", process_id)?;
         check_scope(&self.limits, process_id, session_scope)?;
+        crate::rules::scope::check_descriptor(&self.limits, process_id, &descriptor)?;
         let mut state = self.lock().await;
         state.process(process_id)?;
         Ok(state.grants.grant(session_scope, process_id, descriptor))

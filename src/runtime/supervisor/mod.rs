@@ -495,6 +495,11 @@ impl RegistrySupervisor {
         let Some(store) = self.shared.store.shared() else {
             return Ok(false);
         };
+        // No shared store holds such an id (PostgreSQL text refuses NUL),
+        // and the database would answer it with an error, not "none".
+        if process_id.contains('\0') || process_id.len() > self.shared.limits.max_id_bytes {
+            return Ok(false);
+        }
         match store.fetch_records(&[process_id.to_owned()]).await?.into_iter().next() {
             Some(record) => {
                 self.route_new(record);

@@ -707,14 +707,14 @@ async fn write_grants(
     base_version: u64,
     changes: &[GrantChange],
 ) -> Result<CommitResult, tokio_postgres::Error> {
-    let statement = statements
-        .get(client, "UPDATE process_registry.grants_version SET version = version + 1 WHERE id = 1 AND version = $1")
-        .await?;
-    if client.execute(&statement, &[&to_int(base_version)]).await? == 0 {
-        return Ok(Err(RegistryError::Contended { process_id: String::new(), attempts: 1 }));
-    }
+    /// One change, ready to run: (scope id, process id, and for a grant
+    /// its scope and descriptor as JSON).
+    type Prepared<'a> = (String, &'a str, Option<(String, String)>);
+    // Every change prepared before anything is written: a refusal after
+    // the version moved would commit half of it.
+    let mut prepared: Vec<Prepared<'_>> = Vec::with_capacity(changes.len());
     for change in changes {
-        match change {
+        prepared.push(match change {
             GrantChange::Granted { scope, process_id, descriptor } => {
                 let (Ok(scope_json), Ok(descriptor_json)) =
                     (serde_json::to_string(scope), serde_json::to_string(descriptor))
@@ -724,6 +724,20 @@ async fn write_grants(
                         message: "a grant is not JSON".to_owned(),
                     }));
                 };
+                (scope.id().0, process_id.as_str(), Some((scope_json, descriptor_json)))
+            }
+            GrantChange::Revoked { scope_id, process_id } => (scope_id.clone(), process_id.as_str(), None),
+        });
+    }
+    let statement = statements
+        .get(client, "UPDATE process_registry.grants_version SET version = version + 1 WHERE id = 1 AND version = $1")
+        .await?;
+    if client.execute(&statement, &[&to_int(base_version)]).await? == 0 {
+        return Ok(Err(RegistryError::Contended { process_id: String::new(), attempts: 1 }));
+    }
+    for (scope_id, process_id, granted) in prepared {
+        match granted {
+            Some((scope_json, descriptor_json)) => {
                 let statement = statements
                     .get(
                         client,
@@ -732,13 +746,13 @@ async fn write_grants(
                          DO UPDATE SET scope = excluded.scope, descriptor = excluded.descriptor",
                     )
                     .await?;
-                client.execute(&statement, &[&scope.id().0, process_id, &scope_json, &descriptor_json]).await?;
+                client.execute(&statement, &[&scope_id, &process_id, &scope_json, &descriptor_json]).await?;
             }
-            GrantChange::Revoked { scope_id, process_id } => {
+            None => {
                 let statement = statements
                     .get(client, "DELETE FROM process_registry.grants WHERE scope_id = $1 AND process_id = $2")
                     .await?;
-                client.execute(&statement, &[scope_id, process_id]).await?;
+                client.execute(&statement, &[&scope_id, &process_id]).await?;
             }
         }
     }
