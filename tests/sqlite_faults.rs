@@ -189,3 +189,43 @@ async fn a_refused_change_fails_alone_and_its_process_goes_on_writing() {
     assert_eq!(registry.get_process("p").await, Some(before), "the record on disk is the one answered");
     registry.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_fsync_a_restarted_actor_does_not_load_the_unknown_commit() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("registry.db");
+    let faults = StoreFaultsHandle::default();
+    let registry = open(&path, &faults).await;
+    registry.register_process(job("p")).await.expect("register");
+    registry.append_event("p", progress(1)).await.expect("append 1");
+    faults.faults().fail_next_sync();
+    let failed = registry.append_event("p", progress(2)).await;
+    assert!(matches!(failed, Err(RegistryError::Storage { .. })), "the append whose fsync failed: {failed:?}");
+    // The file holds the append (SQLite wrote it before the fsync "failed"),
+    // but its caller was told it failed: an actor started from the file
+    // must not show it.
+    let restarts = registry.stats().restarts;
+    registry.inject_panic("p").await.expect("crash the actor");
+    // The supervisor heard of the death (and tried its restart).
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while registry.stats().restarts == restarts && registry.stats().quarantined.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the actor's death was handled");
+    let read = tokio::time::timeout(Duration::from_secs(60), registry.events_after("p", 0)).await.expect("answered");
+    match read {
+        Ok(events) => assert_eq!(events.len(), 1, "only what its callers were told committed"),
+        Err(RegistryError::Storage { .. } | RegistryError::Quarantined { .. }) => {}
+        Err(other) => panic!("reading p after the failed fsync: {other:?}"),
+    }
+    registry.shutdown().await;
+    // Reopened, the store reads the file as it is; the caller's retry
+    // with its replay key then ends with exactly one event.
+    let registry = open(&path, &StoreFaultsHandle::default()).await;
+    let retried = registry.append_event("p", progress(2)).await.expect("retry after reopen");
+    assert_eq!(retried.event.sequence, 2);
+    assert_eq!(registry.events_after("p", 0).await.expect("events").len(), 2);
+    registry.shutdown().await;
+}

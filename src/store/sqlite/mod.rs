@@ -51,7 +51,7 @@ pub(crate) mod rows;
 mod schema;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -213,6 +213,11 @@ struct Shared {
     /// The committed state of every process whose actor runs (boxed, as
     /// in the memory store, so spare buckets stay small).
     resident: DashMap<Box<str>, Box<IndexedProcess>>,
+    /// Processes with a commit in a batch that failed: whether the file
+    /// holds it is unknown (a failed fsync after `COMMIT` leaves it
+    /// there), and its callers were told it failed, so none of them is
+    /// loaded again until the store is reopened.
+    unknown: Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -334,6 +339,7 @@ impl SqliteStore {
             poisoned: AtomicBool::new(false),
             batches: AtomicU64::new(0),
             resident: DashMap::new(),
+            unknown: Mutex::new(HashSet::new()),
         });
         let (jobs, queue) = mpsc::channel();
         let writer = {
@@ -485,6 +491,15 @@ impl ProcessStore for SqliteStore {
     /// commit.
     async fn load_process(&self, process_id: &str) -> Result<Option<StoredProcess>, RegistryError> {
         self.flush().await;
+        if self.shared.unknown.lock().unwrap_or_else(PoisonError::into_inner).contains(process_id) {
+            return Err(RegistryError::Storage {
+                process_id: process_id.to_owned(),
+                message: format!(
+                    "{}: a commit of this process failed and may or may not be in the file; reopen the store to read it",
+                    self.shared.path
+                ),
+            });
+        }
         let process_id = process_id.to_owned();
         let shared = Arc::clone(&self.shared);
         self.read(

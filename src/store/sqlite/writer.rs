@@ -397,6 +397,14 @@ impl Writer {
                     tracing::error!(%error, "a group commit failed; the store refuses writes until it is reopened");
                 }
                 self.declarations.forget();
+                // Before the answers: an actor told of the failure may
+                // restart and load its process at once.
+                let mut unknown = shared.unknown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                unknown.extend(batch.commits.iter().filter_map(|(commit, _)| match commit {
+                    Commit::Process { process_id, .. } => Some(process_id.clone()),
+                    _ => None,
+                }));
+                drop(unknown);
                 for (_, callback) in batch.commits {
                     callback(Err(error.clone()));
                 }
