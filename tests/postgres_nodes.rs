@@ -43,7 +43,7 @@ use process_registry::{
     ProcessEventAppendRequest, ProcessEventAppendResult, ProcessEventType, ProcessExternalRef, ProcessHandleDescriptor,
     ProcessHandleGrant, ProcessHandleGrantEntry, ProcessInput, ProcessLease, ProcessLeaseCompletion, ProcessListFilter,
     ProcessRecord, ProcessRegistration, ProcessRegistry, ProcessSessionDeleteReport, ProcessStatus, RegistryConfig,
-    RegistryError, SessionScope, WaitState,
+    RegistryError, RestartIntensity, SessionScope, WaitState,
 };
 use serde_json::json;
 
@@ -515,6 +515,28 @@ async fn grant_calls_naming_an_id_no_database_can_hold_are_typed_errors() {
     let nul = node.handle_grants_for_process("p\0q").await;
     assert!(matches!(nul, Err(RegistryError::UnknownProcess { .. })), "{nul:?}");
     shutdown(nodes).await;
+}
+
+/// A quarantine is one node's: the other nodes go on writing the process,
+/// and the quarantining node's reads show what they wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_quarantined_on_one_node_reads_what_another_node_appends() {
+    let Some(server) = postgres::server() else { return };
+    let url = postgres::fresh_database(&server).await;
+    let writer = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
+    let quarantine = RestartIntensity { max_restarts: 0, within_ms: 60_000 };
+    let config = RegistryConfig::default().with_restart_intensity(quarantine);
+    let reader = ActorProcessRegistry::connect(&url, config).await.expect("connect");
+    writer.register_process(registration("p")).await.expect("register");
+    writer.append_event("p", step(1)).await.expect("append 1");
+    // One crash on `reader` quarantines `p` there.
+    reader.inject_panic("p").await.expect("crash the reader's actor");
+    until(|| reader.stats().quarantined == vec!["p".to_owned()]).await;
+    assert_eq!(reader.events_after("p", 0).await.expect("read while quarantined").len(), 1);
+    writer.append_event("p", step(2)).await.expect("append 2 on the other node");
+    assert_eq!(reader.events_after("p", 0).await.expect("read again").len(), 2, "the quarantined view is current");
+    reader.shutdown().await;
+    writer.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,7 +134,9 @@ pub(crate) enum Slot {
 /// What a quarantined process keeps: a read-only view of its committed
 /// state, loaded from the store by the first read that needs it (the
 /// quarantine itself costs no I/O) and kept until the quarantine is
-/// released. Nothing can change that state meanwhile, since no actor runs.
+/// released. Nothing can change that state meanwhile, since no actor runs
+/// (with a store several nodes share, others may: there it is loaded
+/// afresh by every read).
 #[derive(Debug, Default)]
 pub(crate) struct Quarantine {
     committed: OnceCell<Arc<IndexedProcess>>,
@@ -155,6 +157,11 @@ impl Quarantine {
             })?;
             Ok::<_, RegistryError>(Arc::new(IndexedProcess::new(stored)))
         };
+        if store.shared().is_some() {
+            // A quarantine is this node's: other nodes still write the
+            // process, so every read loads it as the database has it now.
+            return load().await;
+        }
         self.committed.get_or_try_init(load).await.map(Arc::clone)
     }
 }

@@ -334,7 +334,12 @@ impl RegistrySupervisor {
         if adopting {
             self.route_new(Arc::clone(&stored.record));
         }
-        self.start(myself, state, stored, None).await
+        let started = self.start(myself, state, stored, None).await;
+        if started.is_err() {
+            // No actor: nothing of the process stays resident.
+            self.shared.store.release_process(process_id);
+        }
+        started
     }
 
     /// Starts the actor of a routed process from `stored`, its committed
