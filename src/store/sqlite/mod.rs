@@ -18,7 +18,10 @@
 //! - The **writer thread** owns the write connection and drains a queue of
 //!   commits from every process actor and the supervisor, many per
 //!   transaction and one fsync per transaction (`writer`). A failed commit
-//!   poisons the store: every later commit is refused until reopen.
+//!   poisons the store: every later commit is refused until reopen, and
+//!   the processes of the failed batch are not loaded again either (the
+//!   file may hold what their callers were told failed): reads of their
+//!   running actors keep working, an activation of one is `Storage`.
 //! - A **read connection** serves `recover` (records and grants, at open)
 //!   and `load_process` (one process's log, at activation), on tokio's
 //!   blocking pool so no worker blocks on the disk; it first waits for the
@@ -35,9 +38,10 @@
 //!   on the memory store: no disk, no message. A process's log is in
 //!   memory only while its actor runs, so memory at rest does not grow
 //!   with history.
-//! - A **lock file** beside the database (`PATH-lock`) is held exclusively
-//!   while the store is open, so a second registry on the same file gets
-//!   [`RegistryError::StoreLocked`] instead of forking the fencing tokens.
+//! - A **lock file** beside the database's real path (`PATH-lock`, symlinks
+//!   resolved) is held exclusively while the store is open, so a second
+//!   registry on the same file gets [`RegistryError::StoreLocked`] instead
+//!   of forking the fencing tokens.
 //!   Read-only inspectors ([`SqliteInspector`], which the
 //!   `process-registry` CLI prints) open the database without it, and
 //!   never write or checkpoint, so they may read while a registry holds
