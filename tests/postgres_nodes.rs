@@ -402,6 +402,29 @@ async fn a_waiter_is_answered_after_its_nodes_listen_connection_is_killed() {
     appending.shutdown().await;
 }
 
+/// An admin connection, a fresh role with read and write rights on the
+/// registry's schema, and a node connected as that role: the tests take
+/// a right away from the role for a moment (drop the role afterwards with
+/// `DROP OWNED BY role; DROP ROLE role`).
+async fn node_of_its_own_role(url: &str, prefix: &str) -> (tokio_postgres::Client, String, ActorProcessRegistry) {
+    let (admin, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("admin");
+    tokio::spawn(connection);
+    let role = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             DO $$ BEGIN EXECUTE format('GRANT CREATE, CONNECT ON DATABASE %I TO {role}', current_database()); END $$;
+             GRANT USAGE, CREATE ON SCHEMA process_registry TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA process_registry TO {role};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA process_registry TO {role};"
+        ))
+        .await
+        .expect("a role for the node");
+    let node =
+        ActorProcessRegistry::connect(&format!("{url} user={role}"), RegistryConfig::default()).await.expect("connect");
+    (admin, role, node)
+}
+
 /// A refresh that cannot read the store is tried again while a waiter is
 /// parked: here the waiting node's role loses its read privilege on the
 /// processes table for a moment, so the refresh that the append's notice
@@ -412,21 +435,7 @@ async fn a_waiter_is_answered_after_a_refresh_that_failed() {
     let Some(server) = postgres::server() else { return };
     let url = postgres::fresh_database(&server).await;
     let appending = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("admin");
-    tokio::spawn(connection);
-    let role = format!("waiter_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN;
-             DO $$ BEGIN EXECUTE format('GRANT CREATE, CONNECT ON DATABASE %I TO {role}', current_database()); END $$;
-             GRANT USAGE, CREATE ON SCHEMA process_registry TO {role};
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA process_registry TO {role};
-             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA process_registry TO {role};"
-        ))
-        .await
-        .expect("a role for the waiting node");
-    let waiting =
-        ActorProcessRegistry::connect(&format!("{url} user={role}"), RegistryConfig::default()).await.expect("connect");
+    let (admin, role, waiting) = node_of_its_own_role(&url, "waiter").await;
     appending.register_process(registration("p")).await.expect("register");
     // Twice: the retries after one outage must not stop those after the next.
     for round in 1..=2u64 {
@@ -462,21 +471,7 @@ async fn a_session_deletion_committed_before_a_failed_read_is_not_left_in_the_in
     let Some(server) = postgres::server() else { return };
     let url = postgres::fresh_database(&server).await;
     let owner = ActorProcessRegistry::connect(&url, RegistryConfig::default()).await.expect("connect");
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("admin");
-    tokio::spawn(connection);
-    let role = format!("deleting_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN;
-             DO $$ BEGIN EXECUTE format('GRANT CREATE, CONNECT ON DATABASE %I TO {role}', current_database()); END $$;
-             GRANT USAGE, CREATE ON SCHEMA process_registry TO {role};
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA process_registry TO {role};
-             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA process_registry TO {role};"
-        ))
-        .await
-        .expect("a role for the deleting node");
-    let deleting =
-        ActorProcessRegistry::connect(&format!("{url} user={role}"), RegistryConfig::default()).await.expect("connect");
+    let (admin, role, deleting) = node_of_its_own_role(&url, "deleting").await;
     owner.register_process(registration("p")).await.expect("register");
     let scope = SessionScope::new("s");
     deleting.grant_handle(&scope, "p", ProcessHandleDescriptor::default()).await.expect("grant");

@@ -30,14 +30,21 @@ async fn open(path: &Path, faults: &StoreFaultsHandle) -> ActorProcessRegistry {
     ActorProcessRegistry::open_with(path, options, RegistryConfig::default()).await.expect("open")
 }
 
-/// Runs the same story with either fault; returns the reopened registry.
-async fn a_failed_write_changes_nothing(arm: impl Fn(&StoreFaultsHandle)) -> (ActorProcessRegistry, tempfile::TempDir) {
+/// A store in a fresh directory (`registry.db`) with faults to arm, and
+/// process `p` registered with one event.
+async fn p_with_one_event() -> (tempfile::TempDir, StoreFaultsHandle, ActorProcessRegistry) {
     let directory = tempfile::tempdir().expect("a temporary directory");
-    let path = directory.path().join("registry.db");
     let faults = StoreFaultsHandle::default();
-    let registry = open(&path, &faults).await;
+    let registry = open(&directory.path().join("registry.db"), &faults).await;
     registry.register_process(job("p")).await.expect("register");
     registry.append_event("p", progress(1)).await.expect("append 1");
+    (directory, faults, registry)
+}
+
+/// Runs the same story with either fault; returns the reopened registry.
+async fn a_failed_write_changes_nothing(arm: impl Fn(&StoreFaultsHandle)) -> (ActorProcessRegistry, tempfile::TempDir) {
+    let (directory, faults, registry) = p_with_one_event().await;
+    let path = directory.path().join("registry.db");
     let before = registry.get_process("p").await.expect("p");
     let waiter = {
         let registry = registry.clone();
@@ -143,12 +150,8 @@ async fn a_failed_commit_fails_every_call_planned_on_top_of_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_change_fails_alone_and_its_process_goes_on_writing() {
-    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (directory, faults, registry) = p_with_one_event().await;
     let path = directory.path().join("registry.db");
-    let faults = StoreFaultsHandle::default();
-    let registry = open(&path, &faults).await;
-    registry.register_process(job("p")).await.expect("register");
-    registry.append_event("p", progress(1)).await.expect("append 1");
 
     faults.faults().refuse_next_change();
     let refused = registry.append_event("p", progress(2)).await;
@@ -192,12 +195,8 @@ async fn a_refused_change_fails_alone_and_its_process_goes_on_writing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failed_fsync_a_restarted_actor_does_not_load_the_unknown_commit() {
-    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (directory, faults, registry) = p_with_one_event().await;
     let path = directory.path().join("registry.db");
-    let faults = StoreFaultsHandle::default();
-    let registry = open(&path, &faults).await;
-    registry.register_process(job("p")).await.expect("register");
-    registry.append_event("p", progress(1)).await.expect("append 1");
     faults.faults().fail_next_sync();
     let failed = registry.append_event("p", progress(2)).await;
     assert!(matches!(failed, Err(RegistryError::Storage { .. })), "the append whose fsync failed: {failed:?}");
