@@ -56,8 +56,7 @@ pub fn check_and_hash_batched(
     batch_bytes: &mut usize,
 ) -> Result<String, RegistryError> {
     check_request(limits, process_id, request)?;
-    let (hash, payload_bytes) = payload_hash(&request.event_type, &request.payload);
-    limits.check_payload_bytes(process_id, payload_bytes)?;
+    let (hash, payload_bytes) = hash_measured(limits, process_id, request)?;
     *batch_bytes = batch_bytes.saturating_add(payload_bytes);
     limits.check_batch_bytes(process_id, *batch_bytes)?;
     Ok(hash)
@@ -92,9 +91,18 @@ pub fn hash_checked(
     process_id: &str,
     request: &ProcessEventAppendRequest,
 ) -> Result<String, RegistryError> {
+    hash_measured(limits, process_id, request).map(|(hash, _)| hash)
+}
+
+/// [`hash_checked`] with the payload's canonical bytes it measured.
+fn hash_measured(
+    limits: &Limits,
+    process_id: &str,
+    request: &ProcessEventAppendRequest,
+) -> Result<(String, usize), RegistryError> {
     let (hash, payload_bytes) = payload_hash(&request.event_type, &request.payload);
     limits.check_payload_bytes(process_id, payload_bytes)?;
-    Ok(hash)
+    Ok((hash, payload_bytes))
 }
 
 /// The parts of one process an append plan reads.

@@ -47,6 +47,12 @@ pub(crate) struct Shared {
 /// registries started on one store object never hand out the same plan.
 static NEXT_PLAN: AtomicU64 = AtomicU64::new(1);
 
+/// A plan number above every one handed out before in this OS process
+/// (see [`Commit::Process`](crate::store::Commit::Process)'s `plan`).
+pub(crate) fn next_plan() -> u64 {
+    NEXT_PLAN.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Shared {
     pub(crate) fn new(config: RegistryConfig) -> Self {
         Self {
@@ -77,12 +83,6 @@ impl Shared {
 
     pub(crate) fn next_waiter_id(&self) -> u64 {
         self.next_waiter.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// A plan number above every one handed out before in this OS process
-    /// (see [`Commit::Process`](crate::store::Commit::Process)'s `plan`).
-    pub(crate) fn next_plan(&self) -> u64 {
-        NEXT_PLAN.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Files a durably terminal process under its terminal status in the

@@ -213,13 +213,7 @@ impl GlobalLockRegistry {
         process_id: &str,
         request: ProcessEventAppendRequest,
     ) -> Result<(ProcessEventAppendRequest, String), RegistryError> {
-        match check_and_hash_payload(&self.limits, process_id, &request) {
-            Ok(hash) => Ok((request, hash)),
-            Err(err) => {
-                dismantle(request.payload);
-                Err(err)
-            }
-        }
+        checked(request, |request| check_and_hash_payload(&self.limits, process_id, request))
     }
 
     /// Steps 2-10 of an append, under the lock. Returns the result and the
@@ -699,15 +693,9 @@ impl BatchProcessRegistry for GlobalLockRegistry {
         let mut batch_bytes = 0;
         let mut requests = requests.into_iter();
         while let Some(request) = requests.next() {
-            let checked = check_and_hash_batched(&self.limits, process_id, &request, &mut batch_bytes);
-            let checked = match checked {
-                Ok(hash) => Ok((request, hash)),
-                Err(error) => {
-                    dismantle(request.payload);
-                    Err(error)
-                }
-            };
-            match checked {
+            match checked(request, |request| {
+                check_and_hash_batched(&self.limits, process_id, request, &mut batch_bytes)
+            }) {
                 Ok(pair) => hashed.push(pair),
                 Err(error) => {
                     // Unmeasured caller JSON: dropped without recursion.
@@ -750,6 +738,21 @@ impl BatchProcessRegistry for GlobalLockRegistry {
             process.committed.notify_waiters();
         }
         Ok(results)
+    }
+}
+
+/// `request` with its payload hash as `hash` finds it, or `hash`'s error
+/// with the request dropped without recursion (unmeasured caller JSON).
+fn checked(
+    request: ProcessEventAppendRequest,
+    hash: impl FnOnce(&ProcessEventAppendRequest) -> Result<String, RegistryError>,
+) -> Result<(ProcessEventAppendRequest, String), RegistryError> {
+    match hash(&request) {
+        Ok(hash) => Ok((request, hash)),
+        Err(err) => {
+            dismantle(request.payload);
+            Err(err)
+        }
     }
 }
 

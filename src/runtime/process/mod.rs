@@ -153,7 +153,7 @@ impl Actor for ProcessActor {
             pipeline: Pipeline::default(),
             last_active_ms: self.shared.now_ms(),
             version,
-            plan: self.shared.next_plan(),
+            plan: crate::runtime::shared::next_plan(),
             awaiting: None,
             stale: false,
             refresh_pending: false,
@@ -491,7 +491,7 @@ impl ProcessActorState {
                 tracing::error!(process_id = %self.process_id, %error, "commit failed; rolling back to the durable state");
                 self.pipeline.fail_all(&error);
                 self.state.roll_back();
-                self.plan = shared.next_plan();
+                self.plan = crate::runtime::shared::next_plan();
             }
             Err(_) => {}
         }

@@ -302,15 +302,17 @@ impl SqliteStore {
         // The version is read first on a connection that cannot write or
         // checkpoint: closing the read-write one below could checkpoint a
         // WAL a newer build left behind into a file this build refuses.
-        if path.metadata().is_ok_and(|metadata| metadata.len() > 0) {
+        let probed = if path.metadata().is_ok_and(|metadata| metadata.len() > 0) {
             let probe =
                 Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                     .and_then(|probe| {
                         probe.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map(|_| probe)
                     })
                     .map_err(|error| open_error(error.to_string()))?;
-            refuse_unsupported(&probe, &shown)?;
-        }
+            Some(refuse_unsupported(&probe, &shown)?)
+        } else {
+            None
+        };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags).map_err(|error| open_error(error.to_string()))?;
         // SQLite opens a file it may not write read-only without a word;
@@ -320,7 +322,11 @@ impl SqliteStore {
             Ok(true) => Err(open_error("the file is not writable".to_owned())),
             Err(error) => Err(open_error(error.to_string())),
         };
-        let found = refuse_unsupported(&connection, &shown)?;
+        // The lock is held: nothing changed the file since the probe.
+        let found = match probed {
+            Some(found) => found,
+            None => refuse_unsupported(&connection, &shown)?,
+        };
         writable()?;
         schema::configure_writer(&connection, &options).map_err(|error| open_error(error.to_string()))?;
         match found {
